@@ -1,0 +1,286 @@
+"""The Sandflower ClientApp: local training and evaluation inside the wasm sandbox.
+
+A train message carries the global arrays and the train config (messages: README,
+"Messages"). The client loads its private data, runs the whole local job in ONE sandboxed
+kernel call, and replies with the DELTA (local - global) and metrics: never the local weights,
+never any data. Whatever stops a client from training (a bad data file, a kernel whose sha256
+is not the pinned one, a trapping kernel) becomes an error reply that names the problem; the
+coordinator counts it and the run goes on.
+
+Where the data comes from:
+- on a device, the file named by the node config ``data-path`` (.npz with x/y, or .csv);
+- in simulation, the node's partition (``partition-id``) of the scenario's data set, built by
+  ``simulations.partitions``. That module is imported only on this path, so a device needs
+  client/, kernels/ and protos/ alone.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app.error import Error
+from flwr.clientapp import ClientApp
+
+from client.data import DataFileError, LocalData, check_labels, load_data_file, split_local
+from client.runner import KernelRunner, default_kernel_path
+from client.sandbox import KernelModule, Limits, SandboxError
+from kernels.spec import ModelSpec, ModelSpecError
+
+# Error codes of Sandflower's error replies (Flower's own codes are 0..8).
+ERROR_BAD_CONFIG = 1001
+ERROR_DATA = 1002
+ERROR_KERNEL_MISMATCH = 1003
+ERROR_KERNEL_FAILED = 1004
+
+# Node config keys a device owner may set (flower-supernode --node-config).
+NODE_DATA_PATH = "data-path"
+NODE_KERNEL_PATH = "kernel-path"  # run another build of the kernel, e.g. the simd128 one
+NODE_MEMORY_MB = "memory-mb"  # linear-memory cap of the sandbox
+NODE_FUEL = "fuel"  # deterministic compute budget per job (0: unmetered)
+NODE_DEADLINE_S = "deadline-seconds"  # wall-clock limit per job (0: none)
+
+NO_PARTITION = -1
+
+
+class ClientJobError(Exception):
+    """A job this client cannot do; becomes an error reply with ``code``."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+app = ClientApp()
+
+
+@app.train()
+def train(message: Message, context: Context) -> Message:
+    try:
+        return message.create_reply(_train(message, context))
+    except ClientJobError as error:
+        return Message(Error(code=error.code, reason=str(error)), reply_to=message)
+
+
+@app.evaluate()
+def evaluate(message: Message, context: Context) -> Message:
+    try:
+        return message.create_reply(_evaluate(message, context))
+    except ClientJobError as error:
+        return Message(Error(code=error.code, reason=str(error)), reply_to=message)
+
+
+# -- the two jobs ---------------------------------------------------------------------------
+def _train(message: Message, context: Context) -> RecordDict:
+    config = _config(message)
+    spec, global_weights = _global_model(message, config)
+    data = _local_data(context.node_config, config, spec)
+    runner = _runner(context.node_config, config)
+    server_round = int(config["server-round"])
+    partition_id = _partition_id(context.node_config)
+    job_seed = _job_seed(int(config["seed"]), server_round, partition_id, context.node_id)
+    try:
+        result = runner.train(
+            spec,
+            global_weights,
+            data.x_train,
+            data.y_train,
+            epochs=int(config["local-epochs"]),
+            batch_size=int(config["batch-size"]),
+            lr=float(config["lr"]),
+            mu=float(config["proximal-mu"]),
+            seed=job_seed,
+            global_params=global_weights,
+            job_name=f"train round {server_round} node {context.node_id}",
+        )
+    except SandboxError as error:
+        raise ClientJobError(ERROR_KERNEL_FAILED, f"local training failed: {error}") from error
+    delta = {name: delta_of(result.params[name], global_weights[name]) for name in global_weights}
+    reply_bytes = sum(array.nbytes for array in delta.values())
+    metrics = MetricRecord(
+        {
+            "num-examples": int(data.num_train),
+            "train-loss": float(result.loss),
+            "kernel-seconds": float(result.seconds),
+            "fuel-used": int(result.fuel_used or 0),
+            "reply-bytes": int(reply_bytes),
+            "partition-id": partition_id,
+        }
+    )
+    arrays = ArrayRecord({name: Array(array) for name, array in delta.items()})
+    return RecordDict({"arrays": arrays, "metrics": metrics})
+
+
+def _evaluate(message: Message, context: Context) -> RecordDict:
+    config = _config(message)
+    spec, global_weights = _global_model(message, config)
+    data = _local_data(context.node_config, config, spec)
+    runner = _runner(context.node_config, config)
+    try:
+        result = runner.evaluate(
+            spec,
+            global_weights,
+            data.x_test,
+            data.y_test,
+            job_name=f"evaluate round {config['server-round']} node {context.node_id}",
+        )
+    except SandboxError as error:
+        raise ClientJobError(ERROR_KERNEL_FAILED, f"local evaluation failed: {error}") from error
+    metrics = MetricRecord(
+        {
+            "num-examples": int(result.num_examples),
+            "eval-loss": float(result.loss),
+            "eval-accuracy": float(result.accuracy),
+            "partition-id": _partition_id(context.node_config),
+        }
+    )
+    return RecordDict({"metrics": metrics})
+
+
+def delta_of(local: np.ndarray, global_weights: np.ndarray) -> np.ndarray:
+    """The client's update, local - global: the one thing that leaves the device."""
+    return (np.asarray(local, dtype=np.float32) - np.asarray(global_weights, np.float32)).astype(
+        np.float32, copy=False
+    )
+
+
+# -- reading the message --------------------------------------------------------------------
+_REQUIRED_CONFIG = ("server-round", "lr", "local-epochs", "batch-size", "proximal-mu", "seed", "model")
+
+
+def _config(message: Message) -> dict[str, Any]:
+    records = message.content.config_records
+    if "config" not in records:
+        raise ClientJobError(ERROR_BAD_CONFIG, "the message has no ConfigRecord 'config'")
+    config = dict(records["config"])
+    missing = [key for key in _REQUIRED_CONFIG if key not in config]
+    if missing:
+        raise ClientJobError(ERROR_BAD_CONFIG, f"the message config lacks {missing}")
+    return config
+
+
+def _global_model(message: Message, config: Mapping[str, Any]) -> tuple[ModelSpec, dict]:
+    try:
+        spec = ModelSpec.parse(str(config["model"]))
+    except ModelSpecError as error:
+        raise ClientJobError(ERROR_BAD_CONFIG, str(error)) from error
+    array_records = message.content.array_records
+    if len(array_records) != 1:
+        raise ClientJobError(
+            ERROR_BAD_CONFIG, f"expected one ArrayRecord, given {len(array_records)}"
+        )
+    record = next(iter(array_records.values()))
+    global_weights = {name: array.numpy() for name, array in record.items()}
+    try:
+        spec.flatten(global_weights)  # checks names and shapes against the spec
+    except ModelSpecError as error:
+        raise ClientJobError(ERROR_BAD_CONFIG, f"global model: {error}") from error
+    return spec, global_weights
+
+
+def _partition_id(node_config: Mapping[str, Any]) -> int:
+    if NODE_DATA_PATH in node_config or "partition-id" not in node_config:
+        return NO_PARTITION
+    return int(node_config["partition-id"])
+
+
+def _job_seed(seed: int, server_round: int, partition_id: int, node_id: int) -> int:
+    # (seed, round, client) -> one 63-bit stream seed; a partition id is stable across runs
+    # (node ids are not), so it names the client when there is one.
+    client = partition_id if partition_id != NO_PARTITION else node_id
+    words = np.random.SeedSequence([seed, server_round, client]).generate_state(2, np.uint32)
+    return int((int(words[0]) << 31) ^ int(words[1]))
+
+
+# -- data -----------------------------------------------------------------------------------
+def _local_data(
+    node_config: Mapping[str, Any], config: Mapping[str, Any], spec: ModelSpec
+) -> LocalData:
+    try:
+        if NODE_DATA_PATH in node_config:
+            path = Path(str(node_config[NODE_DATA_PATH])).expanduser()
+            test_fraction = float(config.get("test-fraction", 0.2))
+            data = _device_data(str(path), test_fraction, int(config["seed"]))
+            source = str(path)
+        elif "partition-id" in node_config:
+            # Simulation only: the scenario's partition for this node.
+            partitions = importlib.import_module("simulations.partitions")
+            data = partitions.load_client_data(config, int(node_config["partition-id"]))
+            source = f"partition {node_config['partition-id']} of {config.get('dataset')!r}"
+        else:
+            raise DataFileError(
+                "<node config>",
+                f"no data: set the node config '{NODE_DATA_PATH}' to a .npz or .csv file",
+            )
+        _check_features(data, spec, source)
+        check_labels(data.y_train, spec.num_classes, source)
+        check_labels(data.y_test, spec.num_classes, source)
+    except (DataFileError, ValueError) as error:
+        raise ClientJobError(ERROR_DATA, str(error)) from error
+    return data
+
+
+def _check_features(data: LocalData, spec: ModelSpec, source: str) -> None:
+    if data.x_train.shape[1] != spec.input_dim:
+        raise DataFileError(
+            source,
+            f"expected {spec.input_dim} features per sample for model {spec}, "
+            f"given {data.x_train.shape[1]}",
+        )
+
+
+@functools.lru_cache(maxsize=4)
+def _device_data_cached(path: str, mtime_ns: int, size: int, test_fraction: float, seed: int):
+    x, y = load_data_file(path)
+    return split_local(x, y, test_fraction, seed)
+
+
+def _device_data(path: str, test_fraction: float, seed: int) -> LocalData:
+    # Cached per process (a SuperNode runs many rounds); keyed by mtime and size so an
+    # edited file is read again.
+    try:
+        stat = os.stat(path)
+    except OSError as error:
+        raise DataFileError(path, f"cannot read the data file: {error.strerror}") from error
+    return _device_data_cached(path, stat.st_mtime_ns, stat.st_size, test_fraction, seed)
+
+
+# -- the kernel -----------------------------------------------------------------------------
+@functools.lru_cache(maxsize=4)
+def _kernel_module(path: str) -> KernelModule:
+    return KernelModule.from_file(path)
+
+
+def _runner(node_config: Mapping[str, Any], config: Mapping[str, Any]) -> KernelRunner:
+    path = str(node_config.get(NODE_KERNEL_PATH) or default_kernel_path())
+    try:
+        module = _kernel_module(path)
+    except (SandboxError, OSError) as error:
+        raise ClientJobError(ERROR_KERNEL_FAILED, f"kernel {path}: {error}") from error
+    pinned = str(config.get("kernel-sha256") or "")
+    if pinned and module.sha256 != pinned:
+        raise ClientJobError(
+            ERROR_KERNEL_MISMATCH,
+            f"kernel {path} has sha256 {module.sha256}, the coordinator pinned {pinned}: "
+            "refusing to train on a kernel that is not the pinned one",
+        )
+    limits = Limits(
+        memory_bytes=int(node_config.get(NODE_MEMORY_MB, 512)) * 2**20,
+        fuel=int(node_config.get(NODE_FUEL, 0)) or None,
+        deadline_seconds=float(node_config.get(NODE_DEADLINE_S, 0)) or None,
+    )
+    return KernelRunner(module, limits)
+
+
+def kernel_sha256(path: str | os.PathLike | None = None) -> str:
+    """The sha256 a coordinator pins for the kernel at ``path`` (default: the bundled one)."""
+    return _kernel_module(str(path or default_kernel_path())).sha256
+
+
+__all__ = ["app", "delta_of", "kernel_sha256", "ClientJobError"]
