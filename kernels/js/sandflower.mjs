@@ -1,0 +1,67 @@
+// A minimal JavaScript host for the Sandflower kernels (kernels/ABI.md), for Node and browsers.
+// It proves the same .wasm runs outside wasmtime: it instantiates the module with NO imports
+// and runs sf_evaluate / sf_train on arrays the caller gives.
+
+export const ABI_VERSION = 1;
+
+export async function loadKernel(bytes) {
+  const { instance } = await WebAssembly.instantiate(bytes, {});
+  const exports = instance.exports;
+  if (exports.sf_abi_version() !== ABI_VERSION) {
+    throw new Error(`kernel ABI ${exports.sf_abi_version()}, expected ${ABI_VERSION}`);
+  }
+  return new Kernel(exports);
+}
+
+class Kernel {
+  constructor(exports) {
+    this.exports = exports;
+  }
+
+  // Copy a typed array into linear memory; return its pointer.
+  put(array) {
+    const ptr = this.exports.sf_alloc(array.byteLength);
+    if (ptr === 0) throw new Error(`sf_alloc(${array.byteLength}) failed`);
+    // A fresh view every time: memory.grow inside sf_alloc detaches older buffers.
+    new Uint8Array(this.exports.memory.buffer, ptr, array.byteLength).set(
+      new Uint8Array(array.buffer, array.byteOffset, array.byteLength),
+    );
+    return ptr;
+  }
+
+  readF32(ptr, length) {
+    return Float32Array.from(new Float32Array(this.exports.memory.buffer, ptr, length));
+  }
+
+  check(status, entry) {
+    if (status !== 0) throw new Error(`${entry} returned status ${status}`);
+  }
+
+  // spec: Int32Array (kernels/spec.py ModelSpec.encode), params: Float32Array (flat),
+  // x: Float32Array [n * input_dim], labels: Int32Array [n].
+  evaluate(spec, params, x, labels) {
+    this.exports.sf_heap_reset();
+    const n = labels.length;
+    const out = this.put(new Float32Array(2));
+    const status = this.exports.sf_evaluate(
+      this.put(spec), this.put(params), this.put(x), this.put(labels), n, out,
+    );
+    this.check(status, "sf_evaluate");
+    const [loss, accuracy] = this.readF32(out, 2);
+    return { loss, accuracy };
+  }
+
+  train(spec, params, x, labels, { epochs, batchSize, lr, mu, seed }) {
+    this.exports.sf_heap_reset();
+    const n = labels.length;
+    const paramsPtr = this.put(params);
+    const globalPtr = this.put(params);
+    const out = this.put(new Float32Array(1));
+    const status = this.exports.sf_train(
+      this.put(spec), paramsPtr, globalPtr, this.put(x), this.put(labels), n,
+      epochs, batchSize, lr, mu, BigInt(seed), out,
+    );
+    this.check(status, "sf_train");
+    return { params: this.readF32(paramsPtr, params.length), loss: this.readF32(out, 1)[0] };
+  }
+}
