@@ -1,0 +1,317 @@
+"""The public Python API of the kernels: forward, gradient, local training, evaluation.
+
+Each method validates its inputs, opens one sandbox job (a fresh Store and Instance, see
+client/sandbox.py), copies the model spec, parameters and data into linear memory, makes ONE
+model-level kernel call (kernels/ABI.md, "Model entries") and copies the results out.
+Results agree with kernels/reference.py (the numpy reference, same semantics and shuffle)
+to float32 rounding.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import kernels
+from client.sandbox import KernelModule, Limits
+from kernels.spec import ModelSpec
+
+RELAXED_KERNEL = "sandflower-relaxed.wasm"
+SIMD128_KERNEL = "sandflower-simd128.wasm"
+
+_UINT64_END = 2**64
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_DEFAULT_LIMITS = Limits()
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """The outcome of one local training job.
+
+    Attributes
+    ----------
+    params
+        The NEW local parameters, by name (``ModelSpec.array_shapes()``).
+    loss
+        Mean per-sample training loss over all minibatches of all epochs.
+    seconds
+        Wall time spent inside kernel calls.
+    fuel_used
+        Fuel the job consumed, None when it ran unmetered.
+    num_examples
+        Training samples (per epoch).
+    """
+
+    params: dict[str, np.ndarray]
+    loss: float
+    seconds: float
+    fuel_used: int | None
+    num_examples: int
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Mean loss and accuracy (argmax, first max wins) over ``num_examples`` samples."""
+
+    loss: float
+    accuracy: float
+    num_examples: int
+
+
+def default_kernel_path(relaxed_simd: bool = True) -> Path:
+    """The bundled kernel: the relaxed-SIMD build, or the plain SIMD128 one."""
+    name = RELAXED_KERNEL if relaxed_simd else SIMD128_KERNEL
+    return Path(kernels.__file__).resolve().parent / "wasm" / name
+
+
+@functools.lru_cache(maxsize=2)
+def _bundled_module(path: str) -> KernelModule:
+    return KernelModule.from_file(path)
+
+
+class KernelRunner:
+    """Runs model-level kernel entries, one sandbox job per method call.
+
+    Parameters
+    ----------
+    module
+        The kernel module; None loads the bundled relaxed-SIMD kernel (once per process).
+    limits
+        Memory cap, fuel budget and deadline applied to every job.
+    """
+
+    def __init__(
+        self, module: KernelModule | None = None, limits: Limits = _DEFAULT_LIMITS
+    ) -> None:
+        if not isinstance(limits, Limits):
+            raise TypeError(f"limits: expected a client.sandbox.Limits, given {type(limits)}")
+        self.module = module if module is not None else _bundled_module(str(default_kernel_path()))
+        self.limits = limits
+
+    def forward(
+        self, spec: ModelSpec, params: Mapping[str, np.ndarray], x: np.ndarray
+    ) -> np.ndarray:
+        """Logits ``[n, classes]`` of the model on features ``x [n, input_dim]``."""
+        flat = _flat_params(spec, params, "params")
+        features = _features(spec, x)
+        num_examples = features.shape[0]
+        with self.module.job("forward", self.limits) as job:
+            spec_ptr = job.put(spec.encode())
+            params_ptr = job.put(flat)
+            x_ptr = job.put(features)
+            logits_ptr = job.alloc(num_examples * spec.num_classes * 4)
+            job.call_status(
+                "sf_model_forward", spec_ptr, params_ptr, x_ptr, num_examples, logits_ptr
+            )
+            return job.read(logits_ptr, (num_examples, spec.num_classes), np.float32)
+
+    def loss_and_gradient(
+        self,
+        spec: ModelSpec,
+        params: Mapping[str, np.ndarray],
+        x: np.ndarray,
+        y: np.ndarray,
+    ) -> tuple[float, dict[str, np.ndarray]]:
+        """Mean softmax cross-entropy over the samples and its gradient by parameter name."""
+        flat = _flat_params(spec, params, "params")
+        features = _features(spec, x)
+        labels = _labels(spec, y, features.shape[0])
+        num_examples = features.shape[0]
+        with self.module.job("loss_and_gradient", self.limits) as job:
+            spec_ptr = job.put(spec.encode())
+            params_ptr = job.put(flat)
+            x_ptr = job.put(features)
+            labels_ptr = job.put(labels)
+            grads_ptr = job.alloc(flat.nbytes)
+            loss_ptr = job.alloc(4)
+            job.call_status(
+                "sf_model_loss_grad",
+                spec_ptr,
+                params_ptr,
+                x_ptr,
+                labels_ptr,
+                num_examples,
+                grads_ptr,
+                loss_ptr,
+            )
+            grads = job.read(grads_ptr, flat.shape, np.float32)
+            loss = float(job.read(loss_ptr, (1,), np.float32)[0])
+        return loss, spec.unflatten(grads)
+
+    def train(
+        self,
+        spec: ModelSpec,
+        params: Mapping[str, np.ndarray],
+        x: np.ndarray,
+        y: np.ndarray,
+        *,
+        epochs: int,
+        batch_size: int,
+        lr: float,
+        mu: float = 0.0,
+        seed: int,
+        global_params: Mapping[str, np.ndarray] | None = None,
+        job_name: str = "train",
+    ) -> TrainResult:
+        """Run all local epochs of minibatch SGD (FedProx when ``mu`` > 0) in one kernel call.
+
+        Minibatches follow a splitmix64 shuffle of ``seed`` (kernels/ABI.md, "Shuffling");
+        the proximal term pulls towards ``global_params`` (default: ``params``).
+        """
+        flat = _flat_params(spec, params, "params")
+        global_flat = (
+            flat if global_params is None else _flat_params(spec, global_params, "global_params")
+        )
+        features = _features(spec, x)
+        num_examples = features.shape[0]
+        labels = _labels(spec, y, num_examples)
+        epochs = _int_at_least(epochs, 1, "epochs")
+        batch_size = _int_at_least(batch_size, 1, "batch_size")
+        lr = _finite_at_least(lr, 0.0, "lr")
+        mu = _finite_at_least(mu, 0.0, "mu")
+        seed = _seed(seed)
+        with self.module.job(job_name, self.limits) as job:
+            spec_ptr = job.put(spec.encode())
+            params_ptr = job.put(flat)
+            # The ABI lets global_params be 0 when mu == 0: no copy of weights that go unread.
+            global_ptr = job.put(global_flat) if mu > 0 else 0
+            x_ptr = job.put(features)
+            labels_ptr = job.put(labels)
+            loss_ptr = job.alloc(4)
+            job.call_status(
+                "sf_train",
+                spec_ptr,
+                params_ptr,
+                global_ptr,
+                x_ptr,
+                labels_ptr,
+                num_examples,
+                epochs,
+                batch_size,
+                lr,
+                mu,
+                seed,
+                loss_ptr,
+            )
+            new_flat = job.read(params_ptr, flat.shape, np.float32)
+            loss = float(job.read(loss_ptr, (1,), np.float32)[0])
+        return TrainResult(
+            params=spec.unflatten(new_flat),
+            loss=loss,
+            seconds=job.kernel_seconds,
+            fuel_used=job.fuel_used,
+            num_examples=num_examples,
+        )
+
+    def evaluate(
+        self,
+        spec: ModelSpec,
+        params: Mapping[str, np.ndarray],
+        x: np.ndarray,
+        y: np.ndarray,
+        *,
+        job_name: str = "evaluate",
+    ) -> EvalResult:
+        """Mean loss and accuracy of the model on ``x``, ``y``."""
+        flat = _flat_params(spec, params, "params")
+        features = _features(spec, x)
+        num_examples = features.shape[0]
+        labels = _labels(spec, y, num_examples)
+        with self.module.job(job_name, self.limits) as job:
+            spec_ptr = job.put(spec.encode())
+            params_ptr = job.put(flat)
+            x_ptr = job.put(features)
+            labels_ptr = job.put(labels)
+            out_ptr = job.alloc(8)
+            job.call_status(
+                "sf_evaluate", spec_ptr, params_ptr, x_ptr, labels_ptr, num_examples, out_ptr
+            )
+            loss, accuracy = job.read(out_ptr, (2,), np.float32)
+        return EvalResult(loss=float(loss), accuracy=float(accuracy), num_examples=num_examples)
+
+
+# -- input validation -----------------------------------------------------------------------
+def _flat_params(spec: ModelSpec, params: Mapping[str, np.ndarray], what: str) -> np.ndarray:
+    if not isinstance(params, Mapping):
+        raise ValueError(f"{what}: expected a mapping of name -> array, given {type(params)}")
+    try:
+        flat = spec.flatten(params)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{what}: {error}") from error
+    if not np.isfinite(flat).all():
+        bad = [
+            name
+            for name, array in params.items()
+            if not np.isfinite(np.asarray(array, np.float32)).all()
+        ]
+        raise ValueError(f"{what}: expected finite values, {bad} have NaN or inf")
+    return flat
+
+
+def _features(spec: ModelSpec, x: np.ndarray) -> np.ndarray:
+    try:
+        features = np.asarray(x, dtype=np.float32)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"x: expected float32-convertible features, given {error}") from error
+    if features.ndim != 2 or features.shape[0] < 1 or features.shape[1] != spec.input_dim:
+        raise ValueError(
+            f"x: expected shape [n >= 1, {spec.input_dim}] for model {spec}, "
+            f"given {list(np.shape(x))}"
+        )
+    if not np.isfinite(features).all():
+        raise ValueError("x: expected finite features, given NaN or inf (after float32 conversion)")
+    return np.ascontiguousarray(features)
+
+
+def _labels(spec: ModelSpec, y: np.ndarray, num_examples: int) -> np.ndarray:
+    labels = np.asarray(y)
+    if labels.dtype == bool or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"y: expected integer class labels, given dtype {labels.dtype}")
+    if labels.shape != (num_examples,):
+        raise ValueError(
+            f"y: expected shape [{num_examples}] (one label per row of x), "
+            f"given {list(labels.shape)}"
+        )
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= spec.num_classes:
+        raise ValueError(
+            f"y: expected labels in [0, {spec.num_classes}) for model {spec}, "
+            f"given values in [{low}, {high}]"
+        )
+    return labels.astype(np.int32)
+
+
+def _int_at_least(value: int, minimum: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{what}: expected an int >= {minimum}, given {value!r}")
+    if value >= 2**31:
+        raise ValueError(f"{what}: expected an int < 2**31, given {value}")
+    return int(value)
+
+
+def _finite_at_least(value: float, minimum: float, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise ValueError(f"{what}: expected a number, given {value!r}")
+    value = float(value)
+    # The kernels take float32: a value that overflows float32 is not finite for them.
+    if not (math.isfinite(value) and abs(value) <= _FLOAT32_MAX and value >= minimum):
+        raise ValueError(f"{what}: expected a finite number >= {minimum}, given {value!r}")
+    return value
+
+
+def _seed(seed: int) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise ValueError(f"seed: expected an int, given {seed!r}")
+    seed = int(seed)
+    if not -(2**63) <= seed < _UINT64_END:
+        raise ValueError(f"seed: expected an int in [-2**63, 2**64), given {seed}")
+    # The ABI reads the seed as uint64; the sandbox passes the i64 bits unchanged.
+    return seed % _UINT64_END
+
+
+__all__ = ["EvalResult", "KernelRunner", "TrainResult", "default_kernel_path"]
