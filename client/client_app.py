@@ -29,6 +29,7 @@ from flwr.app.error import Error
 from flwr.clientapp import ClientApp
 
 from client.data import DataFileError, LocalData, check_labels, load_data_file, split_local
+from client.delta import delta
 from client.runner import KernelRunner, default_kernel_path
 from client.sandbox import KernelModule, Limits, SandboxError
 from kernels.spec import ModelSpec, ModelSpecError
@@ -101,8 +102,8 @@ def _train(message: Message, context: Context) -> RecordDict:
         )
     except SandboxError as error:
         raise ClientJobError(ERROR_KERNEL_FAILED, f"local training failed: {error}") from error
-    delta = {name: delta_of(result.params[name], global_weights[name]) for name in global_weights}
-    reply_bytes = sum(array.nbytes for array in delta.values())
+    update = delta(result.params, global_weights)
+    reply_bytes = sum(array.nbytes for array in update.values())
     metrics = MetricRecord(
         {
             "num-examples": int(data.num_train),
@@ -113,7 +114,7 @@ def _train(message: Message, context: Context) -> RecordDict:
             "partition-id": partition_id,
         }
     )
-    arrays = ArrayRecord({name: Array(array) for name, array in delta.items()})
+    arrays = ArrayRecord({name: Array(array) for name, array in update.items()})
     return RecordDict({"arrays": arrays, "metrics": metrics})
 
 
@@ -143,15 +144,16 @@ def _evaluate(message: Message, context: Context) -> RecordDict:
     return RecordDict({"metrics": metrics})
 
 
-def delta_of(local: np.ndarray, global_weights: np.ndarray) -> np.ndarray:
-    """The client's update, local - global: the one thing that leaves the device."""
-    return (np.asarray(local, dtype=np.float32) - np.asarray(global_weights, np.float32)).astype(
-        np.float32, copy=False
-    )
-
-
 # -- reading the message --------------------------------------------------------------------
-_REQUIRED_CONFIG = ("server-round", "lr", "local-epochs", "batch-size", "proximal-mu", "seed", "model")
+_REQUIRED_CONFIG = (
+    "server-round",
+    "lr",
+    "local-epochs",
+    "batch-size",
+    "proximal-mu",
+    "seed",
+    "model",
+)
 
 
 def _config(message: Message) -> dict[str, Any]:
@@ -283,4 +285,4 @@ def kernel_sha256(path: str | os.PathLike | None = None) -> str:
     return _kernel_module(str(path or default_kernel_path())).sha256
 
 
-__all__ = ["app", "delta_of", "kernel_sha256", "ClientJobError"]
+__all__ = ["app", "kernel_sha256", "ClientJobError"]

@@ -14,8 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 def simulate(
     scenario: str = typer.Argument(
         None,
-        help="Scenario TOML file, or the name of a bundled one "
-        "(default: digits-mlp-dirichlet).",
+        help="Scenario TOML file, or the name of a bundled one (default: digits-mlp-dirichlet).",
         show_default=False,
     ),
     rounds: int = typer.Option(None, "--rounds", help="Override the number of rounds."),

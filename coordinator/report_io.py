@@ -1,0 +1,140 @@
+"""Read and write the text form of a RunReport (report.json).
+
+report.json is ``json_format`` of the RunReport message with proto field names kept and every
+field printed, zeros included (DESIGN.md, "Decisions"): a reader never has to guess a default.
+NaN and infinities are the strings "NaN", "Infinity" and "-Infinity" (proto3 JSON).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+from google.protobuf import json_format
+
+from protos.report_pb2 import RoundReport, RunReport
+
+REPORT_FILE_NAME = "report.json"
+
+
+class ReportError(ValueError):
+    """A report file is missing, unreadable or not a RunReport (the message names the file)."""
+
+
+# Finished rounds never change, and the coordinator rewrites report.json after every round:
+# each round's JSON is kept (keyed by its bytes), so a rewrite converts only the new round.
+ROUND_JSON_CACHE_SIZE = 512
+
+
+def report_to_json(report: RunReport) -> str:
+    """Serialize ``report`` the way report.json holds it.
+
+    The values are ``json_format.MessageToJson``'s with proto field names kept and every field
+    printed, zeros included; ``json_format.Parse`` reads the text back. The layout is one field
+    per line, and one line per round: readable, diffable round by round, and fast to rewrite
+    (only the newest round is converted; json's C encoder handles lines without indentation).
+    """
+    header = RunReport()
+    header.CopyFrom(report)
+    del header.rounds[:]
+    fields = _to_dict(header)
+    fields.pop("rounds", None)
+    # sort_keys: the config is a map, whose order would otherwise vary between runs.
+    lines = [
+        f" {json.dumps(name)}: {json.dumps(value, allow_nan=False, sort_keys=name == 'config')}"
+        for name, value in fields.items()
+    ]
+    rounds = [
+        f"  {_round_json(round_report.SerializeToString(deterministic=True))}"
+        for round_report in report.rounds
+    ]
+    rounds_text = ' "rounds": [\n' + ",\n".join(rounds) + "\n ]" if rounds else ' "rounds": []'
+    return "{\n" + ",\n".join([*lines, rounds_text]) + "\n}\n"
+
+
+@functools.lru_cache(maxsize=ROUND_JSON_CACHE_SIZE)
+def _round_json(serialized_round: bytes) -> str:
+    return json.dumps(_to_dict(RoundReport.FromString(serialized_round)), allow_nan=False)
+
+
+def _to_dict(message) -> dict:
+    as_dict = json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+    return _in_field_order(as_dict, message.DESCRIPTOR)
+
+
+def _in_field_order(as_dict: dict, descriptor) -> dict:
+    # MessageToDict puts the fields left at their defaults last; the .proto order reads better.
+    ordered = {}
+    for field in descriptor.fields:
+        if field.name not in as_dict:
+            continue
+        value = as_dict[field.name]
+        nested = field.message_type
+        if nested is not None and nested.full_name.startswith("sandflower."):
+            if field.is_repeated:
+                value = [_in_field_order(item, nested) for item in value]
+            else:
+                value = _in_field_order(value, nested)
+        ordered[field.name] = value
+    return ordered
+
+
+def report_path(path_or_run_dir: Path | str) -> Path:
+    """The report.json a run folder holds, or ``path_or_run_dir`` itself when it is a file."""
+    path = Path(path_or_run_dir)
+    return path / REPORT_FILE_NAME if path.is_dir() else path
+
+
+def load_report(path_or_run_dir: Path | str) -> RunReport:
+    """Load a RunReport from a run folder or from a report.json file.
+
+    Parameters
+    ----------
+    path_or_run_dir : a run folder (its ``report.json`` is read) or the path of a report file.
+
+    Returns
+    -------
+    RunReport
+
+    Raises
+    ------
+    ReportError
+        When the file is missing, cannot be read, is not JSON, or is JSON that is not a
+        RunReport; the message names the file and the problem.
+    """
+    path = report_path(path_or_run_dir)
+    if not path.exists():
+        where = Path(path_or_run_dir)
+        if where != path:
+            raise ReportError(f"{where}: no {REPORT_FILE_NAME} in this run folder")
+        raise ReportError(f"{path}: no such file (expected a run folder or a {REPORT_FILE_NAME})")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ReportError(f"{path}: cannot read the report: {error}") from error
+    return parse_report(text, source=str(path))
+
+
+def parse_report(text: str, *, source: str = "<report>") -> RunReport:
+    """Parse report.json text into a RunReport; ``source`` names it in errors.
+
+    Raises
+    ------
+    ReportError
+        When ``text`` is not JSON or not a RunReport.
+    """
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ReportError(
+            f"{source}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})"
+        ) from error
+    report = RunReport()
+    try:
+        json_format.Parse(text, report)
+    except json_format.ParseError as error:
+        raise ReportError(f"{source}: not a RunReport: {error}") from error
+    return report

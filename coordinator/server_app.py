@@ -1,0 +1,330 @@
+"""The Sandflower ServerApp: rounds of delta aggregation, central evaluation, the run report.
+
+:func:`make_server_app` builds the Flower ``ServerApp``; its ``main(grid, context)`` reads the
+run config (or ``run_config_override``: ``flwr.simulation.run_simulation`` leaves
+``context.run_config`` empty) and hands over to :func:`run_federation`, which runs the rounds
+on any Grid (tests drive it with an in-process grid; no engine needed).
+
+Per round: sample and train (:class:`coordinator.strategy.DeltaStrategy`), federated
+evaluation, central evaluation through ``central_evaluate`` (supplied by the layer that owns a
+test set), then the RunReport is written (``coordinator.report_writer.write_run``) so that a
+run that dies after round k leaves a valid report of k rounds. A round without a usable reply
+ends the run: the report says "failed" and why, then :class:`FederationFailedError` is raised.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import math
+import platform
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context
+from flwr.serverapp import Grid, ServerApp
+from google.protobuf.struct_pb2 import Struct
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from protos.report_pb2 import RoundReport, RunReport, Versions
+
+from .aggregation import model_sha256
+from .config import FederationConfig
+from .flower_strategies import build_flower_strategy
+from .strategy import DeltaStrategy, RoundFailedError
+
+logger = logging.getLogger(__name__)
+
+FINAL_MODEL_FILE = "final_model.npz"
+# How long a round waits for replies (Flower's Strategy.start default).
+REPLY_TIMEOUT_SECONDS = 3600.0
+
+CentralEvaluate = Callable[[dict[str, np.ndarray]], tuple[float, float]]
+OnRound = Callable[[RoundReport], None]
+WriteReport = Callable[[Path, RunReport], None]
+
+
+class FederationFailedError(RuntimeError):
+    """The run stopped: a round had no usable reply (the report holds every client's reason)."""
+
+
+def make_server_app(
+    *,
+    central_evaluate: CentralEvaluate | None = None,
+    run_config_override: Mapping[str, Any] | None = None,
+    on_round: OnRound | None = None,
+) -> ServerApp:
+    """Build the ServerApp.
+
+    Parameters
+    ----------
+    central_evaluate : ``arrays -> (loss, accuracy)`` on a held-out test set, called with the
+        global model after every round; None skips central evaluation (its report fields are
+        NaN).
+    run_config_override : the flat run config to use instead of ``context.run_config``.
+    on_round : called with a copy of each finished RoundReport (e.g. a progress bar).
+
+    Returns
+    -------
+    flwr.serverapp.ServerApp
+        Its main raises :class:`FederationFailedError` when a round has no usable reply, and
+        ``coordinator.config.RunConfigError`` for a bad run config.
+    """
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        run_config = run_config_override if run_config_override is not None else context.run_config
+        config = FederationConfig.from_run_config(dict(run_config))
+        run_federation(grid, config, central_evaluate=central_evaluate, on_round=on_round)
+
+    return app
+
+
+def run_federation(
+    grid: Grid,
+    config: FederationConfig,
+    *,
+    central_evaluate: CentralEvaluate | None = None,
+    on_round: OnRound | None = None,
+    timeout: float = REPLY_TIMEOUT_SECONDS,
+    write_report: WriteReport | None = None,
+) -> RunReport:
+    """Run ``config.num_rounds`` rounds on ``grid``; write the run folder; return the report.
+
+    Parameters
+    ----------
+    grid : the Flower Grid (anything with ``get_node_ids`` and ``send_and_receive``).
+    config : the validated run config.
+    central_evaluate, on_round : as in :func:`make_server_app`.
+    timeout : seconds a round waits for replies.
+    write_report : ``(out_dir, report) -> None``, called at the start, after every round and
+        at the end; default ``coordinator.report_writer.write_run``.
+
+    Raises
+    ------
+    FederationFailedError
+        When a round has no usable reply (after the report recorded status "failed").
+    """
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write = write_report or _write_run
+    report = new_run_report(config, engine=_engine_of(grid))
+    strategy = DeltaStrategy(
+        build_flower_strategy(
+            config.strategy,
+            config.strategy_params,
+            fraction_train=config.fraction_train,
+            fraction_evaluate=config.fraction_evaluate,
+            server_lr=config.server_lr,
+            proximal_mu=config.proximal_mu,
+            lr=config.lr,
+        ),
+        seed=config.seed,
+        server_lr=config.server_lr,
+        max_delta_norm=config.max_delta_norm,
+        fraction_train=config.fraction_train,
+        fraction_evaluate=config.fraction_evaluate,
+        rule_name=config.strategy,
+    )
+    strategy.summary()
+    global_weights = config.model.init_params(config.seed)
+    write(out_dir, report)
+    try:
+        if config.fraction_train < 1.0:
+            # Partial sampling draws from nodes in partition order, which needs the partitions
+            # before round 1 (with full training, round 1's replies tell them in time for the
+            # evaluation sample).
+            found = strategy.learn_partitions(
+                grid,
+                _arrays(global_weights),
+                ConfigRecord(config.client_config(0)),
+                timeout=timeout,
+            )
+            logger.info("partition ids known for %d nodes", found)
+        for server_round in range(1, config.num_rounds + 1):
+            global_weights = _run_round(
+                grid, strategy, config, server_round, global_weights, central_evaluate, timeout
+            )
+            round_report = strategy.round_report(server_round)
+            report.rounds.add().CopyFrom(round_report)
+            report.total_bytes_uploaded += round_report.bytes_uploaded
+            report.total_bytes_downloaded += round_report.bytes_downloaded
+            strategy.forget_round(server_round)
+            write(out_dir, report)
+            if on_round is not None:
+                snapshot = RoundReport()
+                snapshot.CopyFrom(round_report)
+                on_round(snapshot)
+    except RoundFailedError as error:
+        failed_round = error.round_report
+        failed_round.wall_seconds = strategy.round_report(error.server_round).wall_seconds
+        # Nothing was evaluated in a round that produced no model.
+        for name in (
+            "federated_eval_loss",
+            "federated_eval_accuracy",
+            "central_loss",
+            "central_accuracy",
+        ):
+            setattr(failed_round, name, math.nan)
+        report.rounds.add().CopyFrom(failed_round)
+        report.total_bytes_uploaded += failed_round.bytes_uploaded
+        report.total_bytes_downloaded += failed_round.bytes_downloaded
+        _finish(report, out_dir, write, status="failed", error=str(error))
+        raise FederationFailedError(f"run {config.scenario!r} failed: {error}") from error
+    except BaseException as error:
+        _finish(report, out_dir, write, status="failed", error=f"{type(error).__name__}: {error}")
+        raise
+
+    np.savez(out_dir / FINAL_MODEL_FILE, **global_weights)
+    report.final_model_sha256 = model_sha256(global_weights)
+    if report.rounds:
+        last = report.rounds[-1]
+        report.final_central_loss = last.central_loss
+        report.final_central_accuracy = last.central_accuracy
+        report.final_federated_eval_accuracy = last.federated_eval_accuracy
+    _finish(report, out_dir, write, status="completed", error="")
+    return report
+
+
+def _run_round(
+    grid: Grid,
+    strategy: DeltaStrategy,
+    config: FederationConfig,
+    server_round: int,
+    global_weights: dict[str, np.ndarray],
+    central_evaluate: CentralEvaluate | None,
+    timeout: float,
+) -> dict[str, np.ndarray]:
+    """One round: train, federated evaluation, central evaluation. Returns the new weights."""
+    client_config = ConfigRecord(config.client_config(server_round))
+    messages = strategy.configure_train(server_round, _arrays(global_weights), client_config, grid)
+    replies = grid.send_and_receive(messages, timeout=timeout)
+    new_arrays, _ = strategy.aggregate_train(server_round, replies)
+    assert new_arrays is not None  # aggregate_train raises instead of returning None
+    new_weights = {name: np.asarray(array.numpy()) for name, array in new_arrays.items()}
+    round_report = strategy.round_report(server_round)
+
+    if config.fraction_evaluate > 0.0:
+        messages = strategy.configure_evaluate(server_round, new_arrays, client_config, grid)
+        replies = grid.send_and_receive(messages, timeout=timeout)
+        strategy.aggregate_evaluate(server_round, replies)
+    else:
+        round_report.federated_eval_loss = math.nan
+        round_report.federated_eval_accuracy = math.nan
+
+    if central_evaluate is not None:
+        loss, accuracy = central_evaluate(
+            {name: array.copy() for name, array in new_weights.items()}
+        )
+        round_report.central_loss = float(loss)
+        round_report.central_accuracy = float(accuracy)
+    else:
+        round_report.central_loss = math.nan
+        round_report.central_accuracy = math.nan
+    logger.info(
+        "round %d: %d ok, %d failed, %d rejected; train loss %.4g; central accuracy %.4g",
+        server_round,
+        round_report.clients_succeeded,
+        round_report.clients_failed,
+        round_report.clients_rejected,
+        round_report.train_loss,
+        round_report.central_accuracy,
+    )
+    return new_weights
+
+
+# -- the report -------------------------------------------------------------------------------
+def new_run_report(config: FederationConfig, *, engine: str) -> RunReport:
+    """A RunReport with status "running" and everything known before the first round."""
+    report = RunReport(
+        scenario=config.scenario,
+        seed=config.seed,
+        status="running",
+        engine=engine,
+        versions=_versions(),
+        kernel_sha256=config.kernel_sha256,
+        num_rounds=config.num_rounds,
+        final_central_loss=math.nan,
+        final_central_accuracy=math.nan,
+        final_federated_eval_accuracy=math.nan,
+    )
+    config_struct = Struct()
+    config_struct.update(
+        {key: _struct_value(value) for key, value in config.to_run_config().items()}
+    )
+    report.config.CopyFrom(config_struct)
+    report.started_at.CopyFrom(_now())
+    return report
+
+
+def _struct_value(value: object) -> object:
+    # A Struct number is a JSON number, and JSON has no inf or nan (json_format refuses them):
+    # such a value (e.g. max-delta-norm = inf) is recorded as its text.
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def _finish(
+    report: RunReport, out_dir: Path, write: WriteReport, *, status: str, error: str
+) -> None:
+    report.status = status
+    report.error = error
+    report.finished_at.CopyFrom(_now())
+    write(out_dir, report)
+
+
+def _write_run(out_dir: Path, report: RunReport) -> None:
+    from .report_writer import write_run
+
+    write_run(out_dir, report)
+
+
+def _now() -> Timestamp:
+    timestamp = Timestamp()
+    timestamp.GetCurrentTime()
+    return timestamp
+
+
+def _versions() -> Versions:
+    return Versions(
+        sandflower=_sandflower_version(),
+        flwr=_package_version("flwr"),
+        # Read from the package metadata: the coordinator never imports wasmtime.
+        wasmtime=_package_version("wasmtime"),
+        python=platform.python_version(),
+    )
+
+
+def _package_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return ""
+
+
+def _sandflower_version() -> str:
+    installed = _package_version("sandflower")
+    if installed:
+        return installed
+    # Running from a source tree (not pip-installed): the version pyproject.toml declares.
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    try:
+        return str(tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["version"])
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return ""
+
+
+def _engine_of(grid: Grid) -> str:
+    # Flower's simulation engine serves the ServerApp an InMemoryGrid; a SuperLink, HttpGrid.
+    return "simulation" if type(grid).__name__ == "InMemoryGrid" else "deployment"
+
+
+def _arrays(weights: Mapping[str, np.ndarray]) -> ArrayRecord:
+    return ArrayRecord(
+        {name: Array(np.asarray(array, np.float32)) for name, array in weights.items()}
+    )

@@ -1,0 +1,615 @@
+"""The delta-aware strategy adapter: validate, filter, let Flower's strategy aggregate, record.
+
+Clients reply with DELTAS (local - global). :class:`DeltaStrategy` wraps one of Flower's
+strategies (``flwr.serverapp.strategy``) and feeds it only validated deltas, so that Flower's
+rule computes ``aggregate(deltas)``; the adapter then applies
+``W_next = W + server_lr * aggregate(deltas)`` (:func:`coordinator.aggregation.apply_server_step`).
+
+How each family sees deltas:
+
+- Weighted means (FedAvg, FedProx, MultiKrum's average): linear, so averaging deltas and adding
+  them to W equals averaging the clients' weights.
+- Robust rules (FedMedian, FedTrimmedAvg, Krum, MultiKrum, Bulyan): coordinate-wise order
+  statistics and pairwise distances do not change when every input is shifted by the same W,
+  so ``rule(W + delta_i) = W + rule(delta_i)``.
+- Server optimizers (FedAdam, FedYogi, FedAdagrad, FedAvgM's momentum) compute their
+  pseudo-gradient as ``aggregate - reference``. Before each aggregation the adapter sets that
+  reference (``current_arrays``) to ZEROS itself, so the pseudo-gradient is exactly the
+  aggregated delta and Flower's output is the server step; their learning rate is the run's
+  ``server-lr`` (``eta`` / ``server_learning_rate``), so the adapter adds that step with
+  factor 1. The adapter never relies on Flower's configure_train having stored anything.
+
+Sampling is the adapter's own and reproducible: nodes are ordered by partition id (learned from
+replies, see :meth:`DeltaStrategy.learn_partitions`), then node id, and drawn with
+``np.random.default_rng([seed, round, purpose])``. Replies are handed to Flower in the same
+canonical order, so float sums do not depend on arrival order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import numpy as np
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
+from flwr.app.metadata import Metadata
+from flwr.serverapp import Grid
+from flwr.serverapp.exception import AggregationError, InconsistentMessageReplies
+from flwr.serverapp.strategy import (
+    Bulyan,
+    FedAvgM,
+    FedMedian,
+    FedTrimmedAvg,
+    MultiKrum,
+    Strategy,
+)
+from flwr.serverapp.strategy.fedopt import FedOpt
+from flwr.serverapp.strategy.multikrum import select_multikrum
+
+from protos.report_pb2 import FAILED, OK, REJECTED, ClientResult, RoundReport
+
+from . import attribution
+from .aggregation import (
+    apply_server_step,
+    cosine_similarity,
+    l2_norm,
+    weighted_mean,
+    zeros_like,
+)
+from .flower_strategies import applies_server_lr_itself
+from .validation import (
+    NO_PARTITION,
+    EvaluateReply,
+    TrainReply,
+    check_evaluate_reply,
+    check_train_reply,
+    record_bytes,
+)
+
+logger = logging.getLogger(__name__)
+
+Reply = TypeVar("Reply", TrainReply, EvaluateReply)
+
+PURPOSE_TRAIN = 0
+PURPOSE_EVALUATE = 1
+ARRAYS_KEY = "arrays"
+CONFIG_KEY = "config"
+NODE_WAIT_SECONDS = 1.0
+
+
+class RoundFailedError(RuntimeError):
+    """A round produced no usable aggregate (no valid reply, or the rule refused the replies).
+
+    The round's report (every client's status and reason) is in ``round_report``.
+    """
+
+    def __init__(self, server_round: int, reason: str, round_report: RoundReport) -> None:
+        super().__init__(f"round {server_round}: {reason}")
+        self.server_round = server_round
+        self.reason = reason
+        self.round_report = round_report
+
+
+class StrategyStateError(RuntimeError):
+    """The adapter was asked to aggregate a round it did not configure."""
+
+
+def sample_nodes(
+    node_ids: Iterable[int],
+    *,
+    fraction: float,
+    min_nodes: int,
+    seed: int,
+    server_round: int,
+    purpose: int,
+    order_key: Callable[[int], object] = lambda node_id: node_id,
+) -> list[int]:
+    """Draw ``max(min_nodes, int(n * fraction))`` of ``node_ids`` (at most n), reproducibly.
+
+    The nodes are put in a canonical order (``order_key``) before the draw, so the same set of
+    nodes gives the same sample for the same ``(seed, server_round, purpose)``, whatever order
+    the grid listed them in. Returns the sample in that canonical order.
+    """
+    ordered = sorted(set(node_ids), key=order_key)
+    if fraction <= 0.0 or not ordered:
+        return []
+    # The epsilon keeps 0.29 * 100 from rounding down to 28.
+    count = min(len(ordered), max(min_nodes, int(len(ordered) * fraction + 1e-9)))
+    rng = np.random.default_rng([seed, server_round, purpose])
+    picked = rng.choice(len(ordered), size=count, replace=False)
+    return [ordered[index] for index in sorted(picked.tolist())]
+
+
+@dataclass
+class _RoundState:
+    """What the adapter keeps between configuring a round and aggregating its replies."""
+
+    global_weights: dict[str, np.ndarray]
+    train_nodes: list[int]
+    bytes_per_train_message: int
+    started: float
+    report: RoundReport = field(default_factory=RoundReport)
+    evaluate_nodes: list[int] = field(default_factory=list)
+    bytes_per_evaluate_message: int = 0
+
+
+class DeltaStrategy(Strategy):
+    """Validates delta replies and delegates their aggregation to a Flower strategy.
+
+    Parameters
+    ----------
+    flower_strategy : one of Flower's strategies, built with
+        :func:`coordinator.flower_strategies.build_flower_strategy`.
+    seed : the run seed; sampling derives from ``(seed, round)``.
+    server_lr : W_next = W + server_lr * aggregate(deltas) (server optimizers apply it
+        themselves as their own learning rate).
+    max_delta_norm : replies whose delta has a larger L2 norm are rejected.
+    fraction_train, fraction_evaluate : sampling fractions.
+    rule_name : the strategy's name as the run config gives it (for report notes).
+    """
+
+    def __init__(
+        self,
+        flower_strategy: Strategy,
+        *,
+        seed: int,
+        server_lr: float,
+        max_delta_norm: float,
+        fraction_train: float,
+        fraction_evaluate: float,
+        rule_name: str = "",
+    ) -> None:
+        self.flower_strategy = flower_strategy
+        self.seed = int(seed)
+        self.server_lr = float(server_lr)
+        self.max_delta_norm = float(max_delta_norm)
+        self.fraction_train = float(fraction_train)
+        self.fraction_evaluate = float(fraction_evaluate)
+        self.rule_name = rule_name or type(flower_strategy).__name__.lower()
+        self.min_train_nodes = int(getattr(flower_strategy, "min_train_nodes", 1))
+        self.min_evaluate_nodes = int(getattr(flower_strategy, "min_evaluate_nodes", 1))
+        self.min_available_nodes = int(getattr(flower_strategy, "min_available_nodes", 1))
+        self.node_partitions: dict[int, int] = {}
+        self._rounds: dict[int, _RoundState] = {}
+        self._bulyan_selection: list[RecordDict] | None = None
+        if isinstance(flower_strategy, Bulyan):
+            # Bulyan takes its selection rule as a parameter: wrap it to learn what it picked.
+            inner_rule = flower_strategy.selection_rule
+
+            def recording_rule(contents, num_malicious_nodes, num_nodes_to_select):
+                selected = inner_rule(contents, num_malicious_nodes, num_nodes_to_select)
+                self._bulyan_selection = list(selected)
+                return selected
+
+            recording_rule.__name__ = getattr(inner_rule, "__name__", "selection_rule")
+            flower_strategy.selection_rule = recording_rule
+
+    # -- Strategy interface -------------------------------------------------------------------
+    def summary(self) -> None:
+        logger.info(
+            "DeltaStrategy over %s: server_lr=%s max_delta_norm=%s fractions train=%s "
+            "evaluate=%s seed=%s",
+            type(self.flower_strategy).__name__,
+            self.server_lr,
+            self.max_delta_norm,
+            self.fraction_train,
+            self.fraction_evaluate,
+            self.seed,
+        )
+        self.flower_strategy.summary()
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Sample nodes for ``server_round`` and send each the global arrays and the config."""
+        node_ids = self._wait_for_nodes(grid)
+        sampled = sample_nodes(
+            node_ids,
+            fraction=self.fraction_train,
+            min_nodes=self.min_train_nodes,
+            seed=self.seed,
+            server_round=server_round,
+            purpose=PURPOSE_TRAIN,
+            order_key=self.node_order_key,
+        )
+        record = _message_record(arrays, config, server_round)
+        global_weights = {name: np.asarray(array.numpy()) for name, array in arrays.items()}
+        state = _RoundState(
+            global_weights=global_weights,
+            train_nodes=sampled,
+            bytes_per_train_message=record_bytes(record),
+            started=time.perf_counter(),
+        )
+        state.report.round = server_round
+        state.report.clients_sampled = len(sampled)
+        state.report.sampled_node_ids.extend(str(node_id) for node_id in sampled)
+        self._rounds[server_round] = state
+        logger.info(
+            "round %d: training on %d of %d nodes", server_round, len(sampled), len(node_ids)
+        )
+        return _messages(record, sampled, MessageType.TRAIN, server_round)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Validate the replies, aggregate the OK deltas with Flower, return the next model.
+
+        Raises
+        ------
+        RoundFailedError
+            When no reply is usable or the Flower rule refuses the usable ones.
+        StrategyStateError
+            When ``server_round`` was not configured by :meth:`configure_train`.
+        """
+        state = self._state(server_round)
+        shapes = {name: array.shape for name, array in state.global_weights.items()}
+        checked = _admit(
+            [check_train_reply(reply, shapes, self.max_delta_norm) for reply in replies],
+            state.train_nodes,
+        )
+        checked += [
+            TrainReply(node_id, FAILED, "no reply before the timeout")
+            for node_id in sorted(set(state.train_nodes) - {reply.node_id for reply in checked})
+        ]
+        self._remember_partitions(checked)
+        checked.sort(key=lambda reply: self.node_order_key(reply.node_id))
+        usable = [reply for reply in checked if reply.ok]
+        report = state.report
+        report.clients_succeeded = len(usable)
+        report.clients_failed = sum(reply.status == FAILED for reply in checked)
+        report.clients_rejected = sum(reply.status == REJECTED for reply in checked)
+        report.train_loss = weighted_mean(
+            [reply.train_loss for reply in usable], [reply.num_examples for reply in usable]
+        )
+        clients: dict[int, ClientResult] = {}
+        for reply in checked:
+            # add() returns the message held by the report: later writes land in the report.
+            clients[reply.node_id] = report.clients.add()
+            clients[reply.node_id].CopyFrom(_client_result(reply, state.bytes_per_train_message))
+            # An error reply carries no partition id; an earlier reply may have told it.
+            clients[reply.node_id].partition_id = self.partition_of(reply.node_id)
+        report.bytes_downloaded += state.bytes_per_train_message * len(state.train_nodes)
+        report.bytes_uploaded += sum(reply.bytes_uploaded for reply in checked)
+        if not usable:
+            reasons = (
+                "; ".join(f"{self._client_name(r.node_id)}: {r.reason}" for r in checked)
+                or "no node sampled"
+            )
+            raise RoundFailedError(server_round, f"no usable reply ({reasons})", report)
+
+        update, notes = self._aggregate(server_round, state, usable)
+        scale = 1.0 if applies_server_lr_itself(self.flower_strategy) else self.server_lr
+        new_weights = apply_server_step(state.global_weights, update, scale)
+        applied = {name: scale * np.asarray(update[name], np.float64) for name in update}
+        report.update_norm = l2_norm(applied)
+        for reply in checked:
+            delta = reply.delta if reply.delta is not None else reply.rejected_delta
+            if delta is not None:
+                clients[reply.node_id].cosine_to_update = cosine_similarity(delta, applied)
+        for reply, note in zip(usable, notes, strict=True):
+            result = clients[reply.node_id]
+            result.aggregation_weight = note.weight
+            result.selected = note.selected
+            result.aggregation_note = note.note
+        arrays = ArrayRecord({name: Array(array) for name, array in new_weights.items()})
+        metrics = (
+            MetricRecord({"train-loss": float(report.train_loss)})
+            if math.isfinite(report.train_loss)
+            else MetricRecord()
+        )
+        return arrays, metrics
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Sample nodes for federated evaluation of the model ``arrays``."""
+        state = self._state(server_round)
+        node_ids = self._wait_for_nodes(grid) if self.fraction_evaluate > 0 else []
+        sampled = sample_nodes(
+            node_ids,
+            fraction=self.fraction_evaluate,
+            min_nodes=self.min_evaluate_nodes,
+            seed=self.seed,
+            server_round=server_round,
+            purpose=PURPOSE_EVALUATE,
+            order_key=self.node_order_key,
+        )
+        record = _message_record(arrays, config, server_round)
+        state.evaluate_nodes = sampled
+        state.bytes_per_evaluate_message = record_bytes(record)
+        return _messages(record, sampled, MessageType.EVALUATE, server_round)
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        """Record each evaluation in the round report; return the weighted means (or None)."""
+        state = self._state(server_round)
+        checked = _admit([check_evaluate_reply(reply) for reply in replies], state.evaluate_nodes)
+        checked += [
+            EvaluateReply(node_id, FAILED, "no reply before the timeout")
+            for node_id in sorted(set(state.evaluate_nodes) - {reply.node_id for reply in checked})
+        ]
+        self._remember_partitions(checked)
+        report = state.report
+        by_node = {int(client.node_id): client for client in report.clients}
+        for reply in sorted(checked, key=lambda reply: self.node_order_key(reply.node_id)):
+            client = by_node.get(reply.node_id)
+            if client is None:  # evaluated but not trained this round
+                client = report.clients.add(
+                    node_id=str(reply.node_id), partition_id=self.partition_of(reply.node_id)
+                )
+                by_node[reply.node_id] = client
+            client.eval_status = reply.status
+            client.eval_loss = reply.eval_loss
+            client.eval_accuracy = reply.eval_accuracy
+            client.eval_num_examples = reply.num_examples
+            client.bytes_uploaded += reply.bytes_uploaded
+            client.bytes_downloaded += state.bytes_per_evaluate_message
+            if reply.status != OK:
+                prefix = f"{client.reason}; " if client.reason else ""
+                client.reason = f"{prefix}evaluate: {reply.reason}"
+        report.bytes_uploaded += sum(reply.bytes_uploaded for reply in checked)
+        report.bytes_downloaded += state.bytes_per_evaluate_message * len(state.evaluate_nodes)
+        usable = [reply for reply in checked if reply.ok]
+        weights = [reply.num_examples for reply in usable]
+        report.federated_eval_loss = weighted_mean([r.eval_loss for r in usable], weights)
+        report.federated_eval_accuracy = weighted_mean([r.eval_accuracy for r in usable], weights)
+        if not usable:
+            return None
+        return MetricRecord(
+            {
+                "eval-loss": report.federated_eval_loss,
+                "eval-accuracy": report.federated_eval_accuracy,
+            }
+        )
+
+    # -- for the ServerApp --------------------------------------------------------------------
+    def round_report(self, server_round: int) -> RoundReport:
+        """The report of ``server_round`` so far (wall_seconds: time since it was configured)."""
+        state = self._state(server_round)
+        state.report.wall_seconds = time.perf_counter() - state.started
+        return state.report
+
+    def forget_round(self, server_round: int) -> None:
+        """Drop the state kept for ``server_round`` (once the ServerApp has reported it)."""
+        self._rounds.pop(server_round, None)
+
+    def node_order_key(self, node_id: int) -> tuple[int, int]:
+        """Canonical node order: by partition id where one is known, then by node id.
+
+        Node ids are random per run in simulation; partition ids are not, so a run ordered by
+        partition samples the same clients every time.
+        """
+        partition = self.node_partitions.get(node_id, NO_PARTITION)
+        return (partition if partition != NO_PARTITION else 2**62, node_id)
+
+    def learn_partitions(
+        self, grid: Grid, arrays: ArrayRecord, config: ConfigRecord, *, timeout: float
+    ) -> int:
+        """Ask every connected node for its partition id (a round-0 evaluation of ``arrays``).
+
+        Needed only when sampling is partial: before any reply the adapter knows node ids
+        alone, and those are random per simulation run. Returns the number of nodes that
+        reported a partition.
+        """
+        node_ids = sorted(self._wait_for_nodes(grid))
+        record = _message_record(arrays, config, 0)
+        replies = grid.send_and_receive(
+            _messages(record, node_ids, MessageType.EVALUATE, 0), timeout=timeout
+        )
+        checked = [check_evaluate_reply(reply) for reply in replies]
+        self._remember_partitions(checked)
+        return sum(reply.partition_id != NO_PARTITION for reply in checked)
+
+    # -- internals ----------------------------------------------------------------------------
+    def _state(self, server_round: int) -> _RoundState:
+        if server_round not in self._rounds:
+            raise StrategyStateError(
+                f"round {server_round} was not configured (configure_train was not called for it)"
+            )
+        return self._rounds[server_round]
+
+    def _wait_for_nodes(self, grid: Grid) -> list[int]:
+        while len(node_ids := list(grid.get_node_ids())) < self.min_available_nodes:
+            logger.info(
+                "waiting for nodes: %d connected, %d required",
+                len(node_ids),
+                self.min_available_nodes,
+            )
+            time.sleep(NODE_WAIT_SECONDS)
+        return node_ids
+
+    def _client_name(self, node_id: int) -> str:
+        partition = self.partition_of(node_id)
+        return f"node {node_id}" + (
+            f" (partition {partition})" if partition != NO_PARTITION else ""
+        )
+
+    def partition_of(self, node_id: int) -> int:
+        """The node's partition id as last reported, or -1 when none is known."""
+        return self.node_partitions.get(node_id, NO_PARTITION)
+
+    def _remember_partitions(self, replies: Sequence[TrainReply | EvaluateReply]) -> None:
+        for reply in replies:
+            if reply.partition_id != NO_PARTITION:
+                self.node_partitions[reply.node_id] = reply.partition_id
+
+    def _aggregate(
+        self, server_round: int, state: _RoundState, usable: list[TrainReply]
+    ) -> tuple[dict[str, np.ndarray], list[attribution.Attribution]]:
+        """Run the Flower rule on the usable deltas; return its output and the attributions."""
+        inner = self.flower_strategy
+        contents = [_delta_content(reply) for reply in usable]
+        # Flower's median and trimmed mean pop arrays out of the replies they are given, so
+        # the attribution below needs its own references to the deltas.
+        deltas = [reply.delta for reply in usable]
+        assert all(delta is not None for delta in deltas)
+        krum_ranks = None
+        if isinstance(inner, MultiKrum):
+            ordered = select_multikrum(contents, inner.num_malicious_nodes, len(contents))
+            rank_of = {id(content): rank for rank, content in enumerate(ordered)}
+            krum_ranks = [rank_of[id(content)] for content in contents]
+        self._prime_reference(state.global_weights)
+        self._bulyan_selection = None
+        messages = [
+            Message(content=content, metadata=_reply_metadata(reply.node_id, server_round))
+            for content, reply in zip(contents, usable, strict=True)
+        ]
+        try:
+            aggregated, _ = inner.aggregate_train(server_round, messages)
+        except (AggregationError, InconsistentMessageReplies, ValueError) as error:
+            raise RoundFailedError(
+                server_round, f"{type(inner).__name__} could not aggregate: {error}", state.report
+            ) from error
+        if aggregated is None:
+            raise RoundFailedError(
+                server_round,
+                f"{type(inner).__name__} returned no aggregate for {len(usable)} usable replies"
+                + _refusal_hint(inner, len(usable)),
+                state.report,
+            )
+        update = {name: np.asarray(array.numpy()) for name, array in aggregated.items()}
+        num_examples = [reply.num_examples for reply in usable]
+        rule = self.rule_name
+        if isinstance(inner, MultiKrum):
+            assert krum_ranks is not None
+            notes = attribution.krum_selection(
+                krum_ranks, inner.num_nodes_to_select, num_examples, rule
+            )
+        elif isinstance(inner, Bulyan):
+            picked = self._bulyan_selection or []
+            index_of = {id(content): index for index, content in enumerate(contents)}
+            order = [index_of[id(content)] for content in picked]
+            notes = attribution.bulyan(deltas, order, inner.num_malicious_nodes)
+        elif isinstance(inner, FedTrimmedAvg):
+            notes = attribution.trimmed_mean(deltas, inner.beta)
+        elif isinstance(inner, FedMedian):
+            notes = attribution.median(deltas)
+        else:
+            notes = attribution.weighted_mean(num_examples, rule)
+        return update, notes
+
+    def _prime_reference(self, global_weights: Mapping[str, np.ndarray]) -> None:
+        """Set a server optimizer's reference to zeros: its pseudo-gradient is then the
+        aggregated delta itself. Explicit every round, whatever configure_train stored."""
+        inner = self.flower_strategy
+        zeros = zeros_like(global_weights)
+        if isinstance(inner, FedOpt):
+            inner.current_arrays = zeros
+        elif isinstance(inner, FedAvgM):
+            inner.current_arrays = ArrayRecord(
+                {name: Array(array) for name, array in zeros.items()}
+            )
+
+
+def _admit(replies: list[Reply], expected_nodes: Sequence[int]) -> list[Reply]:
+    """Reject replies from nodes this round did not ask, and any second reply from a node:
+    each sampled node contributes at most once."""
+    expected = set(expected_nodes)
+    seen: set[int] = set()
+    admitted: list[Reply] = []
+    for reply in replies:
+        if reply.node_id not in expected:
+            reply = dataclasses.replace(
+                reply,
+                status=REJECTED,
+                reason="reply from a node not sampled this round",
+                **_no_delta(reply),
+            )
+            admitted.append(reply)
+            continue
+        if reply.node_id in seen:
+            continue  # a duplicate is dropped: the node already has its row
+        seen.add(reply.node_id)
+        admitted.append(reply)
+    return admitted
+
+
+def _no_delta(reply: Reply) -> dict[str, None]:
+    return {"delta": None} if isinstance(reply, TrainReply) else {}
+
+
+# -- message helpers --------------------------------------------------------------------------
+def _message_record(arrays: ArrayRecord, config: ConfigRecord, server_round: int) -> RecordDict:
+    config_copy = ConfigRecord(dict(config))
+    config_copy["server-round"] = int(server_round)
+    return RecordDict({ARRAYS_KEY: arrays, CONFIG_KEY: config_copy})
+
+
+def _messages(record: RecordDict, node_ids: Sequence[int], message_type: str, server_round: int):
+    return [
+        Message(
+            content=record,
+            dst_node_id=node_id,
+            message_type=message_type,
+            group_id=str(server_round),
+        )
+        for node_id in node_ids
+    ]
+
+
+def _delta_content(reply: TrainReply) -> RecordDict:
+    """A fresh reply content for Flower: the delta (copied) and num-examples only, so Flower's
+    consistency check never trips over optional metrics and its in-place pops touch copies."""
+    assert reply.delta is not None
+    arrays = ArrayRecord(
+        {name: Array(np.array(array, copy=True)) for name, array in reply.delta.items()}
+    )
+    return RecordDict(
+        {ARRAYS_KEY: arrays, "metrics": MetricRecord({"num-examples": reply.num_examples})}
+    )
+
+
+def _reply_metadata(node_id: int, server_round: int) -> Metadata:
+    # Explicit metadata: building a reply with reply_to would need the instruction message,
+    # and an instruction needs Flower's process-wide TaskIdentity.
+    return Metadata(
+        run_id=0,
+        message_id="",
+        src_node_id=node_id,
+        dst_node_id=0,
+        reply_to_message_id="",
+        group_id=str(server_round),
+        created_at=0.0,
+        ttl=0.0,
+        message_type=MessageType.TRAIN,
+    )
+
+
+def _client_result(reply: TrainReply, bytes_downloaded: int) -> ClientResult:
+    return ClientResult(
+        node_id=str(reply.node_id),
+        partition_id=reply.partition_id,
+        status=reply.status,
+        reason=reply.reason,
+        num_examples=reply.num_examples,
+        train_loss=reply.train_loss,
+        kernel_seconds=reply.kernel_seconds,
+        fuel_used=reply.fuel_used,
+        bytes_uploaded=reply.bytes_uploaded,
+        bytes_downloaded=bytes_downloaded,
+        delta_norm=reply.delta_norm,
+        cosine_to_update=math.nan,
+        aggregation_weight=0.0,
+        selected=False,
+    )
+
+
+def _refusal_hint(inner: Strategy, num_usable: int) -> str:
+    if isinstance(inner, Bulyan):
+        needed = 4 * inner.num_malicious_nodes + 3
+        return f" (Bulyan needs at least 4 * num_malicious_nodes + 3 = {needed})"
+    return ""

@@ -1,0 +1,26 @@
+"""Central evaluation: the global model on the scenario's held-out test set, in the sandbox."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from client.runner import KernelRunner
+from kernels.spec import ModelSpec
+from simulations.partitions import load_central_test
+
+
+def make_central_evaluate(
+    run_config: Mapping[str, Any], spec: ModelSpec
+) -> Callable[[dict[str, np.ndarray]], tuple[float, float]]:
+    """``arrays -> (loss, accuracy)`` on the central test set of ``run_config``'s data set."""
+    x_test, y_test = load_central_test(run_config)
+    runner = KernelRunner()
+
+    def central_evaluate(arrays: dict[str, np.ndarray]) -> tuple[float, float]:
+        result = runner.evaluate(spec, arrays, x_test, y_test, job_name="central evaluation")
+        return float(result.loss), float(result.accuracy)
+
+    return central_evaluate

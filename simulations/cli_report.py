@@ -1,0 +1,99 @@
+"""`sandflower report`: re-render a run's report, or compare several runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+# Exit codes: 2 for bad input (like a usage error), 1 when writing the output failed.
+EXIT_BAD_INPUT = 2
+EXIT_WRITE_FAILED = 1
+
+
+def report(
+    run_dirs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Run folders (or their report.json files). One: re-render its report.html "
+            "and CSV files from report.json. Several: write a comparison page (needs --out).",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Output folder. One run: write the re-rendered files there instead of the "
+            "run folder. Several runs: where compare.html goes (required).",
+        ),
+    ] = None,
+    target_accuracy: Annotated[
+        float,
+        typer.Option(
+            "--target-accuracy",
+            min=0.0,
+            max=1.0,
+            help="Central accuracy for the comparison's 'rounds to reach' column.",
+        ),
+    ] = 0.9,
+) -> None:
+    """Render the metric report of a run folder, or compare several runs.
+
+    One RUN_DIR (a run folder or its report.json): re-render report.html, rounds.csv and
+    clients.csv from report.json. Several: write compare.html into --out.
+    """
+    from coordinator.report_html import render_comparison
+    from coordinator.report_io import ReportError, load_report
+    from coordinator.report_writer import REPORT_HTML, write_run
+
+    # soft_wrap: paths and messages stay on one line whatever the terminal width (copyable).
+    console = Console(soft_wrap=True)
+    error_console = Console(stderr=True, soft_wrap=True)
+    if len(run_dirs) > 1 and out is None:
+        error_console.print(
+            f"[red]error:[/] comparing {len(run_dirs)} runs needs --out FOLDER "
+            "(where compare.html is written)"
+        )
+        raise typer.Exit(EXIT_BAD_INPUT)
+    try:
+        reports = [(path, load_report(path)) for path in run_dirs]
+    except ReportError as error:
+        error_console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
+    try:
+        if len(reports) == 1:
+            path, run_report = reports[0]
+            target = out if out is not None else _run_folder(path)
+            write_run(target, run_report, render_html=True)
+            console.print(
+                f"{run_report.scenario or 'run'}: {len(run_report.rounds)} rounds, "
+                f"status {run_report.status or 'unknown'}"
+            )
+            console.print(f"report: {target / REPORT_HTML}")
+            return
+        labels = _labels([path for path, _ in reports])
+        page = render_comparison(
+            [(label, run_report) for label, (_, run_report) in zip(labels, reports, strict=True)],
+            out,
+            target_accuracy=target_accuracy,
+        )
+    except OSError as error:
+        error_console.print(f"[red]error:[/] cannot write the report: {error}")
+        raise typer.Exit(EXIT_WRITE_FAILED) from None
+    console.print(f"comparison of {len(reports)} runs: {page}")
+
+
+def _run_folder(path: Path) -> Path:
+    return path if path.is_dir() else path.parent
+
+
+def _labels(paths: list[Path]) -> list[str]:
+    """Short names for the runs: folder names, or whole paths when two folders share a name."""
+    names = [_run_folder(path).resolve().name for path in paths]
+    if len(set(names)) == len(names):
+        return names
+    return [str(_run_folder(path)) for path in paths]

@@ -1,0 +1,58 @@
+"""The Flower App components that `flwr run .` loads (pyproject.toml [tool.flwr.app.components]).
+
+The top layer composes the parts: the coordinator's ServerApp gets its central evaluation
+(the held-out test set belongs to the scenario's data set, i.e. to simulations/) and the pin
+of the kernel every client must run. The ClientApp is ``client.client_app:app`` as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from coordinator.config import FederationConfig
+from coordinator.server_app import run_federation
+from simulations.central import make_central_evaluate
+
+
+def resolve_run_config(run_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The run config with the defaults filled in that only this layer knows.
+
+    An empty ``kernel-sha256`` pins the bundled kernel: clients refuse to train on any other.
+    """
+    from client.client_app import kernel_sha256
+
+    resolved = dict(run_config)
+    if not str(resolved.get("kernel-sha256") or ""):
+        resolved["kernel-sha256"] = kernel_sha256()
+    return resolved
+
+
+def build_server_app(
+    *,
+    run_config_override: Mapping[str, Any] | None = None,
+    on_round: Callable | None = None,
+) -> ServerApp:
+    """A ServerApp that trains with central evaluation on the scenario's held-out test set."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        run_config = resolve_run_config(
+            run_config_override if run_config_override is not None else context.run_config
+        )
+        config = FederationConfig.from_run_config(run_config)
+        run_federation(
+            grid,
+            config,
+            central_evaluate=make_central_evaluate(run_config, config.model),
+            on_round=on_round,
+        )
+
+    return app
+
+
+serverapp = build_server_app()
