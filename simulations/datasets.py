@@ -1,0 +1,250 @@
+"""The data sets a scenario can train on, all available offline.
+
+- ``digits``: scikit-learn's bundled 8x8 handwritten digits (1797 images, 64 features,
+  10 classes); pixel values 0..16 are scaled to 0..1.
+- ``synthetic``: FedProx's Synthetic(alpha, beta) (Li et al., 2020), one device per client,
+  generated as in the paper's generator (litian96/FedProx,
+  data/synthetic_1_1/generate_synthetic.py), seeded.
+- ``folder``: a user's folder of per-client ``.npz`` / ``.csv`` files (one file per client,
+  in name order), read with the device's own reader, ``client.data.load_data_file``.
+
+This module only produces arrays; which client gets what is ``simulations.partitions``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from client.data import SUFFIXES, DataFileError, load_data_file
+
+DATASETS = ("digits", "synthetic", "folder")
+
+DIGITS_FEATURES = 64
+DIGITS_CLASSES = 10
+DIGITS_MAX_PIXEL = 16.0
+
+SYNTHETIC_FEATURES = 60
+SYNTHETIC_CLASSES = 10
+
+
+class DatasetError(ValueError):
+    """A data set that cannot be loaded or generated as asked."""
+
+
+# -- digits -------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def load_digits() -> tuple[np.ndarray, np.ndarray]:
+    """All 1797 digits: x float32 [1797, 64] scaled to 0..1, y int32 [1797] in 0..9.
+
+    The arrays are read-only (they are cached and shared).
+    """
+    from sklearn.datasets import load_digits as sklearn_load_digits
+
+    bunch = sklearn_load_digits()
+    features = (np.asarray(bunch.data, dtype=np.float32) / DIGITS_MAX_PIXEL).astype(np.float32)
+    labels = np.asarray(bunch.target, dtype=np.int32)
+    return _read_only(features), _read_only(labels)
+
+
+# -- FedProx Synthetic(alpha, beta) ---------------------------------------------------------
+def generate_synthetic(
+    alpha: float,
+    beta: float,
+    num_devices: int,
+    seed: int,
+    *,
+    num_features: int = SYNTHETIC_FEATURES,
+    num_classes: int = SYNTHETIC_CLASSES,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """FedProx's Synthetic(alpha, beta): one (x, y) per device.
+
+    Follows the paper's generator draw for draw, with ``np.random.default_rng(seed)`` in
+    place of the global numpy state:
+
+    - n_k = int(lognormal(4, 2)) + 50 samples on device k;
+    - u_k ~ N(0, alpha) (the mean of both W_k and b_k), B_k ~ N(0, beta),
+      v_k ~ N(B_k, 1) in R^d (the mean of x on device k);
+    - Sigma = diag(j^-1.2), x ~ N(v_k, Sigma);
+    - W_k ~ N(u_k, 1) [d, c], b_k ~ N(u_k, 1) [c], y = argmax(softmax(x W_k + b_k)).
+
+    As in the generator's code, alpha and beta are passed to ``normal`` as the standard
+    deviation. alpha controls how much the local models differ, beta how much the local
+    feature distributions differ; Synthetic(0, 0) is still non-IID in sample counts.
+
+    Parameters
+    ----------
+    alpha, beta : >= 0.
+    num_devices : the paper uses 30.
+    seed : the generator's seed.
+
+    Returns
+    -------
+    list of (x float32 [n_k, d], y int32 [n_k]), unshuffled (the split shuffles).
+    """
+    if not alpha >= 0:
+        raise DatasetError(f"synthetic alpha: expected a float >= 0, given {alpha}")
+    if not beta >= 0:
+        raise DatasetError(f"synthetic beta: expected a float >= 0, given {beta}")
+    if num_devices < 1:
+        raise DatasetError(f"synthetic devices: expected an int >= 1, given {num_devices}")
+    rng = np.random.default_rng([seed, 0x5E7])
+    samples_per_device = rng.lognormal(4, 2, num_devices).astype(int) + 50
+    mean_w = rng.normal(0, alpha, num_devices)
+    mean_b = mean_w
+    feature_offsets = rng.normal(0, beta, num_devices)
+    variances = np.power(np.arange(1, num_features + 1, dtype=np.float64), -1.2)
+    mean_x = np.stack([rng.normal(offset, 1, num_features) for offset in feature_offsets])
+
+    devices = []
+    for device in range(num_devices):
+        weights = rng.normal(mean_w[device], 1, (num_features, num_classes))
+        bias = rng.normal(mean_b[device], 1, num_classes)
+        # x ~ N(v_k, diag(variances)) drawn as v_k + z * sqrt(variances): the same law as the
+        # generator's multivariate_normal, without an SVD of a diagonal matrix.
+        noise = rng.standard_normal((int(samples_per_device[device]), num_features))
+        features = mean_x[device] + noise * np.sqrt(variances)
+        # argmax(softmax(z)) == argmax(z); skipping the exp avoids its overflow.
+        labels = np.argmax(features @ weights + bias, axis=1)
+        devices.append(
+            (_read_only(features.astype(np.float32)), _read_only(labels.astype(np.int32)))
+        )
+    return devices
+
+
+# -- a folder of per-client files -----------------------------------------------------------
+def folder_files(path: str | os.PathLike) -> list[Path]:
+    """The .npz/.csv files directly in ``path``, sorted by name: client i reads file i."""
+    folder = Path(path).expanduser()
+    if not str(path):
+        raise DatasetError("the folder data set needs a path (data.path / dataset-path)")
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: not a folder")
+    files = sorted(
+        entry for entry in folder.iterdir() if entry.is_file() and entry.suffix.lower() in SUFFIXES
+    )
+    if not files:
+        raise DatasetError(f"{folder}: no .npz or .csv files")
+    return files
+
+
+@dataclass(frozen=True)
+class ClientFile:
+    """One client's file of a folder data set: its arrays, or why they cannot be read."""
+
+    path: Path
+    x: np.ndarray | None
+    y: np.ndarray | None
+    error: str = ""  # the DataFileError message when x and y are None
+
+    @property
+    def readable(self) -> bool:
+        return self.x is not None
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(x, y), or the file's DataFileError."""
+        if self.x is None or self.y is None:
+            raise DataFileError(self.path, self.error)
+        return self.x, self.y
+
+
+def read_folder(path: str | os.PathLike) -> list[ClientFile]:
+    """Every client file of ``path`` (see :func:`folder_files`), in client order.
+
+    A file that cannot be read does not stop the others: it comes back with its error, so a
+    simulation can run the other clients and count that one as failed, as a real device with
+    a broken file would be (cached per process, keyed by names, mtimes and sizes).
+
+    Raises
+    ------
+    DatasetError
+        No client file, no readable file, or readable files that disagree on the number of
+        features.
+    """
+    files = folder_files(path)
+    stamp = tuple((str(file), file.stat().st_mtime_ns, file.stat().st_size) for file in files)
+    return list(_read_folder_cached(stamp))
+
+
+def load_folder(path: str | os.PathLike) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(x, y) of every client file of ``path``; the first unreadable file raises its error.
+
+    Raises
+    ------
+    client.data.DataFileError
+        A file that cannot be read (names the file).
+    DatasetError
+        As :func:`read_folder`.
+    """
+    return [client_file.arrays() for client_file in read_folder(path)]
+
+
+@functools.lru_cache(maxsize=2)
+def _read_folder_cached(stamp: tuple[tuple[str, int, int], ...]) -> tuple[ClientFile, ...]:
+    client_files = []
+    for name, _, _ in stamp:
+        try:
+            x, y = load_data_file(name)
+        except DataFileError as error:
+            client_files.append(ClientFile(Path(name), None, None, error.problem))
+            continue
+        client_files.append(ClientFile(Path(name), _read_only(x), _read_only(y)))
+    readable = [client_file for client_file in client_files if client_file.readable]
+    if not readable:
+        first = client_files[0]
+        raise DatasetError(f"no readable client file; {first.path}: {first.error}")
+    reference = readable[0]
+    for client_file in readable[1:]:
+        if client_file.x.shape[1] != reference.x.shape[1]:
+            raise DatasetError(
+                f"{client_file.path}: {client_file.x.shape[1]} features, but "
+                f"{reference.path} has {reference.x.shape[1]}; every client file needs the "
+                "same features"
+            )
+    return tuple(client_files)
+
+
+def folder_shape(path: str | os.PathLike) -> tuple[int, int]:
+    """(num_features, num_classes) of a folder's readable files.
+
+    Classes = the largest label + 1 (at least 2).
+    """
+    readable = [client_file for client_file in read_folder(path) if client_file.readable]
+    num_features = int(readable[0].x.shape[1])
+    num_classes = max(2, max(int(client_file.y.max()) for client_file in readable) + 1)
+    return num_features, num_classes
+
+
+def dataset_shape(dataset: str, path: str | os.PathLike = "") -> tuple[int, int]:
+    """(num_features, num_classes) the model of a scenario on ``dataset`` needs."""
+    if dataset == "digits":
+        return DIGITS_FEATURES, DIGITS_CLASSES
+    if dataset == "synthetic":
+        return SYNTHETIC_FEATURES, SYNTHETIC_CLASSES
+    if dataset == "folder":
+        return folder_shape(path)
+    raise DatasetError(f"dataset: expected one of {', '.join(DATASETS)}, given {dataset!r}")
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array = np.ascontiguousarray(array)
+    array.flags.writeable = False
+    return array
+
+
+__all__ = [
+    "DATASETS",
+    "DatasetError",
+    "ClientFile",
+    "dataset_shape",
+    "folder_files",
+    "folder_shape",
+    "generate_synthetic",
+    "load_digits",
+    "load_folder",
+    "read_folder",
+]

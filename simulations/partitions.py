@@ -1,0 +1,415 @@
+"""A simulated client's data and the coordinator's central test set, from the flat data config.
+
+The coordinator copies the data keys (``DATA_KEYS``) of the run config into every train and
+evaluate message, and a simulated client builds its partition from them with
+:func:`load_client_data`; the coordinator evaluates on :func:`load_central_test`. The
+simulation engine calls both every round, so both are cached per process.
+
+How a data set becomes clients (``test-fraction`` = f):
+
+- digits: a stratified, seeded share f of all images is the central test set; the rest is the
+  pool that is partitioned (iid, dirichlet or shards); each client holds out a share f of its
+  partition as its local test split. No client ever sees a central test image.
+- synthetic / folder: each device (generated device / file) is split f held out, as FedProx
+  does (90/10 for f = 0.1); the central test set is the union of the held-out splits. With
+  ``natural`` partitioning client i is device i. With iid/dirichlet/shards the devices'
+  training splits are pooled and re-partitioned, and each client holds out f of its part.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Mapping
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+from client.data import DataFileError, LocalData, split_local
+from simulations import datasets, partitioning
+
+# The data keys of the flat run config, forwarded to every client (README, "Messages").
+DATA_KEYS: tuple[str, ...] = (
+    "dataset",
+    "dataset-path",
+    "synthetic-alpha",
+    "synthetic-beta",
+    "partitioning",
+    "dirichlet-alpha",
+    "shards-per-client",
+    "num-partitions",
+    "test-fraction",
+    "seed",
+)
+
+# A client needs a sample to train on and one to hold out.
+MIN_CLIENT_SAMPLES = 2
+
+# Stream tags so that no two uses of the run seed draw the same numbers.
+_CENTRAL_SPLIT = 1
+_DEVICE_SPLIT = 2
+_CLIENT_SPLIT = 3
+
+
+class DataConfigError(ValueError):
+    """A data config value that is missing or wrong; ``key`` is the flat run-config key."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        self.key = key
+        self.problem = problem
+        super().__init__(f"{key}: {problem}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The validated data keys of a run config (hashable: it keys the caches)."""
+
+    dataset: str
+    partitioning: str
+    num_partitions: int
+    seed: int
+    dataset_path: str = ""
+    synthetic_alpha: float = 1.0
+    synthetic_beta: float = 1.0
+    dirichlet_alpha: float = 0.5
+    shards_per_client: int = 2
+    test_fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        _expect(
+            self.dataset in datasets.DATASETS,
+            "dataset",
+            self.dataset,
+            f"one of {', '.join(datasets.DATASETS)}",
+        )
+        _expect(
+            self.partitioning in partitioning.PARTITIONINGS,
+            "partitioning",
+            self.partitioning,
+            f"one of {', '.join(partitioning.PARTITIONINGS)}",
+        )
+        _expect(self.num_partitions >= 1, "num-partitions", self.num_partitions, "an int >= 1")
+        _expect(self.seed >= 0, "seed", self.seed, "an int >= 0")
+        _expect(self.synthetic_alpha >= 0, "synthetic-alpha", self.synthetic_alpha, "a float >= 0")
+        _expect(self.synthetic_beta >= 0, "synthetic-beta", self.synthetic_beta, "a float >= 0")
+        _expect(
+            self.dirichlet_alpha > 0 and math.isfinite(self.dirichlet_alpha),
+            "dirichlet-alpha",
+            self.dirichlet_alpha,
+            "a float > 0",
+        )
+        _expect(
+            self.shards_per_client >= 1, "shards-per-client", self.shards_per_client, "an int >= 1"
+        )
+        _expect(
+            0 < self.test_fraction < 1, "test-fraction", self.test_fraction, "a float in (0, 1)"
+        )
+        if self.dataset == "folder" and not self.dataset_path:
+            raise DataConfigError("dataset-path", "the folder data set needs a folder path")
+        if self.partitioning == "natural" and self.dataset == "digits":
+            raise DataConfigError(
+                "partitioning",
+                "digits has no natural per-device split; use iid, dirichlet or shards",
+            )
+
+    @classmethod
+    def from_mapping(cls, config: Mapping[str, Any]) -> DataConfig:
+        """Read the data keys from a flat config (a run config or a message config).
+
+        Other keys are ignored; keys with a default may be absent.
+
+        Raises
+        ------
+        DataConfigError
+            A required key is missing, or a value has the wrong type or range.
+        """
+        values: dict[str, Any] = {}
+        for config_field in fields(cls):
+            key = _flat_key(config_field.name)
+            if key not in config:
+                if config_field.default is not MISSING:  # a key with a default may be absent
+                    continue
+                raise DataConfigError(key, "missing from the config")
+            values[config_field.name] = _coerce(key, config[key], config_field.type)
+        return cls(**values)
+
+    def to_mapping(self) -> dict[str, str | int | float]:
+        """The flat data keys (``DATA_KEYS``), as they go into a run config."""
+        return {_flat_key(name): value for name, value in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class FederatedData:
+    """Every client's data and the central test set of one data config (read-only arrays)."""
+
+    clients: tuple[LocalData | None, ...]
+    central_x: np.ndarray
+    central_y: np.ndarray
+    num_features: int
+    num_classes: int
+    # partition id -> (file, problem) of a folder client whose file cannot be read; its
+    # entry in ``clients`` is None and loading it raises that DataFileError.
+    unreadable: dict[int, tuple[str, str]] = field(default_factory=dict)
+
+
+def load_client_data(data_config: Mapping[str, Any], partition_id: int) -> LocalData:
+    """Client ``partition_id``'s training data and local held-out split (read-only arrays).
+
+    Parameters
+    ----------
+    data_config : a flat config holding the data keys (``DATA_KEYS``); other keys ignored.
+    partition_id : 0 .. num-partitions - 1.
+
+    Raises
+    ------
+    DataConfigError
+        A bad data key, a partition id out of range, or a split that cannot be made.
+    """
+    federated = build_federated_data(DataConfig.from_mapping(data_config))
+    if not 0 <= int(partition_id) < len(federated.clients):
+        raise DataConfigError(
+            "num-partitions",
+            f"partition id {partition_id} is out of range: there are "
+            f"{len(federated.clients)} partitions",
+        )
+    client = federated.clients[int(partition_id)]
+    if client is None:
+        source, problem = federated.unreadable[int(partition_id)]
+        raise DataFileError(source, problem)
+    return client
+
+
+def load_central_test(data_config: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The coordinator's central test set: x float32 [n, d], y int32 [n] (read-only)."""
+    federated = build_federated_data(DataConfig.from_mapping(data_config))
+    return federated.central_x, federated.central_y
+
+
+def data_shape(data_config: Mapping[str, Any] | DataConfig) -> tuple[int, int]:
+    """(num_features, num_classes) of the data set, without partitioning it."""
+    config = (
+        data_config if isinstance(data_config, DataConfig) else DataConfig.from_mapping(data_config)
+    )
+    try:
+        return datasets.dataset_shape(config.dataset, config.dataset_path)
+    except (datasets.DatasetError, DataFileError) as error:
+        raise DataConfigError("dataset-path", str(error)) from error
+
+
+def build_federated_data(config: DataConfig) -> FederatedData:
+    """Partition ``config``'s data set across its clients (cached per process).
+
+    A folder data set is cached with its files' names, sizes and mtimes, so an edited folder
+    is read again.
+    """
+    return _build_cached(config, _folder_stamp(config))
+
+
+def clear_caches() -> None:
+    """Forget every cached data set of this process (tests; a long-lived tool)."""
+    _build_cached.cache_clear()
+
+
+def _folder_stamp(config: DataConfig) -> tuple[tuple[str, int, int], ...]:
+    if config.dataset != "folder":
+        return ()
+    try:
+        files = datasets.folder_files(config.dataset_path)
+        return tuple((str(path), path.stat().st_mtime_ns, path.stat().st_size) for path in files)
+    except (datasets.DatasetError, OSError) as error:
+        raise DataConfigError("dataset-path", str(error)) from error
+
+
+@functools.lru_cache(maxsize=4)
+def _build_cached(config: DataConfig, folder_stamp: tuple) -> FederatedData:
+    if config.dataset == "digits":
+        return _digits(config)
+    if config.dataset == "synthetic":
+        devices = datasets.generate_synthetic(
+            config.synthetic_alpha, config.synthetic_beta, config.num_partitions, config.seed
+        )
+        return _from_devices(config, devices, datasets.SYNTHETIC_CLASSES)
+    try:
+        client_files = datasets.read_folder(config.dataset_path)
+        _, num_classes = datasets.folder_shape(config.dataset_path)
+    except datasets.DatasetError as error:
+        raise DataConfigError("dataset-path", str(error)) from error
+    if config.partitioning == "natural":
+        if len(client_files) != config.num_partitions:
+            raise DataConfigError(
+                "num-partitions",
+                f"natural partitioning of {config.dataset_path} gives one client per file: "
+                f"{len(client_files)} files, but num-partitions is {config.num_partitions}",
+            )
+        # A client whose file is unreadable fails when it loads its data, like a device with
+        # a broken file; the other clients (and the central test set) go on without it.
+        devices = [f.arrays() if f.readable else None for f in client_files]
+        unreadable = {
+            index: (str(f.path), f.error) for index, f in enumerate(client_files) if not f.readable
+        }
+        return _from_devices(config, devices, num_classes, unreadable)
+    try:
+        devices = [client_file.arrays() for client_file in client_files]
+    except DataFileError as error:
+        # Pooling needs every file: there is no client to blame for a missing share.
+        raise DataConfigError("dataset-path", str(error)) from error
+    return _from_devices(config, devices, num_classes)
+
+
+# -- building ---------------------------------------------------------------------------------
+def _digits(config: DataConfig) -> FederatedData:
+    from sklearn.model_selection import train_test_split
+
+    features, labels = datasets.load_digits()
+    pool_index, central_index = train_test_split(
+        np.arange(len(labels)),
+        test_size=config.test_fraction,
+        stratify=labels,
+        random_state=_seed(config.seed, _CENTRAL_SPLIT),
+    )
+    pool_index = np.sort(pool_index)
+    central_index = np.sort(central_index)
+    clients = _partition_pool(config, features[pool_index], labels[pool_index])
+    return _federated(
+        clients,
+        features[central_index],
+        labels[central_index],
+        datasets.DIGITS_FEATURES,
+        datasets.DIGITS_CLASSES,
+    )
+
+
+def _from_devices(
+    config: DataConfig,
+    devices: list[tuple[np.ndarray, np.ndarray] | None],
+    num_classes: int,
+    unreadable: dict[int, tuple[str, str]] | None = None,
+) -> FederatedData:
+    device_data = [
+        None
+        if device is None
+        else split_local(*device, config.test_fraction, _seed(config.seed, _DEVICE_SPLIT, index))
+        for index, device in enumerate(devices)
+    ]
+    readable = [data for data in device_data if data is not None]
+    central_x = np.concatenate([data.x_test for data in readable])
+    central_y = np.concatenate([data.y_test for data in readable])
+    num_features = readable[0].num_features
+    if config.partitioning == "natural":
+        return _federated(
+            tuple(device_data), central_x, central_y, num_features, num_classes, unreadable
+        )
+    pool_x = np.concatenate([data.x_train for data in readable])
+    pool_y = np.concatenate([data.y_train for data in readable])
+    clients = _partition_pool(config, pool_x, pool_y)
+    return _federated(clients, central_x, central_y, num_features, num_classes)
+
+
+def _partition_pool(
+    config: DataConfig, pool_x: np.ndarray, pool_y: np.ndarray
+) -> tuple[LocalData, ...]:
+    try:
+        if config.partitioning == "iid":
+            parts = partitioning.iid(pool_y, config.num_partitions, config.seed)
+        elif config.partitioning == "dirichlet":
+            parts = partitioning.dirichlet(
+                pool_y, config.num_partitions, config.dirichlet_alpha, config.seed
+            )
+        elif config.partitioning == "shards":
+            parts = partitioning.shards(
+                pool_y, config.num_partitions, config.shards_per_client, config.seed
+            )
+        else:  # "natural" never reaches a pool: it is handled per device.
+            raise AssertionError(f"unexpected partitioning {config.partitioning!r}")
+    except partitioning.PartitionError as error:
+        key = {"dirichlet": "dirichlet-alpha", "shards": "shards-per-client"}.get(
+            config.partitioning, "num-partitions"
+        )
+        raise DataConfigError(key, str(error)) from error
+    smallest = min(len(part) for part in parts)
+    if smallest < MIN_CLIENT_SAMPLES:
+        raise DataConfigError(
+            "num-partitions",
+            f"{config.partitioning} split of {len(pool_y)} samples across "
+            f"{config.num_partitions} clients gives a client {smallest} sample(s); each client "
+            f"needs >= {MIN_CLIENT_SAMPLES} (one to train on, one to hold out)",
+        )
+    return tuple(
+        split_local(
+            pool_x[part], pool_y[part], config.test_fraction, _seed(config.seed, _CLIENT_SPLIT, i)
+        )
+        for i, part in enumerate(parts)
+    )
+
+
+def _federated(
+    clients: tuple[LocalData, ...],
+    central_x: np.ndarray,
+    central_y: np.ndarray,
+    num_features: int,
+    num_classes: int,
+    unreadable: dict[int, tuple[str, str]] | None = None,
+) -> FederatedData:
+    # Cached arrays are shared by every caller in the process: make them read-only so that
+    # no caller can change another round's data.
+    for client in clients:
+        if client is None:
+            continue
+        for array in (client.x_train, client.y_train, client.x_test, client.y_test):
+            array.flags.writeable = False
+    central_x = np.ascontiguousarray(central_x, dtype=np.float32)
+    central_y = np.ascontiguousarray(central_y, dtype=np.int32)
+    central_x.flags.writeable = False
+    central_y.flags.writeable = False
+    return FederatedData(
+        tuple(clients), central_x, central_y, num_features, num_classes, dict(unreadable or {})
+    )
+
+
+# -- helpers ----------------------------------------------------------------------------------
+def _seed(seed: int, *words: int) -> int:
+    return int(np.random.SeedSequence([seed, *words]).generate_state(1)[0])
+
+
+def _flat_key(field_name: str) -> str:
+    return field_name.replace("_", "-")
+
+
+def _expect(condition: bool, key: str, given: Any, expected: str) -> None:
+    if not condition:
+        raise DataConfigError(key, f"expected {expected}, given {given!r}")
+
+
+def _coerce(key: str, value: Any, type_name: Any) -> Any:
+    # Flower configs hold str/int/float/bool; an int where a float is expected is fine
+    # (TOML writes 1 for 1.0), a bool never stands for a number.
+    type_name = str(type_name)
+    if type_name == "str":
+        if not isinstance(value, str):
+            raise DataConfigError(key, f"expected a string, given {value!r}")
+        return value
+    if isinstance(value, bool) or isinstance(value, str):
+        raise DataConfigError(
+            key, f"expected {'an int' if type_name == 'int' else 'a float'}, given {value!r}"
+        )
+    if type_name == "int":
+        if isinstance(value, (int, np.integer)):
+            return int(value)
+        raise DataConfigError(key, f"expected an int, given {value!r}")
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return float(value)
+    raise DataConfigError(key, f"expected a float, given {value!r}")
+
+
+__all__ = [
+    "DATA_KEYS",
+    "DataConfig",
+    "DataConfigError",
+    "FederatedData",
+    "build_federated_data",
+    "clear_caches",
+    "data_shape",
+    "load_central_test",
+    "load_client_data",
+]

@@ -1,0 +1,129 @@
+"""simulations/partitioning.py: IID, Dirichlet, shards and natural splits of a labelled pool."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from simulations import partitioning
+from simulations.partitioning import PartitionError
+
+NUM_CLASSES = 10
+
+
+def _labels(num_samples: int = 1500, seed: int = 0) -> np.ndarray:
+    # Stored by class, as many data sets are: a split that forgets to shuffle shows up.
+    return np.sort(np.random.default_rng(seed).integers(0, NUM_CLASSES, num_samples))
+
+
+SPLITS = {
+    "iid": lambda labels, clients, seed: partitioning.iid(labels, clients, seed),
+    "dirichlet": lambda labels, clients, seed: partitioning.dirichlet(labels, clients, 0.5, seed),
+    "shards": lambda labels, clients, seed: partitioning.shards(labels, clients, 2, seed),
+}
+
+
+def _mean_label_skew(labels: np.ndarray, parts: list[np.ndarray]) -> float:
+    """Mean total-variation distance between each client's label mix and the pool's."""
+    pool = np.bincount(labels, minlength=NUM_CLASSES) / len(labels)
+    distances = [
+        0.5 * np.abs(np.bincount(labels[part], minlength=NUM_CLASSES) / len(part) - pool).sum()
+        for part in parts
+    ]
+    return float(np.mean(distances))
+
+
+@pytest.mark.parametrize("name", sorted(SPLITS))
+def test_partitions_are_disjoint_sorted_non_empty_and_cover_the_pool(name):
+    labels = _labels()
+    parts = SPLITS[name](labels, 20, 7)
+    assert len(parts) == 20
+    assert all(len(part) > 0 for part in parts)
+    assert all(np.all(np.diff(part) > 0) for part in parts)  # sorted, no repeats
+    used = np.concatenate(parts)
+    assert len(np.unique(used)) == len(used)  # disjoint
+    assert used.min() >= 0 and used.max() < len(labels)
+    if name == "shards":
+        # Documented: the samples that do not fill a shard are left out.
+        assert len(used) == len(labels) - len(labels) % (20 * 2)
+    else:
+        assert len(used) == len(labels)
+
+
+@pytest.mark.parametrize("name", sorted(SPLITS))
+def test_partitions_are_deterministic_from_the_seed(name):
+    labels = _labels()
+    first = SPLITS[name](labels, 10, 3)
+    second = SPLITS[name](labels, 10, 3)
+    other = SPLITS[name](labels, 10, 4)
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in zip(first, other, strict=True))
+
+
+def test_iid_sizes_differ_by_at_most_one_and_mix_the_classes():
+    labels = _labels(1003)
+    parts = partitioning.iid(labels, 10, 0)
+    sizes = [len(part) for part in parts]
+    assert max(sizes) - min(sizes) <= 1
+    # A sorted pool cut into slices would give each client one or two classes.
+    assert all(len(np.unique(labels[part])) == NUM_CLASSES for part in parts)
+    assert _mean_label_skew(labels, parts) < 0.15
+
+
+def test_dirichlet_skews_labels_more_as_alpha_shrinks():
+    labels = _labels()
+    iid_skew = _mean_label_skew(labels, partitioning.iid(labels, 20, 1))
+    skew = {
+        alpha: _mean_label_skew(labels, partitioning.dirichlet(labels, 20, alpha, 1))
+        for alpha in (0.1, 0.5, 100.0)
+    }
+    assert skew[0.1] > skew[0.5] > skew[100.0]
+    assert skew[0.5] > 2 * iid_skew
+    assert skew[100.0] < 0.2
+
+
+def test_dirichlet_gives_every_client_the_minimum():
+    labels = _labels()
+    parts = partitioning.dirichlet(labels, 30, 0.3, 5)
+    assert min(len(part) for part in parts) >= partitioning.DIRICHLET_MIN_PARTITION_SIZE
+
+
+def test_shards_give_each_client_few_classes():
+    labels = _labels()
+    parts = partitioning.shards(labels, 20, 2, 0)
+    classes = [len(np.unique(labels[part])) for part in parts]
+    # Two shards of a class-sorted pool: two classes, or a few more where a shard
+    # straddles a class boundary.
+    assert max(classes) <= 4
+    assert np.mean(classes) < 3
+    assert len({len(part) for part in parts}) == 1  # equal shards
+
+
+def test_natural_gives_one_partition_per_group():
+    parts = partitioning.natural([3, 1, 2])
+    assert [part.tolist() for part in parts] == [[0, 1, 2], [3], [4, 5]]
+    with pytest.raises(PartitionError, match=r"groups \[1\] have no samples"):
+        partitioning.natural([3, 0, 2])
+
+
+@pytest.mark.parametrize(
+    ("split", "message"),
+    [
+        (lambda labels: partitioning.iid(labels, 0, 0), r"expected an int in 1\.\.100"),
+        (lambda labels: partitioning.iid(labels, 101, 0), r"given 101"),
+        (lambda labels: partitioning.dirichlet(labels, 5, 0.0, 0), "expected a float > 0"),
+        (lambda labels: partitioning.dirichlet(labels, 11, 0.5, 0), r"need >= 110 samples"),
+        (lambda labels: partitioning.shards(labels, 10, 0, 0), "expected an int >= 1"),
+        (lambda labels: partitioning.shards(labels, 30, 4, 0), r"need >= 120 samples"),
+    ],
+)
+def test_impossible_splits_raise_partition_error(split, message):
+    with pytest.raises(PartitionError, match=message):
+        split(_labels(100))
+
+
+def test_a_dirichlet_draw_that_never_satisfies_the_minimum_is_reported():
+    # 200 samples, 20 clients of >= 10 each: only an exactly even draw would do.
+    with pytest.raises(PartitionError, match="dirichlet alpha 0.05: no draw in 300 gave all 20"):
+        partitioning.dirichlet(_labels(200), 20, 0.05, 0)
