@@ -64,7 +64,7 @@ app = ClientApp()
 @app.train()
 def train(message: Message, context: Context) -> Message:
     try:
-        return message.create_reply(_train(message, context))
+        return Message(_train(message, context), reply_to=message)
     except ClientJobError as error:
         return Message(Error(code=error.code, reason=str(error)), reply_to=message)
 
@@ -72,7 +72,7 @@ def train(message: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate(message: Message, context: Context) -> Message:
     try:
-        return message.create_reply(_evaluate(message, context))
+        return Message(_evaluate(message, context), reply_to=message)
     except ClientJobError as error:
         return Message(Error(code=error.code, reason=str(error)), reply_to=message)
 
