@@ -21,8 +21,8 @@ from kernels.spec import ModelSpec, ModelSpecError
 from .flower_strategies import STRATEGY_NAMES, StrategyParamsError, check_strategy_params
 
 # Data keys the coordinator forwards to the clients in every train/evaluate config and does not
-# interpret (they mirror simulations.partitions.DATA_KEYS; coordinator/ must not import
-# simulations/). "seed" is forwarded too, but it is a coordinator key as well.
+# interpret; simulations.partitions.DATA_KEYS is this list plus "seed" (forwarded too, but a
+# coordinator key as well).
 DATA_KEYS: tuple[str, ...] = (
     "dataset",
     "dataset-path",

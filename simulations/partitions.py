@@ -27,21 +27,13 @@ from typing import Any
 import numpy as np
 
 from client.data import DataFileError, LocalData, split_local
+from coordinator.config import DATA_KEYS as FORWARDED_DATA_KEYS
 from simulations import datasets, partitioning
 
-# The data keys of the flat run config, forwarded to every client (README, "Messages").
-DATA_KEYS: tuple[str, ...] = (
-    "dataset",
-    "dataset-path",
-    "synthetic-alpha",
-    "synthetic-beta",
-    "partitioning",
-    "dirichlet-alpha",
-    "shards-per-client",
-    "num-partitions",
-    "test-fraction",
-    "seed",
-)
+# The data keys of the flat run config, forwarded to every client (README, "Messages"). The
+# coordinator owns the list (it forwards them and must not import simulations/); "seed" is a
+# coordinator key that the data also derives from.
+DATA_KEYS: tuple[str, ...] = (*FORWARDED_DATA_KEYS, "seed")
 
 # A client needs a sample to train on and one to hold out.
 MIN_CLIENT_SAMPLES = 2

@@ -27,6 +27,7 @@ from matplotlib import image as matplotlib_image
 from coordinator.report_html import render_comparison
 from coordinator.report_plots import FIGURE_SIZE_INCHES
 from coordinator.report_writer import REPORT_HTML, write_run
+from tests.browser.chromium import HEADLESS_FLAGS, require_chromium
 from tests.coordinator.report_factory import make_report
 
 pytestmark = pytest.mark.browser
@@ -42,14 +43,7 @@ RUN_PLOT_IDS = {
 COMPARE_PLOT_IDS = {"plot-compare-accuracy", "plot-compare-loss"}
 WINDOW = (1280, 2000)
 CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
+    *HEADLESS_FLAGS,
     "--enable-logging=stderr",
     "--v=0",
     # Lets the page finish loading (the load event) before the DOM is dumped.
@@ -86,24 +80,9 @@ HARNESS = """<script>
 </script>"""
 
 
-def _ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
-
-
-def require_chromium(candidates: list[str | None]) -> str:
-    """The first executable of ``candidates``; skip without one, or fail under CI=true."""
-    for candidate in candidates:
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    reason = "chromium not found at /usr/bin/chromium (install it: apt-get install -y chromium)"
-    if _ci():
-        pytest.fail(f"CI=true and {reason}; the report's browser test must run in CI")
-    pytest.skip(f"{reason}; this test is required (fails) under CI=true")
-
-
 @pytest.fixture(scope="module")
 def chromium() -> str:
-    return require_chromium(["/usr/bin/chromium", shutil.which("chromium")])
+    return require_chromium()
 
 
 def test_a_missing_chromium_skips_locally_and_fails_under_ci(monkeypatch, tmp_path):

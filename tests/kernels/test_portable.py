@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -27,6 +26,7 @@ from sklearn.datasets import load_digits
 from client.runner import KernelRunner, default_kernel_path
 from client.sandbox import KernelModule
 from kernels.spec import ModelSpec
+from tests.browser.chromium import require_chromium, under_ci
 
 JS_DIR = Path(__file__).resolve().parents[2] / "kernels" / "js"
 SPEC = ModelSpec.parse("mlp:64-32-10")
@@ -36,7 +36,7 @@ TRAIN = {"epochs": 2, "batchSize": 16, "lr": 0.1, "mu": 0.0, "seed": 7}
 def _tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        if os.environ.get("CI") == "true":
+        if under_ci():
             pytest.fail(f"{name} is required under CI=true and was not found on PATH")
         pytest.skip(f"{name} not found on PATH")
     return path
@@ -153,7 +153,7 @@ try {{
 @pytest.mark.browser
 @pytest.mark.parametrize("relaxed", [False, True], ids=["simd128", "relaxed"])
 def test_both_builds_run_in_headless_chromium(tmp_path, relaxed):
-    chromium = _tool("chromium")
+    chromium = require_chromium()
     wasm = default_kernel_path(relaxed_simd=relaxed)
     job, arrays = _job(wasm)
     job["wasm_b64"] = base64.b64encode(wasm.read_bytes()).decode()
