@@ -69,7 +69,9 @@ class ModelSpec:
         return cls(input_dim, (Dense(num_classes),))
 
     @classmethod
-    def mlp(cls, input_dim: int, hidden: tuple[int, ...] | list[int], num_classes: int) -> ModelSpec:
+    def mlp(
+        cls, input_dim: int, hidden: tuple[int, ...] | list[int], num_classes: int
+    ) -> ModelSpec:
         """An MLP with a ReLU after every hidden Dense layer."""
         layers: list[Layer] = []
         for width in hidden:
@@ -157,9 +159,7 @@ class ModelSpec:
         if set(params) != set(shapes):
             missing = sorted(set(shapes) - set(params))
             extra = sorted(set(params) - set(shapes))
-            raise ModelSpecError(
-                f"parameters for {self}: missing {missing}, unexpected {extra}"
-            )
+            raise ModelSpecError(f"parameters for {self}: missing {missing}, unexpected {extra}")
         parts = []
         for name, shape in shapes.items():
             array = np.asarray(params[name])

@@ -26,8 +26,14 @@ def generate(out_dir: Path) -> list[Path]:
     include = Path(grpc_tools.__file__).resolve().parent / "_proto"
     sources = sorted(p.relative_to(ROOT).as_posix() for p in PROTOS_DIR.glob("*.proto"))
     (out_dir / "protos").mkdir(parents=True, exist_ok=True)
-    args = ["protoc", f"-I{ROOT}", f"-I{include}", f"--python_out={out_dir}",
-            f"--pyi_out={out_dir}", *sources]
+    args = [
+        "protoc",
+        f"-I{ROOT}",
+        f"-I{include}",
+        f"--python_out={out_dir}",
+        f"--pyi_out={out_dir}",
+        *sources,
+    ]
     if protoc.main(args) != 0:
         raise RuntimeError(f"protoc failed on {sources}")
     return sorted((out_dir / "protos").glob("*_pb2.py*"))
@@ -37,9 +43,12 @@ def stale_files() -> list[str]:
     """Names of generated modules that differ from a fresh generation (or are missing)."""
     with tempfile.TemporaryDirectory() as tmp:
         fresh = generate(Path(tmp))
-        return [f.name for f in fresh
-                if not (PROTOS_DIR / f.name).exists()
-                or not filecmp.cmp(f, PROTOS_DIR / f.name, shallow=False)]
+        return [
+            f.name
+            for f in fresh
+            if not (PROTOS_DIR / f.name).exists()
+            or not filecmp.cmp(f, PROTOS_DIR / f.name, shallow=False)
+        ]
 
 
 def main() -> int:

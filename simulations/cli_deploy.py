@@ -120,7 +120,7 @@ def local(
     ] = None,
 ) -> None:
     """Run a scenario through a real SuperLink and SuperNodes on this machine (TLS, auth)."""
-    from simulations.cli_simulate import _parse_sets
+    from simulations.cli_simulate import parse_sets
     from simulations.deploy.layout import DeploymentError
     from simulations.deploy.local import LocalDeploymentError, Timeouts, run_local_deployment
     from simulations.deploy.processes import ProcessError
@@ -134,7 +134,7 @@ def local(
     console = Console()
     try:
         path = find_scenario(scenario) if scenario else default_scenario_path()
-        overrides = _parse_sets(sets or [])
+        overrides = parse_sets(sets or [])
         loaded = load_scenario(path).with_overrides(
             rounds=rounds, clients=nodes, seed=seed, sets=overrides
         )

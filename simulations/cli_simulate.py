@@ -36,7 +36,7 @@ def simulate(
     try:
         path = find_scenario(scenario) if scenario else default_scenario_path()
         loaded = _load(path)
-        overrides = _parse_sets(sets)
+        overrides = parse_sets(sets)
         loaded = loaded.with_overrides(rounds=rounds, clients=clients, seed=seed, sets=overrides)
     except (ScenarioError, ValueError, OSError) as error:
         console.print(f"[red]error:[/] {error}")
@@ -89,7 +89,7 @@ def _load(path: Path):
     return load_scenario(path)
 
 
-def _parse_sets(sets: list[str]) -> dict[str, str]:
+def parse_sets(sets: list[str]) -> dict[str, str]:
     overrides: dict[str, str] = {}
     for item in sets:
         key, sep, value = item.partition("=")
