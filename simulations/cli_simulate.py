@@ -50,8 +50,11 @@ def simulate(
         f"[bold]{name}[/]: {run_config['num-partitions']} clients, {num_rounds} rounds, "
         f"strategy {run_config['strategy']}, model {run_config['model']}, seed {run_config['seed']}"
     )
-    # Flower and Ray log every round at INFO; the progress bar says the same in one line.
-    logging.getLogger("flwr").setLevel(logging.WARNING)
+    # Flower logs every round at INFO; the progress bar says the same in one line. (Its
+    # console handler, not the logger: importing flwr resets the logger's level.)
+    from flwr.common.logger import update_console_handler
+
+    update_console_handler(level=logging.WARNING)
     progress = Progress(
         TextColumn("[bold]round"),
         MofNCompleteColumn(),
