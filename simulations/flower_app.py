@@ -13,6 +13,12 @@ from typing import Any
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+# Imported here, not lazily in the ServerApp: Flower 1.42's app loader takes a module that is
+# already in sys.modules as it is, so a ServerApp thread still importing client.client_app
+# while the simulation engine loads `client.client_app:app` hands the engine a half-initialised
+# module (LoadClientAppError, seen in about 1 run in 4). Importing it while this module loads
+# happens under Flower's import lock.
+from client.client_app import kernel_sha256
 from coordinator.config import FederationConfig
 from coordinator.server_app import run_federation
 from simulations.central import make_central_evaluate
@@ -23,8 +29,6 @@ def resolve_run_config(run_config: Mapping[str, Any]) -> dict[str, Any]:
 
     An empty ``kernel-sha256`` pins the bundled kernel: clients refuse to train on any other.
     """
-    from client.client_app import kernel_sha256
-
     resolved = dict(run_config)
     if not str(resolved.get("kernel-sha256") or ""):
         resolved["kernel-sha256"] = kernel_sha256()

@@ -16,6 +16,7 @@ import pytest
 from coordinator.report_io import ReportError, load_report
 from protos.report_pb2 import ClientStatus
 from simulations.deploy.processes import (
+    ProcessError,
     ProcessSupervisor,
     find_free_port,
     flower_environment,
@@ -92,7 +93,14 @@ def test_flwr_run_dot_trains_with_the_pyproject_run_config(tmp_path):
         # `--stream` can return as the run is marked finished, before the ServerApp process
         # has written its last report: give it a moment before stopping the SuperLink.
         if completed.returncode == 0:
-            wait_until(lambda: _status(out_dir) != "running", "the final report", 60, [superlink])
+            try:
+                wait_until(
+                    lambda: _status(out_dir) != "running", "the final report", 60, [superlink]
+                )
+            except ProcessError as error:
+                raise AssertionError(
+                    f"{error}\nflwr run said:\n{completed.stdout[-6000:]}"
+                ) from None
         started = supervisor.all_pids()
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     assert not [pid for pid in started if pid_running(pid)], "a process outlived the test"
