@@ -33,6 +33,9 @@ def simulate(
     from simulations.summary import print_summary
 
     console = Console()
+    if not console.is_terminal:
+        # Piped into a log or a file, rich assumes 80 columns and elides the figures.
+        console = Console(width=120)
     try:
         path = find_scenario(scenario) if scenario else default_scenario_path()
         loaded = _load(path)
