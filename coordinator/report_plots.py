@@ -203,20 +203,22 @@ def _draw(plot_id: str, title: str, draw, data, caption: str) -> Plot:
     return Plot(plot_id, title, caption, f"data:image/svg+xml;base64,{encoded}")
 
 
-def _accuracy(axes, rounds: list[RoundReport]) -> None:
+def _central_and_federated(axes, rounds: list[RoundReport], metric: str) -> list[int]:
+    """Plot ``central_<metric>`` and ``federated_eval_<metric>`` per round; return the x values."""
     numbers = [r.round for r in rounds]
     marker = "o" if len(rounds) <= 40 else None
     if _has_central_evaluation(rounds):
         axes.plot(
             numbers,
-            [r.central_accuracy for r in rounds],
+            [getattr(r, f"central_{metric}") for r in rounds],
             marker=marker,
             markersize=3,
             color=SERIES_COLORS[0],
             label="central",
         )
     federated = [
-        r.federated_eval_accuracy if _has_federated_evaluation(r) else math.nan for r in rounds
+        getattr(r, f"federated_eval_{metric}") if _has_federated_evaluation(r) else math.nan
+        for r in rounds
     ]
     if not all(math.isnan(value) for value in federated):
         axes.plot(
@@ -227,34 +229,18 @@ def _accuracy(axes, rounds: list[RoundReport]) -> None:
             color=SERIES_COLORS[1],
             label="federated",
         )
+    return numbers
+
+
+def _accuracy(axes, rounds: list[RoundReport]) -> None:
+    _central_and_federated(axes, rounds, "accuracy")
     axes.set_ylabel("accuracy")
     _finish_round_axis(axes, _last_round(rounds))
 
 
 def _loss(axes, rounds: list[RoundReport]) -> None:
-    numbers = [r.round for r in rounds]
+    numbers = _central_and_federated(axes, rounds, "loss")
     marker = "o" if len(rounds) <= 40 else None
-    if _has_central_evaluation(rounds):
-        axes.plot(
-            numbers,
-            [r.central_loss for r in rounds],
-            marker=marker,
-            markersize=3,
-            color=SERIES_COLORS[0],
-            label="central",
-        )
-    federated = [
-        r.federated_eval_loss if _has_federated_evaluation(r) else math.nan for r in rounds
-    ]
-    if not all(math.isnan(value) for value in federated):
-        axes.plot(
-            numbers,
-            federated,
-            marker=marker,
-            markersize=3,
-            color=SERIES_COLORS[1],
-            label="federated",
-        )
     axes.plot(
         numbers,
         [r.train_loss if r.clients_succeeded else math.nan for r in rounds],

@@ -26,7 +26,7 @@ from sklearn.datasets import load_digits
 from client.runner import KernelRunner, default_kernel_path
 from client.sandbox import KernelModule
 from kernels.spec import ModelSpec
-from tests.browser.chromium import require_chromium, under_ci
+from tests.browser.chromium import HEADLESS_FLAGS, require_chromium, under_ci
 
 JS_DIR = Path(__file__).resolve().parents[2] / "kernels" / "js"
 SPEC = ModelSpec.parse("mlp:64-32-10")
@@ -163,14 +163,7 @@ def test_both_builds_run_in_headless_chromium(tmp_path, relaxed):
     completed = subprocess.run(
         [
             chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
+            *HEADLESS_FLAGS,
             f"--user-data-dir={tmp_path / 'profile'}",
             "--virtual-time-budget=20000",
             "--dump-dom",
