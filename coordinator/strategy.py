@@ -31,7 +31,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -70,6 +70,7 @@ from .aggregation import (
     zeros_like,
 )
 from .flower_strategies import applies_server_lr_itself
+from .sampling import sample_nodes
 from .validation import (
     NO_PARTITION,
     EvaluateReply,
@@ -105,32 +106,6 @@ class RoundFailedError(RuntimeError):
 
 class StrategyStateError(RuntimeError):
     """The adapter was asked to aggregate a round it did not configure."""
-
-
-def sample_nodes(
-    node_ids: Iterable[int],
-    *,
-    fraction: float,
-    min_nodes: int,
-    seed: int,
-    server_round: int,
-    purpose: int,
-    order_key: Callable[[int], object] = lambda node_id: node_id,
-) -> list[int]:
-    """Draw ``max(min_nodes, int(n * fraction))`` of ``node_ids`` (at most n), reproducibly.
-
-    The nodes are put in a canonical order (``order_key``) before the draw, so the same set of
-    nodes gives the same sample for the same ``(seed, server_round, purpose)``, whatever order
-    the grid listed them in. Returns the sample in that canonical order.
-    """
-    ordered = sorted(set(node_ids), key=order_key)
-    if fraction <= 0.0 or not ordered:
-        return []
-    # The epsilon keeps 0.29 * 100 from rounding down to 28.
-    count = min(len(ordered), max(min_nodes, int(len(ordered) * fraction + 1e-9)))
-    rng = np.random.default_rng([seed, server_round, purpose])
-    picked = rng.choice(len(ordered), size=count, replace=False)
-    return [ordered[index] for index in sorted(picked.tolist())]
 
 
 @dataclass
