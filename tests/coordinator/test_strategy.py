@@ -18,7 +18,6 @@ from flwr.app import (
     RecordDict,
 )
 from flwr.app.error import Error
-from flwr.app.metadata import Metadata
 from flwr.serverapp.strategy import Bulyan, FedAvg, FedMedian, FedTrimmedAvg, Krum, MultiKrum
 from flwr.supercore.task_identity import TaskIdentity
 
@@ -31,6 +30,7 @@ from coordinator.strategy import (
     StrategyStateError,
 )
 from protos.report_pb2 import FAILED, OK, REJECTED
+from tests.coordinator.messages import reply_metadata
 
 SHAPES = {"layer0.weight": (6, 4), "layer0.bias": (4,)}
 NODES = [901, 17, 5003, 42, 77]
@@ -131,17 +131,7 @@ def weights_replies(weights_list, num_examples, nodes=NODES):
     """Replies carrying full weights, to run a Flower rule the way Flower itself would."""
     replies = []
     for node, weights, count in zip(nodes, weights_list, num_examples, strict=True):
-        metadata = Metadata(
-            run_id=1,
-            message_id="",
-            src_node_id=node,
-            dst_node_id=0,
-            reply_to_message_id="",
-            group_id="1",
-            created_at=0.0,
-            ttl=60.0,
-            message_type=MessageType.TRAIN,
-        )
+        metadata = reply_metadata(node, reply_to_message_id="")
         content = RecordDict(
             {"arrays": arrays_of(weights), "metrics": MetricRecord({"num-examples": count})}
         )

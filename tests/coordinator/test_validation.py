@@ -14,27 +14,13 @@ from flwr.app import (
     RecordDict,
 )
 from flwr.app.error import Error
-from flwr.app.metadata import Metadata
 
 from coordinator.validation import check_evaluate_reply, check_train_reply, message_bytes
 from protos.report_pb2 import FAILED, OK, REJECTED
+from tests.coordinator.messages import reply_metadata
 
 SHAPES = {"layer0.weight": (4, 3), "layer0.bias": (3,)}
 MAX_NORM = 10.0
-
-
-def metadata(node_id: int, message_type: str = MessageType.TRAIN) -> Metadata:
-    return Metadata(
-        run_id=1,
-        message_id="",
-        src_node_id=node_id,
-        dst_node_id=0,
-        reply_to_message_id="m",
-        group_id="1",
-        created_at=0.0,
-        ttl=60.0,
-        message_type=message_type,
-    )
 
 
 def good_delta(scale: float = 0.1) -> dict[str, np.ndarray]:
@@ -66,7 +52,7 @@ def train_reply(node_id=11, arrays=None, metrics=None, records=None) -> Message:
             "arrays": ArrayRecord({name: Array(value) for name, value in arrays.items()}),
             "metrics": MetricRecord(metrics),
         }
-    return Message(content=RecordDict(records), metadata=metadata(node_id))
+    return Message(content=RecordDict(records), metadata=reply_metadata(node_id))
 
 
 def check(message: Message):
@@ -87,7 +73,7 @@ def test_a_good_reply_is_ok_with_its_facts():
 
 
 def test_an_error_reply_is_failed_with_the_clients_reason():
-    instruction = Message(content=RecordDict(), metadata=metadata(0))
+    instruction = Message(content=RecordDict(), metadata=reply_metadata(0))
     instruction.metadata.dst_node_id = 22
     reply = Message(Error(code=1003, reason="kernel sha256 mismatch"), reply_to=instruction)
     result = check(reply)
@@ -208,7 +194,7 @@ def evaluate_reply(node_id=4, **metrics) -> Message:
     values.update(metrics)
     values = {key: value for key, value in values.items() if value is not None}
     content = RecordDict({"metrics": MetricRecord(values)})
-    return Message(content=content, metadata=metadata(node_id, MessageType.EVALUATE))
+    return Message(content=content, metadata=reply_metadata(node_id, MessageType.EVALUATE))
 
 
 def test_evaluate_replies():
