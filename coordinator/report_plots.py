@@ -107,22 +107,27 @@ def run_plots(report: RunReport) -> list[Plot]:
     ]
 
 
+def _overlay_central(axes, reports: Sequence[tuple[str, RunReport]], metric: str) -> None:
+    """One ``central_<metric>`` curve per run, each in its own colour."""
+    for index, (label, report) in enumerate(reports):
+        rounds = list(report.rounds)
+        axes.plot(
+            [r.round for r in rounds],
+            [getattr(r, f"central_{metric}") for r in rounds],
+            marker="o" if len(rounds) <= 40 else None,
+            markersize=3,
+            color=_series_color(index),
+            label=label,
+        )
+
+
 def comparison_plots(
     reports: Sequence[tuple[str, RunReport]], target_accuracy: float
 ) -> list[Plot]:
     """Central accuracy and loss of several runs, overlaid."""
 
     def accuracy(axes, _) -> None:
-        for index, (label, report) in enumerate(reports):
-            rounds = list(report.rounds)
-            axes.plot(
-                [r.round for r in rounds],
-                [r.central_accuracy for r in rounds],
-                marker="o" if len(rounds) <= 40 else None,
-                markersize=3,
-                color=_series_color(index),
-                label=label,
-            )
+        _overlay_central(axes, reports, "accuracy")
         axes.axhline(target_accuracy, color="#6e7781", linestyle=":", linewidth=1)
         axes.annotate(
             f"target {target_accuracy:g}",
@@ -141,16 +146,7 @@ def comparison_plots(
         )
 
     def loss(axes, _) -> None:
-        for index, (label, report) in enumerate(reports):
-            rounds = list(report.rounds)
-            axes.plot(
-                [r.round for r in rounds],
-                [r.central_loss for r in rounds],
-                marker="o" if len(rounds) <= 40 else None,
-                markersize=3,
-                color=_series_color(index),
-                label=label,
-            )
+        _overlay_central(axes, reports, "loss")
         axes.set_ylabel("central loss")
         _finish_round_axis(
             axes,
