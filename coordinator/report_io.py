@@ -1,7 +1,7 @@
 """Read and write the text form of a RunReport (report.json).
 
 report.json is ``json_format`` of the RunReport message with proto field names kept and every
-field printed, zeros included (DESIGN.md, "Decisions"): a reader never has to guess a default.
+field printed, zeros included (README, "Reports"): a reader never has to guess a default.
 NaN and infinities are the strings "NaN", "Infinity" and "-Infinity" (proto3 JSON).
 """
 

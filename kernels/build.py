@@ -37,7 +37,8 @@ SOURCES = (
     "evaluate.c",
     "train.c",
 )
-# DESIGN.md's flags; exports come from SF_EXPORT in the sources, so no --export list to drift.
+# Freestanding wasm32 with SIMD128 and bulk memory (no memset import), no libc, no entry point
+# (kernels/ABI.md); exports come from SF_EXPORT in the sources, so no --export list to drift.
 COMMON_FLAGS = (
     "--target=wasm32-freestanding",
     "-O3",

@@ -10,9 +10,40 @@ app = typer.Typer(
     name="sandflower",
     help="Federated learning with Flower; local training runs in WebAssembly sandboxes.",
     no_args_is_help=True,
-    add_completion=False,
+    # `sandflower --install-completion` / `--show-completion` for bash, zsh, fish, PowerShell.
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"sandflower {_version()}")
+        raise typer.Exit()
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sandflower")
+    except PackageNotFoundError:  # a source tree that was not pip-installed
+        return "unknown (not installed)"
+
+
+@app.callback()
+def _root(
+    show_version: bool = typer.Option(
+        False,
+        "--version",
+        help="Print the installed Sandflower version and exit.",
+        callback=_print_version,
+        is_eager=True,
+    ),
+) -> None:
+    """Federated learning with Flower; local training runs in WebAssembly sandboxes."""
+
+
 app.add_typer(cli_kernels.app, name="kernels")
 app.command("simulate")(cli_simulate.simulate)
 app.command("report")(cli_report.report)

@@ -90,12 +90,12 @@ def print_figures(console: Console, figures: dict) -> None:
         table.add_row(
             f"train step {key} (us)", f"{micros:.1f}",
             f"{figures['numpy_train_step_us'][key]:.1f}",
-            f"{figures['train_step_speedup'][key]:.2f}x faster",
+            _speed(figures["train_step_speedup"][key]),
         )  # fmt: skip
     table.add_row(
         "digits MLP training (samples/s)", f"{figures['fused_train_samples_per_s']:,.0f}",
         f"{figures['numpy_train_samples_per_s']:,.0f}",
-        f"{figures['fused_train_speedup']:.2f}x faster",
+        _speed(figures["fused_train_speedup"]),
     )  # fmt: skip
     for key, label in (
         ("compile_ms", "compile, cold (ms)"),
@@ -110,3 +110,10 @@ def print_figures(console: Console, figures: dict) -> None:
     for check in target_checks(figures):
         mark = "[green]met[/]" if check.met else "[red]not met[/]"
         console.print(f"target {check.name} {check.target}: {check.value:.2f} {mark}")
+
+
+def _speed(speedup: float) -> str:
+    """``1.45x faster`` or ``1.45x slower``: never ``0.69x faster`` for a slowdown."""
+    if speedup >= 1.0:
+        return f"{speedup:.2f}x faster"
+    return f"{1.0 / speedup:.2f}x slower"

@@ -1,4 +1,5 @@
-"""Environment every Flower process we start runs with (DESIGN.md, "Flower 1.42 notes")."""
+"""Environment every Flower process we start runs with: no telemetry, no update check, no runtime
+dependency installation (README, "Flower App"), and Ray's accelerator override off."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 A registry (KERNELS) says for each kernel how to make inputs, run the export and run the
 reference; ``check_kernel`` does the rest, so each case below is one line. Sizes sit around the
-register tile (4 rows, 8 columns, k unrolled by 4; DESIGN.md's 6-row tile is covered too) and
+register tile (4 rows, 8 columns, k unrolled by 4; the 6-row relaxed-FMA tile is covered too) and
 the cache blocks (k 256, rows 64, columns 512), where packing edges live. Failures name the
 kernel, the case, the seed, the worst index and the input values there.
 """
@@ -357,7 +357,7 @@ def check_kernel(
 
 
 # -- the cases: one line each -----------------------------------------------------------------
-# (m, n, k): 1, tile-1, tile, tile+1 for rows (4, and 6 of the 6x8 tile DESIGN.md names),
+# (m, n, k): 1, tile-1, tile, tile+1 for rows (4, and 6 of the 6x8 relaxed-FMA tile that spilled),
 # columns (8) and the k unroll (4); odd shapes; and sizes that cross the k block (256), the row
 # block (64), the column block (512).
 GEMM_SIZES = [
