@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -130,7 +132,11 @@ def simulate(
     except KeyboardInterrupt:
         console.print("[magenta]interrupted[/]: every worker stopped")
         console.print(f"partial report (finished rounds): {out_dir / 'report.html'}")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        # The report is written and every worker is gone: skip the interpreter's teardown of
+        # the loaded libraries (seconds on a busy machine), the user asked to stop now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)
     print_summary(report, console, out_dir)
 
 

@@ -129,11 +129,17 @@ class WorkerPool:
         return int(partition_id) % self.num_workers
 
     def stop(self) -> None:
-        """Stop every worker: ask, wait ``STOP_GRACE_SECONDS``, then SIGKILL by pid."""
+        """Stop every worker by pid: an idle one is asked and given ``STOP_GRACE_SECONDS``,
+        a busy one (interrupted mid-round) and a late one are SIGKILLed."""
         self._stopped = True
         workers = [worker for worker in self._workers if worker is not None]
         self._workers = [None] * self.num_workers
         for worker in workers:
+            if worker.pending:
+                # Interrupted mid-round: its jobs are abandoned and it would only read "stop"
+                # after finishing them.
+                _kill(worker.pid)
+                continue
             try:
                 worker.connection.send(("stop",))
             except (OSError, ValueError):
@@ -232,11 +238,11 @@ class WorkerPool:
             for worker in busy:
                 if worker.connection in ready:
                     if not self._receive(worker, deliver):
-                        self._fail_worker(worker, _death_reason(worker), deliver, kill=True)
+                        self._fail_worker(worker, None, deliver, kill=False)
                 elif worker.process.sentinel in ready:
                     self._drain(worker, deliver)
                     if worker.pending:
-                        self._fail_worker(worker, _death_reason(worker), deliver, kill=False)
+                        self._fail_worker(worker, None, deliver, kill=False)
                     else:
                         self._replace(worker)
         # In instruction order, whatever order the workers finished in: a reproducible run
@@ -286,11 +292,23 @@ class WorkerPool:
             if not self._receive(worker, deliver):
                 return
 
-    def _fail_worker(self, worker: _Worker, reason: str, deliver: OnReply, *, kill: bool) -> None:
+    def _fail_worker(
+        self, worker: _Worker, reason: str | None, deliver: OnReply, *, kill: bool
+    ) -> None:
+        """Fail every job ``worker`` still holds and replace it.
+
+        ``reason`` None: the worker died on its own; the reason says how (after reaping it).
+        """
         if kill:
             _kill(worker.pid)
+        elif reason is None:
+            # Its pipe closed: the process is dying or dead; reap it to learn how.
             worker.process.join(STOP_GRACE_SECONDS)
-            reason = reason if "killed" in reason else _death_reason(worker)
+            if worker.process.is_alive():
+                _kill(worker.pid)
+        worker.process.join(STOP_GRACE_SECONDS)
+        if reason is None:
+            reason = _death_reason(worker)
         logger.warning("%s; %d client job(s) failed", reason, len(worker.pending))
         for message in worker.pending.values():
             deliver(Message(Error(ErrorCode.CLIENT_APP_CRASHED, reason), reply_to=message))

@@ -106,7 +106,9 @@ def test_clients_csv_matches_the_json_for_every_client_of_every_round(tmp_path):
     assert "<script>" in tricky["reason"] and "a,b" in tricky["reason"]  # quoted, not split
 
 
-def test_a_crash_after_round_k_leaves_a_valid_report_of_k_rounds(tmp_path):
+def test_a_crash_after_round_k_leaves_a_valid_report_of_k_rounds(tmp_path, monkeypatch):
+    # Every round's page too (the time throttle of report.html has its own test below).
+    monkeypatch.setattr(report_writer, "HTML_MIN_SECONDS", 0.0)
     full = make_report(num_rounds=5)
     crash_after = 3
 

@@ -3,7 +3,8 @@
 ``probe_app`` replies to a train message with ``delta = partition id * ones`` of the global
 arrays' shapes and metrics that say where and how it ran (pid, partition id, the node
 config). Some partitions misbehave on purpose (``BEHAVIOURS``): raise, hang, or announce
-themselves in a marker file and then sleep so that a test can SIGKILL their worker.
+themselves in a marker file and then sleep (the first time) so that a test can SIGKILL
+their worker.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ def train(message: Message, context: Context) -> Message:
         raise RuntimeError(f"partition {partition} raises on purpose")
     if behaviour == "hang":
         time.sleep(float(argument))
-    if behaviour == "mark-and-sleep":
-        (Path(str(argument)) / f"started-{partition}").write_text(str(os.getpid()))
+    marker = Path(str(argument)) / f"started-{partition}"
+    if behaviour == "mark-and-sleep" and not marker.exists():  # only the first time
+        marker.write_text(str(os.getpid()))
         time.sleep(60)
     arrays = message.content.array_records["arrays"]
     delta = {name: np.full_like(array.numpy(), float(partition)) for name, array in arrays.items()}
