@@ -199,7 +199,7 @@ def _quiet_flower_deprecations() -> None:
         def filter(self, record: logging.LogRecord) -> bool:
             return "deprecated" not in record.getMessage().lower()
 
-    logger = logging.getLogger(FLOWER_LOGGER)
+    logger = FLOWER_LOGGER  # the logger object itself
     if not any(isinstance(f, _NoDeprecation) for f in logger.filters):
         logger.addFilter(_NoDeprecation())
     for handler in logger.handlers:
