@@ -136,9 +136,10 @@ def _load_data_before_forking(run_config: Mapping[str, Any]) -> None:
     # The coordinator needs the data set for central evaluation anyway; built before the
     # workers fork, it is shared with them copy-on-write instead of being built (and its
     # libraries imported) again in every worker during round 1.
-    from simulations.partitions import DataConfig, build_federated_data
+    # (A lazy data set, e.g. synthetic devices, builds only the bounded central test set.)
+    from simulations.partitions import load_central_test
 
-    build_federated_data(DataConfig.from_mapping(run_config))
+    load_central_test(run_config)
 
 
 # What the last local run's pool measured (transfer costs, replaced workers): the benchmark
