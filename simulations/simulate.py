@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from simulations.environment import apply_flower_env
+from simulations.environment import apply_flower_env, limit_blas_threads
 
 ENGINES = ("local", "ray")
 DEFAULT_ENGINE = "local"
@@ -83,7 +83,7 @@ def run_federation(
     if engine not in ENGINES:
         raise SimulationError(f"engine: expected one of {', '.join(ENGINES)}, given {engine!r}")
     apply_flower_env()
-    _one_blas_thread_here()
+    limit_blas_threads()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     config = dict(run_config) | {"out-dir": str(out_dir)}
@@ -206,13 +206,3 @@ def _quiet_flower_deprecations() -> None:
     for handler in logger.handlers:
         if not any(isinstance(f, _NoDeprecation) for f in handler.filters):
             handler.addFilter(_NoDeprecation())
-
-
-def _one_blas_thread_here() -> None:
-    # Every BLAS call on the coordinator side (data generation, central evaluation set-up,
-    # aggregation) runs on one thread. A multi-threaded OpenBLAS call from the ServerApp
-    # thread while Ray is up spun forever in exec_blas (README, "Engines"); the calls are
-    # small, so threads buy nothing here anyway.
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(1)

@@ -28,6 +28,8 @@ from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 from flwr.supercore.task_identity import TaskIdentity
 
+from simulations.environment import limit_blas_threads
+
 from . import transfer
 
 # A reply batch is sent at least this often while jobs run (progress), and at a batch's end.
@@ -92,7 +94,9 @@ def run_worker(
     # Ctrl-C in a terminal reaches the whole process group: the coordinator decides when a
     # worker stops (and stops it by pid), so a worker never dies half-way through a reply.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _one_blas_thread()
+    # One worker per core: BLAS threads would only fight each other (and see
+    # simulations.environment.limit_blas_threads for the fork hazard).
+    limit_blas_threads()
     app = load_client_app(client_app)
     contexts: dict[int, Context] = {}
 
@@ -150,10 +154,3 @@ def run_job(app: ClientApp, message: Message, context: Context) -> Message:
         reason = "the ClientApp's reply does not answer the message it was given"
         return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason), reply_to=message)
     return reply
-
-
-def _one_blas_thread() -> None:
-    # A worker is one of one-per-core processes: BLAS threads would only fight each other.
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(1)
