@@ -13,6 +13,7 @@ import functools
 import io
 import os
 import secrets
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -39,6 +40,10 @@ NODE_ID_SEPARATOR = ";"
 # always once the run has ended; `sandflower report RUN_DIR` re-renders it at any time.
 HTML_EVERY_ROUND_UP_TO = 50
 HTML_EVERY_ROUNDS = 10
+# And while the run is running, at most once per this many seconds per run folder: a local
+# engine round (~30 ms) is far shorter than one render, which would otherwise set the pace.
+HTML_MIN_SECONDS = 5.0
+_html_rendered_at: dict[str, float] = {}  # run folder -> time.monotonic() of the last render
 
 
 def write_run(out_dir: Path, report: RunReport, *, render_html: bool | None = None) -> None:
@@ -49,8 +54,9 @@ def write_run(out_dir: Path, report: RunReport, *, render_html: bool | None = No
     out_dir : the run folder; created when missing.
     report : the run so far; its ``rounds`` are the finished rounds.
     render_html : rewrite report.html too; by default (None) after every round of the first
-        ``HTML_EVERY_ROUND_UP_TO``, then every ``HTML_EVERY_ROUNDS``-th round, and whenever
-        ``report.status`` is not "running".
+        ``HTML_EVERY_ROUND_UP_TO``, then every ``HTML_EVERY_ROUNDS``-th round, but while the
+        run is running at most once per ``HTML_MIN_SECONDS`` for this folder; and always
+        when ``report.status`` is not "running".
 
     Notes
     -----
@@ -63,7 +69,9 @@ def write_run(out_dir: Path, report: RunReport, *, render_html: bool | None = No
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if render_html is None:
-        render_html = html_due(report)
+        render_html = html_due(report) and (
+            report.status != "running" or _html_interval_passed(out_dir)
+        )
     # Render everything first so that an error here changes no file.
     contents = {
         REPORT_FILE_NAME: report_to_json(report),
@@ -74,6 +82,13 @@ def write_run(out_dir: Path, report: RunReport, *, render_html: bool | None = No
         contents[REPORT_HTML] = render_report_html(report)
     for name, text in contents.items():
         atomic_write_text(out_dir / name, text)
+    if render_html:
+        _html_rendered_at[str(out_dir.resolve())] = time.monotonic()
+
+
+def _html_interval_passed(out_dir: Path) -> bool:
+    last = _html_rendered_at.get(str(out_dir.resolve()))
+    return last is None or time.monotonic() - last >= HTML_MIN_SECONDS
 
 
 def html_due(report: RunReport) -> bool:

@@ -175,6 +175,18 @@ def run_federation(
         report.total_bytes_downloaded += failed_round.bytes_downloaded
         _finish(report, out_dir, write, status="failed", error=str(error))
         raise FederationFailedError(f"run {config.scenario!r} failed: {error}") from error
+    except KeyboardInterrupt:
+        # Ctrl-C / SIGTERM (the engine turns it into KeyboardInterrupt): the finished rounds
+        # stay in the report, which says the run was stopped, not that it failed.
+        finished = len(report.rounds)
+        _finish(
+            report,
+            out_dir,
+            write,
+            status="interrupted",
+            error=f"interrupted after {finished} finished round(s)",
+        )
+        raise
     except BaseException as error:
         _finish(report, out_dir, write, status="failed", error=f"{type(error).__name__}: {error}")
         raise
@@ -320,7 +332,11 @@ def _sandflower_version() -> str:
 
 
 def _engine_of(grid: Grid) -> str:
-    # Flower's simulation engine serves the ServerApp an InMemoryGrid; a SuperLink, HttpGrid.
+    # A grid may name its engine (the local engine's LocalGrid says "local"); Flower's
+    # simulation engine serves the ServerApp an InMemoryGrid; a SuperLink, HttpGrid.
+    named = getattr(grid, "engine_name", None)
+    if isinstance(named, str) and named:
+        return named
     return "simulation" if type(grid).__name__ == "InMemoryGrid" else "deployment"
 
 

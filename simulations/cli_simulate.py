@@ -1,8 +1,10 @@
-"""`sandflower simulate`: run a scenario on Flower's simulation engine."""
+"""`sandflower simulate`: run a scenario on the local engine (default) or Flower's Ray engine."""
 
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -26,10 +28,24 @@ def simulate(
     out: Path = typer.Option(
         None, "--out", help="Run folder (default: runs/<scenario>-<timestamp>/)."
     ),
+    engine: str = typer.Option(
+        "local",
+        "--engine",
+        help="local: worker processes on this machine; ray: Flower's Ray engine.",
+    ),
+    workers: int = typer.Option(
+        None, "--workers", help="Local engine: worker processes (default: one per core)."
+    ),
+    ray_address: str = typer.Option(
+        None,
+        "--ray-address",
+        help="Ray engine: join an existing cluster (the address `ray start --head` printed).",
+    ),
 ) -> None:
     """Train a scenario across simulated clients, each in its own Wasm sandbox."""
+    from simulations.engine.stopping import EXIT_INTERRUPTED, stop_on_signals
     from simulations.scenario import ScenarioError, default_scenario_path, find_scenario
-    from simulations.simulate import SimulationError, run_federation
+    from simulations.simulate import ENGINES, SimulationError, run_federation
     from simulations.summary import print_summary
 
     console = Console()
@@ -41,6 +57,12 @@ def simulate(
         loaded = _load(path)
         overrides = parse_sets(sets)
         loaded = loaded.with_overrides(rounds=rounds, clients=clients, seed=seed, sets=overrides)
+        if engine not in ENGINES:
+            raise ValueError(f"--engine: expected one of {', '.join(ENGINES)}, given {engine!r}")
+        if workers is not None and workers < 1:
+            raise ValueError(f"--workers: expected an int >= 1, given {workers}")
+        if ray_address and engine != "ray":
+            raise ValueError("--ray-address: only with --engine ray")
     except (ScenarioError, ValueError, OSError) as error:
         console.print(f"[red]error:[/] {error}")
         raise typer.Exit(2) from None
@@ -51,7 +73,8 @@ def simulate(
     num_rounds = int(run_config["num-rounds"])
     console.print(
         f"[bold]{name}[/]: {run_config['num-partitions']} clients, {num_rounds} rounds, "
-        f"strategy {run_config['strategy']}, model {run_config['model']}, seed {run_config['seed']}"
+        f"strategy {run_config['strategy']}, model {run_config['model']}, "
+        f"seed {run_config['seed']}, engine {engine}"
     )
     # Flower logs every round at INFO; the progress bar says the same in one line. (Its
     # console handler, not the logger: importing flwr resets the logger's level.)
@@ -59,14 +82,26 @@ def simulate(
 
     update_console_handler(level=logging.WARNING)
     progress = Progress(
-        TextColumn("[bold]round"),
+        TextColumn("[bold]{task.description}"),
         MofNCompleteColumn(),
         BarColumn(),
         TextColumn("{task.fields[status]}"),
         TimeElapsedColumn(),
         console=console,
     )
-    task = progress.add_task("rounds", total=num_rounds, status="starting the engine")
+    task = progress.add_task("round", total=num_rounds, status="starting the engine")
+    # Clients done within the current round (local engine): at 1000+ clients a round is
+    # long enough to need its own bar.
+    clients_task = progress.add_task("  clients", total=None, visible=False, status="")
+
+    def on_progress(received: int, sent: int) -> None:
+        progress.update(
+            clients_task,
+            completed=received,
+            total=sent,
+            visible=sent > 0,
+            status="clients replied",
+        )
 
     def on_round(round_report) -> None:
         progress.update(
@@ -80,12 +115,28 @@ def simulate(
         )
 
     try:
-        with progress:
-            report = run_federation(run_config, out_dir, on_round=on_round)
+        with stop_on_signals(), progress:
+            report = run_federation(
+                run_config,
+                out_dir,
+                engine=engine,
+                workers=workers,
+                on_round=on_round,
+                on_progress=on_progress if engine == "local" else None,
+                ray_address=ray_address,
+            )
     except SimulationError as error:
         console.print(f"[red]the run failed:[/] {error}")
         console.print(f"partial report (finished rounds): {out_dir / 'report.html'}")
         raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        console.print("[magenta]interrupted[/]: every worker stopped")
+        console.print(f"partial report (finished rounds): {out_dir / 'report.html'}")
+        # The report is written and every worker is gone: skip the interpreter's teardown of
+        # the loaded libraries (seconds on a busy machine), the user asked to stop now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)
     print_summary(report, console, out_dir)
 
 

@@ -4,7 +4,8 @@
   10 classes); pixel values 0..16 are scaled to 0..1.
 - ``synthetic``: FedProx's Synthetic(alpha, beta) (Li et al., 2020), one device per client,
   generated as in the paper's generator (litian96/FedProx,
-  data/synthetic_1_1/generate_synthetic.py), seeded.
+  data/synthetic_1_1/generate_synthetic.py), each device from its own seed (so a device
+  can be generated alone, when its client is sampled).
 - ``folder``: a user's folder of per-client ``.npz`` / ``.csv`` files (one file per client,
   in name order), read with the device's own reader, ``client.data.load_data_file``.
 
@@ -61,20 +62,7 @@ def generate_synthetic(
     num_features: int = SYNTHETIC_FEATURES,
     num_classes: int = SYNTHETIC_CLASSES,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """FedProx's Synthetic(alpha, beta): one (x, y) per device.
-
-    Follows the paper's generator draw for draw, with ``np.random.default_rng(seed)`` in
-    place of the global numpy state:
-
-    - n_k = int(lognormal(4, 2)) + 50 samples on device k;
-    - u_k ~ N(0, alpha) (the mean of both W_k and b_k), B_k ~ N(0, beta),
-      v_k ~ N(B_k, 1) in R^d (the mean of x on device k);
-    - Sigma = diag(j^-1.2), x ~ N(v_k, Sigma);
-    - W_k ~ N(u_k, 1) [d, c], b_k ~ N(u_k, 1) [c], y = argmax(softmax(x W_k + b_k)).
-
-    As in the generator's code, alpha and beta are passed to ``normal`` as the standard
-    deviation. alpha controls how much the local models differ, beta how much the local
-    feature distributions differ; Synthetic(0, 0) is still non-IID in sample counts.
+    """FedProx's Synthetic(alpha, beta): one (x, y) per device (:func:`synthetic_device`).
 
     Parameters
     ----------
@@ -86,34 +74,68 @@ def generate_synthetic(
     -------
     list of (x float32 [n_k, d], y int32 [n_k]), unshuffled (the split shuffles).
     """
+    if num_devices < 1:
+        raise DatasetError(f"synthetic devices: expected an int >= 1, given {num_devices}")
+    return [
+        synthetic_device(
+            alpha, beta, device, seed, num_features=num_features, num_classes=num_classes
+        )
+        for device in range(num_devices)
+    ]
+
+
+def synthetic_device(
+    alpha: float,
+    beta: float,
+    device: int,
+    seed: int,
+    *,
+    num_features: int = SYNTHETIC_FEATURES,
+    num_classes: int = SYNTHETIC_CLASSES,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Device ``device`` of FedProx's Synthetic(alpha, beta), from its own seed.
+
+    Each device draws from ``np.random.default_rng([seed, 0x5E7, device])``, so any device
+    can be generated alone, in any order, in any process: a population of 100,000 devices
+    costs nothing until a device is used. Per device, as the paper's generator
+    (litian96/FedProx, data/synthetic_1_1/generate_synthetic.py):
+
+    - n_k = int(lognormal(4, 2)) + 50 samples;
+    - u_k ~ N(0, alpha) (the mean of both W_k and b_k), B_k ~ N(0, beta),
+      v_k ~ N(B_k, 1) in R^d (the mean of x on device k);
+    - Sigma = diag(j^-1.2), x ~ N(v_k, Sigma);
+    - W_k ~ N(u_k, 1) [d, c], b_k ~ N(u_k, 1) [c], y = argmax(softmax(x W_k + b_k)).
+
+    As in the generator's code, alpha and beta are passed to ``normal`` as the standard
+    deviation. alpha controls how much the local models differ, beta how much the local
+    feature distributions differ; Synthetic(0, 0) is still non-IID in sample counts.
+
+    Returns
+    -------
+    (x float32 [n_k, d], y int32 [n_k]), read-only, unshuffled (the split shuffles).
+    """
     if not alpha >= 0:
         raise DatasetError(f"synthetic alpha: expected a float >= 0, given {alpha}")
     if not beta >= 0:
         raise DatasetError(f"synthetic beta: expected a float >= 0, given {beta}")
-    if num_devices < 1:
-        raise DatasetError(f"synthetic devices: expected an int >= 1, given {num_devices}")
-    rng = np.random.default_rng([seed, 0x5E7])
-    samples_per_device = rng.lognormal(4, 2, num_devices).astype(int) + 50
-    mean_w = rng.normal(0, alpha, num_devices)
+    if device < 0:
+        raise DatasetError(f"synthetic device: expected an int >= 0, given {device}")
+    rng = np.random.default_rng([seed, 0x5E7, device])
+    num_samples = int(rng.lognormal(4, 2)) + 50
+    mean_w = rng.normal(0, alpha)
     mean_b = mean_w
-    feature_offsets = rng.normal(0, beta, num_devices)
+    feature_offset = rng.normal(0, beta)
+    mean_x = rng.normal(feature_offset, 1, num_features)
     variances = np.power(np.arange(1, num_features + 1, dtype=np.float64), -1.2)
-    mean_x = np.stack([rng.normal(offset, 1, num_features) for offset in feature_offsets])
-
-    devices = []
-    for device in range(num_devices):
-        weights = rng.normal(mean_w[device], 1, (num_features, num_classes))
-        bias = rng.normal(mean_b[device], 1, num_classes)
-        # x ~ N(v_k, diag(variances)) drawn as v_k + z * sqrt(variances): the same law as the
-        # generator's multivariate_normal, without an SVD of a diagonal matrix.
-        noise = rng.standard_normal((int(samples_per_device[device]), num_features))
-        features = mean_x[device] + noise * np.sqrt(variances)
-        # argmax(softmax(z)) == argmax(z); skipping the exp avoids its overflow.
-        labels = np.argmax(features @ weights + bias, axis=1)
-        devices.append(
-            (_read_only(features.astype(np.float32)), _read_only(labels.astype(np.int32)))
-        )
-    return devices
+    weights = rng.normal(mean_w, 1, (num_features, num_classes))
+    bias = rng.normal(mean_b, 1, num_classes)
+    # x ~ N(v_k, diag(variances)) drawn as v_k + z * sqrt(variances): the same law as the
+    # generator's multivariate_normal, without an SVD of a diagonal matrix.
+    noise = rng.standard_normal((num_samples, num_features))
+    features = mean_x + noise * np.sqrt(variances)
+    # argmax(softmax(z)) == argmax(z); skipping the exp avoids its overflow.
+    labels = np.argmax(features @ weights + bias, axis=1)
+    return _read_only(features.astype(np.float32)), _read_only(labels.astype(np.int32))
 
 
 # -- a folder of per-client files -----------------------------------------------------------
@@ -244,6 +266,7 @@ __all__ = [
     "folder_files",
     "folder_shape",
     "generate_synthetic",
+    "synthetic_device",
     "load_digits",
     "load_folder",
     "read_folder",

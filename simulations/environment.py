@@ -20,3 +20,20 @@ def apply_flower_env(environ: dict[str, str] | None = None) -> dict[str, str]:
     for key, value in FLOWER_ENV.items():
         target[key] = value
     return target  # type: ignore[return-value]
+
+
+def limit_blas_threads() -> None:
+    """Run every BLAS call of this process on one thread (until the process ends).
+
+    Root cause of the hang under Ray (issue 8): OpenBLAS shuts its thread pool down in a
+    ``pthread_atfork`` handler, so a ``fork()`` in one thread while a multi-threaded BLAS
+    call runs in another leaves that call waiting for threads that are gone; it spins in
+    ``exec_blas`` forever. The ServerApp thread generated the synthetic data (a dgemm) while
+    Ray was starting processes; the local engine forks its workers from the coordinator
+    too. A one-thread call never hands work to the pool, so no fork can strand it
+    (tests/simulations/test_environment.py reproduces both). The coordinator's BLAS calls
+    are small: threads buy nothing there, and the clients' training runs in wasm.
+    """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)

@@ -38,6 +38,11 @@ DATA_KEYS: tuple[str, ...] = (*FORWARDED_DATA_KEYS, "seed")
 # A client needs a sample to train on and one to hold out.
 MIN_CLIENT_SAMPLES = 2
 
+# Lazy synthetic clients: how many one process keeps, and how many devices' held-out splits
+# make the central test set (all of them in the 30-device FedProx scenarios).
+LAZY_CLIENTS_CACHED = 256
+CENTRAL_TEST_DEVICES = 1000
+
 # Stream tags so that no two uses of the run seed draw the same numbers.
 _CENTRAL_SPLIT = 1
 _DEVICE_SPLIT = 2
@@ -158,7 +163,16 @@ def load_client_data(data_config: Mapping[str, Any], partition_id: int) -> Local
     DataConfigError
         A bad data key, a partition id out of range, or a split that cannot be made.
     """
-    federated = build_federated_data(DataConfig.from_mapping(data_config))
+    config = DataConfig.from_mapping(data_config)
+    if is_lazy(config):
+        if not 0 <= int(partition_id) < config.num_partitions:
+            raise DataConfigError(
+                "num-partitions",
+                f"partition id {partition_id} is out of range: there are "
+                f"{config.num_partitions} partitions",
+            )
+        return _synthetic_client_cached(config, int(partition_id))
+    federated = build_federated_data(config)
     if not 0 <= int(partition_id) < len(federated.clients):
         raise DataConfigError(
             "num-partitions",
@@ -173,9 +187,26 @@ def load_client_data(data_config: Mapping[str, Any], partition_id: int) -> Local
 
 
 def load_central_test(data_config: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """The coordinator's central test set: x float32 [n, d], y int32 [n] (read-only)."""
-    federated = build_federated_data(DataConfig.from_mapping(data_config))
+    """The coordinator's central test set: x float32 [n, d], y int32 [n] (read-only).
+
+    For ``synthetic`` with ``natural`` partitioning: the held-out splits of the first
+    ``CENTRAL_TEST_DEVICES`` devices (all of them up to that many), so that the test set, and
+    the time to build it, stay bounded however large the population.
+    """
+    config = DataConfig.from_mapping(data_config)
+    if is_lazy(config):
+        return _synthetic_central_cached(config)
+    federated = build_federated_data(config)
     return federated.central_x, federated.central_y
+
+
+def is_lazy(config: DataConfig) -> bool:
+    """Whether each client's data is made only when that client asks for it.
+
+    True for ``synthetic`` with ``natural`` partitioning: client i is device i, generated
+    from its own seed. Pooled partitionings need every device first, so they are eager.
+    """
+    return config.dataset == "synthetic" and config.partitioning == "natural"
 
 
 def data_shape(data_config: Mapping[str, Any] | DataConfig) -> tuple[int, int]:
@@ -201,6 +232,41 @@ def build_federated_data(config: DataConfig) -> FederatedData:
 def clear_caches() -> None:
     """Forget every cached data set of this process (tests; a long-lived tool)."""
     _build_cached.cache_clear()
+    _synthetic_client_cached.cache_clear()
+    _synthetic_central_cached.cache_clear()
+
+
+# -- lazy: one synthetic device per client, made when asked -----------------------------------
+def _synthetic_client(config: DataConfig, partition_id: int) -> LocalData:
+    x, y = datasets.synthetic_device(
+        config.synthetic_alpha, config.synthetic_beta, partition_id, config.seed
+    )
+    data = split_local(x, y, config.test_fraction, _seed(config.seed, _DEVICE_SPLIT, partition_id))
+    for array in (data.x_train, data.y_train, data.x_test, data.y_test):
+        array.flags.writeable = False
+    return data
+
+
+# A process keeps the clients it ran recently (a worker's clients come back round after
+# round); the bound keeps a 100,000-client population from filling memory.
+_synthetic_client_cached = functools.lru_cache(maxsize=LAZY_CLIENTS_CACHED)(_synthetic_client)
+
+
+@functools.lru_cache(maxsize=2)
+def _synthetic_central_cached(config: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+    held_out = [
+        _synthetic_client(config, device)
+        for device in range(min(config.num_partitions, CENTRAL_TEST_DEVICES))
+    ]
+    central_x = np.ascontiguousarray(
+        np.concatenate([data.x_test for data in held_out]), dtype=np.float32
+    )
+    central_y = np.ascontiguousarray(
+        np.concatenate([data.y_test for data in held_out]), dtype=np.int32
+    )
+    central_x.flags.writeable = False
+    central_y.flags.writeable = False
+    return central_x, central_y
 
 
 def _folder_stamp(config: DataConfig) -> tuple[tuple[str, int, int], ...]:
@@ -404,4 +470,5 @@ __all__ = [
     "data_shape",
     "load_central_test",
     "load_client_data",
+    "is_lazy",
 ]

@@ -1,77 +1,208 @@
-"""Run a scenario on Flower's simulation engine (Ray backend) and return its RunReport.
+"""Run a scenario on a simulation engine and return its RunReport.
 
-The ServerApp and ClientApp are the same ones a deployment runs; only the engine differs.
-``flwr.simulation.run_simulation`` leaves ``context.run_config`` empty, so the scenario's run
-config reaches the ServerApp through ``make_server_app(run_config_override=...)``, and the
-clients get everything they need from the train/evaluate messages.
+Two engines run the same ServerApp logic (``simulations.flower_app.build_server_app``, i.e.
+``coordinator.server_app.run_federation``) and the same ClientApp:
+
+- ``local`` (default): :class:`simulations.engine.LocalGrid` over a pool of worker
+  processes on this machine (one per core by default).
+- ``ray``: Flower's simulation engine (Ray backend), for populations that outgrow one
+  machine; ``ray_address`` points it at an existing cluster (``ray start --head``).
+
+``flwr.simulation.run_simulation`` leaves ``context.run_config`` empty, so the scenario's
+run config reaches the ServerApp through ``build_server_app(run_config_override=...)``.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from simulations.environment import apply_flower_env
+from simulations.environment import apply_flower_env, limit_blas_threads
+
+ENGINES = ("local", "ray")
+DEFAULT_ENGINE = "local"
+
+OnProgress = Callable[[int, int], None]
 
 
 class SimulationError(RuntimeError):
     """The simulation did not complete (the message says why)."""
 
 
+def default_workers() -> int:
+    """One worker per core this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def run_federation(
     run_config: Mapping[str, Any],
     out_dir: Path,
     *,
+    engine: str = DEFAULT_ENGINE,
+    workers: int | None = None,
     client_app=None,
     on_round: Callable | None = None,
+    on_progress: OnProgress | None = None,
     num_cpus_per_client: float = 1.0,
+    ray_address: str | None = None,
 ):
-    """Train ``run_config`` on the simulation engine; write the run folder ``out_dir``.
+    """Train ``run_config`` on ``engine``; write the run folder ``out_dir``.
 
     Parameters
     ----------
     run_config : the flat run config (``Scenario.to_run_config()``).
     out_dir : the run folder (report.json, rounds.csv, clients.csv, report.html, final_model.npz).
-    client_app : the ClientApp to run (default: ``client.client_app.app``); tests pass a
-        wrapped one to play a misbehaving client.
+    engine : "local" (worker processes on this machine) or "ray" (Flower's Ray engine).
+    workers : local engine: the number of worker processes (default: one per core).
+    client_app : the ClientApp to run (default: ``client.client_app.app``), a
+        ``"module:attribute"`` reference to one, or a factory; tests pass a wrapped one to
+        play a misbehaving client.
     on_round : called with each finished RoundReport (progress display).
+    on_progress : local engine: ``(clients replied, clients sent)`` within a round.
+    num_cpus_per_client : ray engine: CPUs reserved per client actor.
+    ray_address : ray engine: the address of an existing Ray cluster (None: start one).
 
     Returns
     -------
     RunReport read back from ``out_dir/report.json``.
+
+    Raises
+    ------
+    SimulationError
+        The run failed (the partial report is written).
+    KeyboardInterrupt
+        The run was interrupted (the report says "interrupted"; every worker is stopped).
     """
+    if engine not in ENGINES:
+        raise SimulationError(f"engine: expected one of {', '.join(ENGINES)}, given {engine!r}")
     apply_flower_env()
+    limit_blas_threads()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = dict(run_config) | {"out-dir": str(out_dir)}
+    if engine == "local":
+        _run_local(config, workers, client_app, on_round, on_progress)
+    else:
+        _run_ray(config, client_app, on_round, num_cpus_per_client, ray_address)
+    from coordinator.report_io import load_report
+
+    return load_report(out_dir)
+
+
+def _run_local(config, workers, client_app, on_round, on_progress) -> None:
+    from flwr.app import Context, RecordDict
+
+    from simulations.engine import LocalGrid, WorkerPool, stopping
+    from simulations.flower_app import build_server_app, resolve_run_config
+
+    if client_app is None:
+        client_app = "client.client_app:app"
+    num_workers = default_workers() if workers is None else workers
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
+        raise SimulationError(f"workers: expected an int >= 1, given {workers!r}")
+    num_clients = int(config["num-partitions"])
+    resolved = resolve_run_config(config)  # compiles (or loads) the kernel here, once
+    _load_data_before_forking(resolved)
+    server_app = build_server_app(run_config_override=resolved, on_round=on_round)
+    pool = WorkerPool(min(num_workers, num_clients), client_app, resolved, num_clients)
+    stopping.register(pool)
+    try:
+        pool.start()
+        grid = LocalGrid(pool, num_clients, on_progress=on_progress)
+        context = Context(
+            run_id=pool.run_id, node_id=0, node_config={}, state=RecordDict(), run_config=resolved
+        )
+        try:
+            server_app(grid, context)
+        except Exception as error:  # the ServerApp's own error (its report is written)
+            raise SimulationError(f"{type(error).__name__}: {error}") from error
+    finally:
+        pool.stop()
+        stopping.unregister(pool)
+        last_pool_stats.clear()
+        last_pool_stats.update(
+            vars(pool.stats) | {"workers": pool.num_workers, "pids": list(pool.started_pids)}
+        )
+
+
+def _load_data_before_forking(run_config: Mapping[str, Any]) -> None:
+    # The coordinator needs the data set for central evaluation anyway; built before the
+    # workers fork, it is shared with them copy-on-write instead of being built (and its
+    # libraries imported) again in every worker during round 1.
+    # (A lazy data set, e.g. synthetic devices, builds only the bounded central test set.)
+    from simulations.partitions import load_central_test
+
+    load_central_test(run_config)
+
+
+# What the last local run's pool measured (transfer costs, replaced workers): the benchmark
+# and tests read it.
+last_pool_stats: dict[str, Any] = {}
+
+
+def _run_ray(config, client_app, on_round, num_cpus_per_client, ray_address) -> None:
     from flwr.simulation import run_simulation
 
-    from coordinator.report_io import load_report
     from simulations.flower_app import build_server_app
 
     if client_app is None:
         from client.client_app import app as client_app
+    elif isinstance(client_app, str) or not hasattr(client_app, "_call"):
+        from simulations.engine.worker import load_client_app
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    config = dict(run_config) | {"out-dir": str(out_dir)}
+        client_app = load_client_app(client_app)
     server_app = build_server_app(run_config_override=config, on_round=on_round)
     num_clients = int(config["num-partitions"])
+    init_args: dict[str, Any] = {
+        "include_dashboard": False,
+        "logging_level": "ERROR",
+        "log_to_driver": False,
+    }
+    if ray_address:
+        init_args["address"] = ray_address
+    else:
+        init_args["num_cpus"] = os.cpu_count() or 1
     backend_config = {
         "client_resources": {"num_cpus": num_cpus_per_client, "num_gpus": 0.0},
-        "init_args": {
-            "num_cpus": os.cpu_count() or 1,
-            "include_dashboard": False,
-            "logging_level": "ERROR",
-            "log_to_driver": False,
-        },
+        "init_args": init_args,
     }
+    # Ray's actors start with the coordinator's environment: one BLAS thread each, as the
+    # local engine's workers (and the coordinator) have.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     try:
-        run_simulation(
-            server_app=server_app,
-            client_app=client_app,
-            num_supernodes=num_clients,
-            backend_config=backend_config,
-        )
+        with warnings.catch_warnings():
+            # run_simulation is deprecated in Flower 1.42 (its successor, `flwr run` on a
+            # local SuperLink, cannot take a ServerApp object); its warning would be printed
+            # over the progress bar.
+            warnings.simplefilter("ignore")
+            _quiet_flower_deprecations()
+            run_simulation(
+                server_app=server_app,
+                client_app=client_app,
+                num_supernodes=num_clients,
+                backend_config=backend_config,
+            )
     except Exception as error:  # the ServerApp's own error, re-raised by run_simulation
         raise SimulationError(f"{type(error).__name__}: {error}") from error
-    return load_report(out_dir)
+
+
+def _quiet_flower_deprecations() -> None:
+    from flwr.common.logger import FLOWER_LOGGER
+
+    class _NoDeprecation(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "deprecated" not in record.getMessage().lower()
+
+    logger = FLOWER_LOGGER  # the logger object itself
+    if not any(isinstance(f, _NoDeprecation) for f in logger.filters):
+        logger.addFilter(_NoDeprecation())
+    for handler in logger.handlers:
+        if not any(isinstance(f, _NoDeprecation) for f in handler.filters):
+            handler.addFilter(_NoDeprecation())

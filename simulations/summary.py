@@ -21,7 +21,12 @@ from protos.report_pb2 import RoundReport, RunReport
 MAX_ROWS = 20
 HEAD_ROWS = 5
 
-_STATUS_STYLES = {"completed": "green", "failed": "red", "running": "yellow"}
+_STATUS_STYLES = {
+    "completed": "green",
+    "failed": "red",
+    "running": "yellow",
+    "interrupted": "magenta",
+}
 
 
 def summary_table(report: RunReport) -> Table:

@@ -106,7 +106,9 @@ def test_clients_csv_matches_the_json_for_every_client_of_every_round(tmp_path):
     assert "<script>" in tricky["reason"] and "a,b" in tricky["reason"]  # quoted, not split
 
 
-def test_a_crash_after_round_k_leaves_a_valid_report_of_k_rounds(tmp_path):
+def test_a_crash_after_round_k_leaves_a_valid_report_of_k_rounds(tmp_path, monkeypatch):
+    # Every round's page too (the time throttle of report.html has its own test below).
+    monkeypatch.setattr(report_writer, "HTML_MIN_SECONDS", 0.0)
     full = make_report(num_rounds=5)
     crash_after = 3
 
@@ -201,3 +203,24 @@ def test_a_changed_round_is_written_again_to_the_csvs(tmp_path):
     write_run(tmp_path, report, render_html=False)
     assert read_csv(tmp_path / CLIENTS_CSV)[0]["reason"] == "changed"
     assert read_csv(tmp_path / ROUNDS_CSV)[0]["train_loss"] == "9.5"
+
+
+def test_html_is_rewritten_at_most_every_few_seconds_while_running_and_always_at_the_end(
+    tmp_path, monkeypatch
+):
+    clock = [1000.0]
+    monkeypatch.setattr(report_writer.time, "monotonic", lambda: clock[0])
+    write_run(tmp_path, make_report(num_rounds=1, num_clients=1, status="running"))
+    first_page = (tmp_path / REPORT_HTML).read_bytes()
+    clock[0] += report_writer.HTML_MIN_SECONDS / 2
+    write_run(tmp_path, make_report(num_rounds=2, num_clients=1, status="running"))
+    assert (tmp_path / REPORT_HTML).read_bytes() == first_page  # too soon: not re-rendered
+    assert len(load_report(tmp_path).rounds) == 2  # the data files are, every round
+    assert len(read_csv(tmp_path / ROUNDS_CSV)) == 2
+    clock[0] += report_writer.HTML_MIN_SECONDS / 2
+    write_run(tmp_path, make_report(num_rounds=3, num_clients=1, status="running"))
+    third_page = (tmp_path / REPORT_HTML).read_bytes()
+    assert third_page != first_page
+    clock[0] += 0.1
+    write_run(tmp_path, make_report(num_rounds=4, num_clients=1, status="completed"))
+    assert (tmp_path / REPORT_HTML).read_bytes() != third_page  # the end is always rendered

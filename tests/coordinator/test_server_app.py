@@ -427,3 +427,33 @@ def test_on_the_simulation_engine_a_run_is_reproducible(tmp_path, monkeypatch):
         r.clients_rejected == len([c for c in r.clients if c.status == REJECTED])
         for r in first.rounds
     )
+
+
+class InterruptedGrid(InProcessGrid):
+    """Ctrl-C arrives while round ``interrupt_round`` waits for its replies."""
+
+    def __init__(self, interrupt_round: int):
+        super().__init__(3)
+        self.interrupt_round = interrupt_round
+
+    def send_and_receive(self, messages, *, timeout=None):
+        messages = list(messages)
+        if messages and messages[0].metadata.group_id == str(self.interrupt_round):
+            raise KeyboardInterrupt
+        return super().send_and_receive(messages, timeout=timeout)
+
+
+def test_an_interrupted_run_reports_interrupted_with_its_finished_rounds(tmp_path):
+    config = FederationConfig.from_run_config(run_config(tmp_path, num_rounds=4))
+    with pytest.raises(KeyboardInterrupt):
+        run_federation(
+            InterruptedGrid(interrupt_round=3),
+            config,
+            central_evaluate=central_evaluate,
+            write_report=write_json_only,
+        )
+    report = load_report(tmp_path / "run")
+    assert report.status == "interrupted"
+    assert [r.round for r in report.rounds] == [1, 2]
+    assert report.error == "interrupted after 2 finished round(s)"
+    assert report.HasField("finished_at")

@@ -598,3 +598,32 @@ def test_attribution_is_skipped_not_guessed_for_huge_models(monkeypatch):
     monkeypatch.setattr(attribution, "MAX_STACKED_VALUES", 5)
     notes = attribution.median(one_array([1, 2], [3, 4], [5, 6]))
     assert all(math.isnan(n.weight) and "not computed" in n.note for n in notes)
+
+
+class PartitionAwareGrid(ListGrid):
+    """A grid that knows its nodes' partitions (as the local engine's does)."""
+
+    def __init__(self, partitions):
+        super().__init__(partitions)
+        self.partitions = dict(partitions)
+
+    def node_partitions(self):
+        return dict(self.partitions)
+
+    def send_and_receive(self, messages, *, timeout=None):
+        raise AssertionError("a grid that knows the partitions must not be messaged for them")
+
+
+def test_learn_partitions_asks_a_grid_that_knows_them_instead_of_messaging_every_node():
+    partitions = {node: index for index, node in enumerate(reversed(NODES))}
+    strategy = make("fedavg", fraction_train=0.4)
+    found = strategy.learn_partitions(
+        PartitionAwareGrid(partitions),
+        arrays_of(random_arrays(np.random.default_rng(0))),
+        ConfigRecord({}),
+        timeout=1.0,
+    )
+    assert found == len(NODES)
+    assert strategy.node_partitions == partitions
+    # The canonical order is now partition order, as after a round-0 evaluation.
+    assert sorted(NODES, key=strategy.node_order_key) == list(reversed(NODES))

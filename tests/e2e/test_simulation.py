@@ -1,4 +1,5 @@
-"""End to end on Flower's real simulation engine (Ray backend), real wasmtime, real files.
+"""End to end on the real engines (the local engine by default; the first test also on Flower's
+Ray engine), real wasmtime, real files.
 
 Small runs (3 clients, 2 rounds) check what a run must survive: a client whose data file is
 malformed (counted as failed), a client that returns a NaN delta (rejected, never aggregated),
@@ -71,7 +72,8 @@ def _config(name: str, **sets) -> dict:
     return scenario.with_overrides(**sets).to_run_config()
 
 
-def test_bad_file_and_nan_delta_are_counted_not_aggregated(tmp_path):
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_bad_file_and_nan_delta_are_counted_not_aggregated(tmp_path, engine):
     folder = _digits_folder(tmp_path / "data", 3, malformed=BAD_FILE_PARTITION)
     run_config = _config(
         "digits-mlp-iid",
@@ -85,7 +87,10 @@ def test_bad_file_and_nan_delta_are_counted_not_aggregated(tmp_path):
             "federation.fraction_evaluate": "1.0",
         },
     )
-    report = run_federation(run_config, tmp_path / "run", client_app=_nan_client_app())
+    report = run_federation(
+        run_config, tmp_path / "run", engine=engine, client_app=_nan_client_app()
+    )
+    assert report.engine == {"local": "local", "ray": "simulation"}[engine]
 
     assert report.status == "completed"
     assert [r.round for r in report.rounds] == [1, 2]

@@ -28,10 +28,11 @@ def test_synthetic_follows_the_fedprox_protocol():
         assert x.dtype == np.float32 and y.dtype == np.int32
         assert x.shape[1] == 60 and x.shape[0] == y.shape[0] >= 50
         assert y.min() >= 0 and y.max() < 10
-    # n_k = int(lognormal(4, 2)) + 50: the first draw of the seeded generator.
-    expected_sizes = (
-        np.random.default_rng([0, 0x5E7]).lognormal(4, 2, 30).astype(int) + 50
-    ).tolist()
+    # n_k = int(lognormal(4, 2)) + 50: the first draw of device k's own generator.
+    expected_sizes = [
+        int(np.random.default_rng([0, 0x5E7, device]).lognormal(4, 2)) + 50
+        for device in range(30)
+    ]
     assert [len(y) for _, y in devices] == expected_sizes
 
 
@@ -50,7 +51,9 @@ def test_synthetic_labels_come_from_a_device_linear_model():
     from sklearn.linear_model import LogisticRegression
 
     devices = datasets.generate_synthetic(1.0, 1.0, 30, seed=2)
-    x, y = next((x, y) for x, y in devices if 150 <= len(y) <= 600)
+    # A device whose bias makes one class win everywhere is valid Synthetic data but says
+    # nothing about a fit: take the first one with a few hundred samples and two classes.
+    x, y = next((x, y) for x, y in devices if 150 <= len(y) <= 600 and len(np.unique(y)) >= 2)
     assert len(np.unique(y)) >= 2
     model = LogisticRegression(C=100.0, max_iter=3000).fit(x, y)
     assert model.score(x, y) > 0.97
@@ -62,6 +65,17 @@ def test_synthetic_beta_spreads_the_device_feature_means():
         return float(np.std([x.mean() for x, _ in devices]))
 
     assert spread(5.0) > 2 * spread(0.0)
+
+
+def test_each_synthetic_device_comes_from_its_own_seed_alone():
+    devices = datasets.generate_synthetic(1.0, 1.0, 6, seed=4)
+    for device in (5, 0, 3):  # any order, one at a time
+        x, y = datasets.synthetic_device(1.0, 1.0, device, seed=4)
+        np.testing.assert_array_equal(x, devices[device][0])
+        np.testing.assert_array_equal(y, devices[device][1])
+    # A device of a population of 100,000 is as cheap as one of 30.
+    x, y = datasets.synthetic_device(1.0, 1.0, 99_999, seed=4)
+    assert x.shape[1] == 60 and len(y) >= 50 and not x.flags.writeable
 
 
 def test_synthetic_is_deterministic_from_the_seed():

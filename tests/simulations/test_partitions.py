@@ -267,3 +267,32 @@ def test_a_missing_folder_is_an_error_naming_dataset_path(tmp_path):
         load_client_data(config, 0)
     with pytest.raises(DataConfigError, match="^dataset-path: .*not a folder"):
         data_shape(config)
+
+
+def test_synthetic_natural_clients_are_made_only_when_asked_and_the_central_set_is_bounded(
+    monkeypatch,
+):
+    from simulations import partitions
+
+    made = []
+    real = datasets.synthetic_device
+
+    def counting(alpha, beta, device, seed, **kwargs):
+        made.append(device)
+        return real(alpha, beta, device, seed, **kwargs)
+
+    monkeypatch.setattr(datasets, "synthetic_device", counting)
+    monkeypatch.setattr(partitions, "CENTRAL_TEST_DEVICES", 5)
+    partitions.clear_caches()
+    config = _synthetic(**{"num-partitions": 100_000})
+    data = load_client_data(config, 73_421)
+    assert made == [73_421]  # nothing else was generated
+    x, y = real(1.0, 1.0, 73_421, 2)
+    assert _rows(data.x_train, data.y_train) + _rows(data.x_test, data.y_test) == _rows(x, y)
+    central_x, central_y = load_central_test(config)
+    assert made[1:] == [0, 1, 2, 3, 4]  # the first CENTRAL_TEST_DEVICES devices only
+    held_out = sum(load_client_data(config, device).num_test for device in range(5))
+    assert len(central_y) == held_out and central_x.shape == (held_out, 60)
+    with pytest.raises(DataConfigError, match="partition id 100000 is out of range"):
+        load_client_data(config, 100_000)
+    partitions.clear_caches()

@@ -1,0 +1,340 @@
+"""A pool of worker processes that run client jobs: start, dispatch, supervise, stop.
+
+Client ``partition_id`` always runs on worker ``partition_id % num_workers`` (deterministic,
+and each client's data is loaded by one process only). The pool watches every busy worker's
+pipe AND its process sentinel: a worker that dies mid-round (SIGKILL, out of memory, a crash
+inside the native runtime) or does not finish before the round's timeout fails only the jobs
+it still held (error replies that say why), is replaced by a fresh process, and the round
+goes on with the other workers' replies.
+
+Workers are forked (Linux): a fork starts in milliseconds, shares the coordinator's imported
+modules and compiled kernel copy-on-write, and lets the caller pass any ClientApp object,
+closures included. Every worker is stopped by its pid in :meth:`WorkerPool.stop`.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from flwr.app import Message
+from flwr.app.error import Error
+from flwr.common.constant import ErrorCode
+
+from . import transfer
+from .worker import ClientAppSource, run_worker
+
+logger = logging.getLogger(__name__)
+
+# How long a worker may take to leave after "stop" before it is killed.
+STOP_GRACE_SECONDS = 1.0
+
+OnReply = Callable[[Message], None]
+
+
+class PoolError(RuntimeError):
+    """The pool cannot do what it was asked (not started, already stopped, bad worker count)."""
+
+
+@dataclass
+class _Worker:
+    index: int
+    process: Any  # multiprocessing.Process (its context's flavour)
+    connection: Connection
+    pending: dict[str, Message] = field(default_factory=dict)  # message id -> instruction
+
+    @property
+    def pid(self) -> int:
+        return int(self.process.pid)
+
+
+@dataclass
+class TransferStats:
+    """Where the coordinator's time in the pool goes (seconds, bytes; summed over the run)."""
+
+    encode_seconds: float = 0.0  # contents and metadata to buffers
+    decode_seconds: float = 0.0  # reply buffers back to Messages
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    batches_received: int = 0
+    jobs: int = 0
+    workers_replaced: int = 0
+
+
+class WorkerPool:
+    """``num_workers`` worker processes that run a ClientApp on the jobs they are given.
+
+    Parameters
+    ----------
+    num_workers : >= 1.
+    client_app : the ClientApp, a ``"module:attribute"`` reference, or a factory
+        (:func:`.worker.load_client_app`).
+    run_config : the run config every client's Context carries.
+    num_partitions : the number of clients (node config ``num-partitions``).
+    run_id : the run id of every Context and message.
+    """
+
+    def __init__(
+        self,
+        num_workers: int,
+        client_app: ClientAppSource,
+        run_config: Mapping[str, Any],
+        num_partitions: int,
+        *,
+        run_id: int = 1,
+    ) -> None:
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
+            raise PoolError(f"workers: expected an int >= 1, given {num_workers!r}")
+        self.num_workers = num_workers
+        self.client_app = client_app
+        self.run_config = dict(run_config)
+        self.num_partitions = int(num_partitions)
+        self.run_id = int(run_id)
+        self.stats = TransferStats()
+        self._context = multiprocessing.get_context("fork")
+        self._workers: list[_Worker | None] = [None] * num_workers
+        self._stopped = False
+        self.started_pids: list[int] = []
+
+    # -- life cycle --------------------------------------------------------------------------
+    def start(self) -> WorkerPool:
+        """Start every worker (idempotent)."""
+        if self._stopped:
+            raise PoolError("the pool was stopped; build a new one")
+        for index in range(self.num_workers):
+            if self._workers[index] is None:
+                self._workers[index] = self._spawn(index)
+        return self
+
+    def __enter__(self) -> WorkerPool:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def pids(self) -> list[int]:
+        """The pids of the live workers, in worker order."""
+        return [worker.pid for worker in self._workers if worker is not None]
+
+    def worker_of(self, partition_id: int) -> int:
+        """The index of the worker that runs client ``partition_id``."""
+        return int(partition_id) % self.num_workers
+
+    def stop(self) -> None:
+        """Stop every worker by pid: an idle one is asked and given ``STOP_GRACE_SECONDS``,
+        a busy one (interrupted mid-round) and a late one are SIGKILLed."""
+        self._stopped = True
+        workers = [worker for worker in self._workers if worker is not None]
+        self._workers = [None] * self.num_workers
+        for worker in workers:
+            if worker.pending:
+                # Interrupted mid-round: its jobs are abandoned and it would only read "stop"
+                # after finishing them.
+                _kill(worker.pid)
+                continue
+            try:
+                worker.connection.send(("stop",))
+            except (OSError, ValueError):
+                pass  # already gone
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for worker in workers:
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+        for worker in workers:
+            if worker.process.is_alive():
+                _kill(worker.pid)
+                worker.process.join(STOP_GRACE_SECONDS)
+            worker.connection.close()
+
+    def kill_now(self) -> None:
+        """SIGKILL every worker by pid without waiting (a second Ctrl-C)."""
+        for worker in self._workers:
+            if worker is not None:
+                _kill(worker.pid)
+
+    # -- running jobs ------------------------------------------------------------------------
+    def run(
+        self,
+        messages: Iterable[tuple[Message, int]],
+        *,
+        timeout: float | None,
+        on_reply: OnReply | None = None,
+    ) -> list[Message]:
+        """Run each ``(instruction, partition_id)`` on its client's worker; return the replies.
+
+        Every instruction gets exactly one reply: the ClientApp's, or an error reply when
+        its worker died or did not finish within ``timeout`` seconds (that worker is then
+        killed and replaced). ``on_reply`` is called with each reply as it arrives.
+        """
+        if self._stopped:
+            raise PoolError("the pool was stopped")
+        self.start()
+        started = time.perf_counter()
+        batches: dict[int, tuple[dict[int, bytes], list[tuple[int, bytes, int]]]] = {}
+        encoded: dict[int, tuple[int, bytes]] = {}  # id(content) -> (key, buffer)
+        contents_by_id: dict[int, Any] = {}
+        sent_ids: list[str] = []
+        for message, partition_id in messages:
+            sent_ids.append(message.metadata.message_id)
+            content = message.content
+            key_and_buffer = encoded.get(id(content))
+            if key_and_buffer is None:
+                # The strategy sends one content object to every client of a round: it is
+                # encoded once and crosses to each worker once.
+                key_and_buffer = (len(encoded), transfer.encode_content(content))
+                encoded[id(content)] = key_and_buffer
+                contents_by_id[id(content)] = content  # keep id() unique while encoding
+            key, buffer = key_and_buffer
+            index = self.worker_of(partition_id)
+            contents, jobs = batches.setdefault(index, ({}, []))
+            contents[key] = buffer
+            jobs.append((key, transfer.encode_metadata(message), int(partition_id)))
+            worker = self._workers[index]
+            assert worker is not None
+            worker.pending[message.metadata.message_id] = message
+        self.stats.encode_seconds += time.perf_counter() - started
+
+        replies: list[Message] = []
+        for index, (contents, jobs) in batches.items():
+            worker = self._workers[index]
+            assert worker is not None
+            self.stats.jobs += len(jobs)
+            self.stats.bytes_sent += sum(map(len, contents.values())) + sum(
+                len(job[1]) for job in jobs
+            )
+            try:
+                worker.connection.send(("jobs", contents, jobs))
+            except (OSError, ValueError):
+                pass  # a dead worker: its sentinel is ready, the loop below replaces it
+
+        def deliver(reply: Message) -> None:
+            replies.append(reply)
+            if on_reply is not None:
+                on_reply(reply)
+
+        deadline = None if timeout is None else time.monotonic() + float(timeout)
+        while busy := [worker for worker in self._workers if worker and worker.pending]:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            waitables: list[Any] = [worker.connection for worker in busy]
+            waitables += [worker.process.sentinel for worker in busy]
+            ready = wait(waitables, timeout=remaining)
+            if not ready:
+                for worker in busy:
+                    self._fail_worker(
+                        worker,
+                        f"no reply within the round's timeout of {timeout:g} s: worker "
+                        f"pid {worker.pid} was killed and replaced",
+                        deliver,
+                        kill=True,
+                    )
+                break
+            for worker in busy:
+                if worker.connection in ready:
+                    if not self._receive(worker, deliver):
+                        self._fail_worker(worker, None, deliver, kill=False)
+                elif worker.process.sentinel in ready:
+                    self._drain(worker, deliver)
+                    if worker.pending:
+                        self._fail_worker(worker, None, deliver, kill=False)
+                    else:
+                        self._replace(worker)
+        # In instruction order, whatever order the workers finished in: a reproducible run
+        # must not depend on which process was faster.
+        order = {message_id: index for index, message_id in enumerate(sent_ids)}
+        replies.sort(key=lambda reply: order.get(reply.metadata.reply_to_message_id, len(order)))
+        return replies
+
+    # -- internals ---------------------------------------------------------------------------
+    def _spawn(self, index: int) -> _Worker:
+        parent_end, child_end = self._context.Pipe(duplex=True)
+        process = self._context.Process(
+            target=run_worker,
+            args=(child_end, self.client_app, self.run_config, self.num_partitions, self.run_id),
+            name=f"sandflower-worker-{index}",
+            daemon=True,
+        )
+        process.start()
+        child_end.close()
+        self.started_pids.append(int(process.pid))
+        logger.debug("worker %d started (pid %d)", index, process.pid)
+        return _Worker(index, process, parent_end)
+
+    def _receive(self, worker: _Worker, deliver: OnReply) -> bool:
+        """Read one reply batch; False when the pipe broke (the worker is gone)."""
+        try:
+            buffer = worker.connection.recv_bytes()
+        except (EOFError, OSError):
+            return False
+        started = time.perf_counter()
+        try:
+            batch = transfer.unpack_replies(buffer)
+        except transfer.TransferError as error:
+            logger.error("worker pid %d sent a bad reply batch: %s", worker.pid, error)
+            return False
+        self.stats.decode_seconds += time.perf_counter() - started
+        self.stats.bytes_received += len(buffer)
+        self.stats.batches_received += 1
+        for reply in batch:
+            if worker.pending.pop(reply.metadata.reply_to_message_id, None) is not None:
+                deliver(reply)
+        return True
+
+    def _drain(self, worker: _Worker, deliver: OnReply) -> None:
+        # A worker that died may have written replies before it went: keep them.
+        while worker.pending and worker.connection.poll(0):
+            if not self._receive(worker, deliver):
+                return
+
+    def _fail_worker(
+        self, worker: _Worker, reason: str | None, deliver: OnReply, *, kill: bool
+    ) -> None:
+        """Fail every job ``worker`` still holds and replace it.
+
+        ``reason`` None: the worker died on its own; the reason says how (after reaping it).
+        """
+        if kill:
+            _kill(worker.pid)
+        elif reason is None:
+            # Its pipe closed: the process is dying or dead; reap it to learn how.
+            worker.process.join(STOP_GRACE_SECONDS)
+            if worker.process.is_alive():
+                _kill(worker.pid)
+        worker.process.join(STOP_GRACE_SECONDS)
+        if reason is None:
+            reason = _death_reason(worker)
+        logger.warning("%s; %d client job(s) failed", reason, len(worker.pending))
+        for message in worker.pending.values():
+            deliver(Message(Error(ErrorCode.CLIENT_APP_CRASHED, reason), reply_to=message))
+        worker.pending.clear()
+        self._replace(worker)
+
+    def _replace(self, worker: _Worker) -> None:
+        worker.connection.close()
+        worker.process.join(STOP_GRACE_SECONDS)
+        self.stats.workers_replaced += 1
+        self._workers[worker.index] = self._spawn(worker.index)
+
+
+def _death_reason(worker: _Worker) -> str:
+    code = worker.process.exitcode
+    if code is None:
+        how = "stopped answering"
+    elif code < 0:
+        how = f"was killed by {signal.Signals(-code).name}"
+    else:
+        how = f"exited with code {code}"
+    return f"worker process pid {worker.pid} {how} while running this client's job"
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,156 @@
+"""The loop a worker process runs: take a batch of client jobs, run the ClientApp, reply.
+
+A worker lives for the whole run. It builds its ClientApp once, and keeps what the
+ClientApp caches per process (the compiled kernel, the clients' data) from round to round;
+its clients are always the same ones (``partition_id % num_workers``), so each client's data
+is loaded by one process only. Each job's instruction is rebuilt from the round's content
+buffer, so a ClientApp that changes its message cannot change another client's.
+
+Commands (over a ``multiprocessing`` Connection): ``("jobs", contents, jobs)`` with
+``contents`` = {key: encoded content} and ``jobs`` = [(content key, encoded metadata,
+partition id)]; ``("stop",)``. Replies go back as :func:`.transfer.pack_replies` buffers,
+flushed every ``FLUSH_SECONDS`` so that the coordinator can show progress within a round.
+"""
+
+from __future__ import annotations
+
+import importlib
+import signal
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from multiprocessing.connection import Connection
+from typing import Any
+
+from flwr.app import Context, Message, RecordDict
+from flwr.app.error import Error
+from flwr.clientapp import ClientApp
+from flwr.common.constant import ErrorCode
+from flwr.supercore.task_identity import TaskIdentity
+
+from simulations.environment import limit_blas_threads
+
+from . import transfer
+
+# A reply batch is sent at least this often while jobs run (progress), and at a batch's end.
+FLUSH_SECONDS = 0.05
+
+ClientAppSource = ClientApp | str | Callable[[], ClientApp]
+
+
+class ClientAppLoadError(ValueError):
+    """A ClientApp reference that does not name a ClientApp."""
+
+
+def load_client_app(source: ClientAppSource) -> ClientApp:
+    """The ClientApp that ``source`` names.
+
+    Parameters
+    ----------
+    source : a ClientApp; a ``"module:attribute"`` reference to one (e.g.
+        ``"client.client_app:app"``); or a zero-argument callable that returns one (a
+        factory; ``functools.partial`` of a module-level function pickles).
+
+    Raises
+    ------
+    ClientAppLoadError
+        When ``source`` is none of these or does not lead to a ClientApp.
+    """
+    if isinstance(source, ClientApp):
+        return source
+    if isinstance(source, str):
+        module_name, sep, attribute = source.partition(":")
+        if not sep or not module_name or not attribute:
+            raise ClientAppLoadError(
+                f"client app {source!r}: expected 'module:attribute', e.g. client.client_app:app"
+            )
+        try:
+            found = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError) as error:
+            raise ClientAppLoadError(f"client app {source!r}: {error}") from error
+        return load_client_app(found)
+    if callable(source):
+        built = source()
+        if not isinstance(built, ClientApp):
+            raise ClientAppLoadError(
+                f"client app factory {source!r}: expected it to return a ClientApp, "
+                f"given {type(built).__name__}"
+            )
+        return built
+    raise ClientAppLoadError(
+        f"client app: expected a ClientApp, 'module:attribute' or a factory, "
+        f"given {type(source).__name__}"
+    )
+
+
+def run_worker(
+    connection: Connection,
+    client_app: ClientAppSource,
+    run_config: Mapping[str, Any],
+    num_partitions: int,
+    run_id: int,
+) -> None:
+    """The worker process's main function (returns when told to stop or the pipe closes)."""
+    # Ctrl-C in a terminal reaches the whole process group: the coordinator decides when a
+    # worker stops (and stops it by pid), so a worker never dies half-way through a reply.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # One worker per core: BLAS threads would only fight each other (and see
+    # simulations.environment.limit_blas_threads for the fork hazard).
+    limit_blas_threads()
+    app = load_client_app(client_app)
+    contexts: dict[int, Context] = {}
+
+    def context_of(node_id: int, partition_id: int) -> Context:
+        context = contexts.get(node_id)
+        if context is None:
+            context = Context(
+                run_id=run_id,
+                node_id=node_id,
+                node_config={"partition-id": partition_id, "num-partitions": num_partitions},
+                state=RecordDict(),
+                run_config=dict(run_config),
+            )
+            contexts[node_id] = context
+        return context
+
+    while True:
+        try:
+            command = connection.recv()
+        except (EOFError, OSError):
+            return  # the coordinator is gone
+        if command[0] == "stop":
+            return
+        _, contents, jobs = command
+        pending: list[Message] = []
+        last_flush = time.monotonic()
+        for content_key, metadata, partition_id in jobs:
+            message = transfer.instruction(metadata, transfer.decode_content(contents[content_key]))
+            context = context_of(message.metadata.dst_node_id, partition_id)
+            # As Flower's run_clientapp: this process now runs a task of this node.
+            TaskIdentity.task_id = 1
+            TaskIdentity.run_id = run_id
+            TaskIdentity.node_id = message.metadata.dst_node_id
+            pending.append(run_job(app, message, context))
+            if time.monotonic() - last_flush >= FLUSH_SECONDS:
+                connection.send_bytes(transfer.pack_replies(pending))
+                pending = []
+                last_flush = time.monotonic()
+        if pending:
+            connection.send_bytes(transfer.pack_replies(pending))
+
+
+def run_job(app: ClientApp, message: Message, context: Context) -> Message:
+    """One client job; whatever the ClientApp raises or returns wrongly becomes an error
+    reply that says so (as Flower's engine does: the run goes on)."""
+    try:
+        reply = app(message, context)
+    except Exception as error:  # the ClientApp's own failure: reported, never fatal
+        reason = f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=5)}"
+        return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason), reply_to=message)
+    if not isinstance(reply, Message):
+        reason = f"the ClientApp returned {type(reply).__name__}, expected a Message"
+        return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason), reply_to=message)
+    if reply.metadata.reply_to_message_id != message.metadata.message_id:
+        reason = "the ClientApp's reply does not answer the message it was given"
+        return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason), reply_to=message)
+    return reply

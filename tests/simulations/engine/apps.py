@@ -1,0 +1,58 @@
+"""Small real ClientApps for the engine tests (they run in real worker processes).
+
+``probe_app`` replies to a train message with ``delta = partition id * ones`` of the global
+arrays' shapes and metrics that say where and how it ran (pid, partition id, the node
+config). Some partitions misbehave on purpose (``BEHAVIOURS``): raise, hang, or announce
+themselves in a marker file and then sleep (the first time) so that a test can SIGKILL
+their worker.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+RAISES = 5
+# Set by a test before the pool forks: partition -> ("hang", seconds) | ("mark-and-sleep", dir)
+BEHAVIOURS: dict[int, tuple[str, object]] = {}
+
+probe_app = ClientApp()
+
+
+@probe_app.train()
+def train(message: Message, context: Context) -> Message:
+    partition = int(context.node_config["partition-id"])
+    behaviour, argument = BEHAVIOURS.get(partition, ("honest", None))
+    if partition == RAISES:
+        raise RuntimeError(f"partition {partition} raises on purpose")
+    if behaviour == "hang":
+        time.sleep(float(argument))
+    marker = Path(str(argument)) / f"started-{partition}"
+    if behaviour == "mark-and-sleep" and not marker.exists():  # only the first time
+        marker.write_text(str(os.getpid()))
+        time.sleep(60)
+    arrays = message.content.array_records["arrays"]
+    delta = {name: np.full_like(array.numpy(), float(partition)) for name, array in arrays.items()}
+    metrics = MetricRecord(
+        {
+            "num-examples": 1 + partition,
+            "pid": os.getpid(),
+            "partition-id": partition,
+            "num-partitions": int(context.node_config["num-partitions"]),
+            "node-id": int(context.node_id),
+        }
+    )
+    content = RecordDict(
+        {"arrays": ArrayRecord({n: Array(a) for n, a in delta.items()}), "metrics": metrics}
+    )
+    return Message(content, reply_to=message)
+
+
+def make_probe_app() -> ClientApp:
+    """A factory (the pool accepts one)."""
+    return probe_app

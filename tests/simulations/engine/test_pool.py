@@ -1,0 +1,170 @@
+"""The worker pool with real forked processes and real signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from functools import partial
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.common.constant import ErrorCode
+
+from simulations.engine import LocalGrid, WorkerPool, node_id_of
+from simulations.engine.pool import PoolError
+from simulations.engine.worker import ClientAppLoadError, load_client_app
+
+from . import apps
+
+NUM_CLIENTS = 8
+
+
+@pytest.fixture
+def behaviours():
+    apps.BEHAVIOURS.clear()
+    yield apps.BEHAVIOURS
+    apps.BEHAVIOURS.clear()
+
+
+def _messages(grid: LocalGrid, partitions) -> list[Message]:
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord({"w": Array(np.zeros((4, 3), np.float32))}),
+            "config": ConfigRecord({"server-round": 1}),
+        }
+    )
+    return [Message(content, node_id_of(p), "train", group_id="1") for p in partitions]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _metrics(reply: Message) -> dict:
+    return dict(reply.content.metric_records["metrics"])
+
+
+def test_every_message_gets_its_reply_in_order_on_its_clients_fixed_worker(behaviours):
+    with WorkerPool(3, apps.probe_app, {}, NUM_CLIENTS) as pool:
+        grid = LocalGrid(pool, NUM_CLIENTS)
+        partitions = [7, 0, 3, 4, 6, 1]  # not 5: it raises
+        first = list(grid.send_and_receive(_messages(grid, partitions), timeout=30))
+        second = list(grid.send_and_receive(_messages(grid, partitions), timeout=30))
+        pids = pool.pids
+    assert [r.metadata.src_node_id for r in first] == [node_id_of(p) for p in partitions]
+    for reply, partition in zip(first, partitions, strict=True):
+        metrics = _metrics(reply)
+        assert metrics["partition-id"] == partition
+        assert metrics["num-partitions"] == NUM_CLIENTS
+        assert metrics["node-id"] == node_id_of(partition)
+        assert metrics["pid"] == pids[partition % 3]  # deterministic assignment
+        delta = reply.content.array_records["arrays"]["w"].numpy()
+        assert np.array_equal(delta, np.full((4, 3), float(partition), np.float32))
+    assert [_metrics(r)["pid"] for r in second] == [_metrics(r)["pid"] for r in first]
+    assert not any(_alive(pid) for pid in pids)  # stopped by pid on exit
+
+
+def test_a_client_app_that_raises_fails_only_its_own_job(behaviours):
+    with WorkerPool(2, apps.probe_app, {}, NUM_CLIENTS) as pool:
+        grid = LocalGrid(pool, NUM_CLIENTS)
+        replies = list(grid.send_and_receive(_messages(grid, [apps.RAISES, 2, 3]), timeout=30))
+    assert replies[0].has_error()
+    assert replies[0].error.code == ErrorCode.CLIENT_APP_RAISED_EXCEPTION
+    assert "partition 5 raises on purpose" in replies[0].error.reason
+    assert not replies[1].has_error() and not replies[2].has_error()
+
+
+def test_a_worker_killed_mid_round_fails_only_its_jobs_and_is_replaced(behaviours, tmp_path):
+    behaviours[2] = ("mark-and-sleep", str(tmp_path))  # partition 2 runs on worker 0
+    # Longer than FLUSH_SECONDS: its reply has left the worker before partition 2 starts.
+    behaviours[0] = ("hang", 0.2)
+    with WorkerPool(2, apps.probe_app, {}, NUM_CLIENTS) as pool:
+        grid = LocalGrid(pool, NUM_CLIENTS)
+        doomed = pool.pids[0]
+        marker = tmp_path / "started-2"
+
+        def kill_when_started() -> None:
+            deadline = time.monotonic() + 30
+            while not marker.exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            os.kill(doomed, signal.SIGKILL)
+
+        killer = threading.Thread(target=kill_when_started)
+        killer.start()
+        started = time.monotonic()
+        # Worker 0 holds 0, 2 (killed while running), 4 (never started); worker 1 holds 1, 3.
+        replies = list(grid.send_and_receive(_messages(grid, [0, 1, 2, 3, 4]), timeout=60))
+        killer.join()
+        assert time.monotonic() - started < 30
+        assert int(marker.read_text()) == doomed
+        by_partition = {r.metadata.src_node_id - node_id_of(0): r for r in replies}
+        assert sorted(by_partition) == [0, 1, 2, 3, 4]
+        assert not by_partition[0].has_error()  # sent before the kill: kept
+        for partition in (2, 4):
+            error = by_partition[partition].error
+            assert error.code == ErrorCode.CLIENT_APP_CRASHED
+            assert f"pid {doomed}" in error.reason and "SIGKILL" in error.reason
+        assert not by_partition[1].has_error() and not by_partition[3].has_error()
+        assert pool.pids[0] != doomed and _alive(pool.pids[0])  # a fresh worker
+        assert pool.stats.workers_replaced == 1
+        fresh = pool.pids[0]
+        again = list(grid.send_and_receive(_messages(grid, [0, 2, 4]), timeout=30))
+    assert [_metrics(reply)["pid"] for reply in again] == [fresh] * 3  # the next round runs
+
+
+def test_a_worker_that_hangs_past_the_timeout_is_killed_and_replaced(behaviours):
+    behaviours[1] = ("hang", 60)  # partition 1 runs on worker 1
+    with WorkerPool(2, apps.probe_app, {}, NUM_CLIENTS) as pool:
+        grid = LocalGrid(pool, NUM_CLIENTS)
+        hung = pool.pids[1]
+        started = time.monotonic()
+        replies = list(grid.send_and_receive(_messages(grid, [0, 1, 2]), timeout=2.0))
+        elapsed = time.monotonic() - started
+        assert elapsed < 10
+        assert not replies[0].has_error() and not replies[2].has_error()
+        assert replies[1].error.code == ErrorCode.CLIENT_APP_CRASHED
+        assert "timeout of 2 s" in replies[1].error.reason
+        assert f"pid {hung}" in replies[1].error.reason
+        assert not _alive(hung) and pool.pids[1] != hung
+
+
+def test_stop_leaves_no_worker_and_a_stopped_pool_refuses_work(behaviours):
+    pool = WorkerPool(2, apps.probe_app, {}, NUM_CLIENTS).start()
+    pids = pool.pids
+    assert len(pids) == 2 and all(_alive(pid) for pid in pids)
+    pool.stop()
+    assert not any(_alive(pid) for pid in pids)
+    with pytest.raises(PoolError, match="stopped"):
+        pool.run([], timeout=1)
+
+
+def test_client_app_sources():
+    assert load_client_app(apps.probe_app) is apps.probe_app
+    assert load_client_app("tests.simulations.engine.apps:probe_app") is apps.probe_app
+    assert load_client_app(partial(apps.make_probe_app)) is apps.probe_app
+    assert isinstance(load_client_app("client.client_app:app"), ClientApp)
+    with pytest.raises(ClientAppLoadError, match="expected 'module:attribute'"):
+        load_client_app("client.client_app")
+    with pytest.raises(ClientAppLoadError, match="no_such_app"):
+        load_client_app("client.client_app:no_such_app")
+    with pytest.raises(ClientAppLoadError, match="expected it to return a ClientApp"):
+        load_client_app(lambda: 42)
+    with pytest.raises(PoolError, match="workers: expected an int >= 1, given 0"):
+        WorkerPool(0, apps.probe_app, {}, NUM_CLIENTS)
+
+
+def test_a_message_to_an_unknown_node_is_refused(behaviours):
+    with WorkerPool(1, apps.probe_app, {}, NUM_CLIENTS) as pool:
+        grid = LocalGrid(pool, NUM_CLIENTS)
+        bad = _messages(grid, [0])[0]
+        bad.metadata.__dict__["_dst_node_id"] = 42
+        with pytest.raises(ValueError, match="node 42: expected a node id in"):
+            grid.send_and_receive([bad], timeout=5)
