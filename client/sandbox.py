@@ -318,9 +318,16 @@ def _compile(engine: wasmtime.Engine, wasm: bytes) -> wasmtime.Module:
 
 def _read_cache(path: Path, engine: wasmtime.Engine, sha256: str) -> wasmtime.Module | None:
     # Serialized modules are native code that wasmtime trusts; a digest over the payload keeps
-    # a truncated or corrupted file from ever reaching Module.deserialize.
+    # a truncated or corrupted file from ever reaching Module.deserialize. The digest is no
+    # defence against someone who can write the file, so an entry that another user owns or
+    # that others may write is never deserialized either.
     try:
-        blob = path.read_bytes()
+        with open(path, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if info.st_uid != os.getuid() or info.st_mode & 0o022:
+                log.warning("module cache %s is writable by others or not ours: recompiling", path)
+                return None
+            blob = handle.read()
     except FileNotFoundError:
         return None
     except OSError as error:
@@ -346,7 +353,7 @@ def _write_cache(path: Path, module: wasmtime.Module, sha256: str) -> None:
     payload = bytes(module.serialize())
     blob = _CACHE_MAGIC + bytes.fromhex(sha256) + hashlib.sha256(payload).digest() + payload
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         # Atomic: readers (other processes) see the old file or the whole new one.
         fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
         try:

@@ -545,3 +545,13 @@ def test_cache_dir_comes_from_the_environment(monkeypatch, tmp_path):
     assert sandbox.default_cache_dir() == tmp_path / "env-cache"
     monkeypatch.delenv("SANDFLOWER_CACHE_DIR")
     assert sandbox.default_cache_dir().parts[-2:] == (".cache", "sandflower")
+
+
+def test_a_cache_entry_others_may_write_is_not_deserialized(cache_dir, compile_counter, caplog):
+    load(GOOD, cache_dir=cache_dir)
+    (entry,) = cache_files(cache_dir)
+    entry.chmod(0o666)  # anyone could have put native code here
+    sandbox.clear_compiled_cache()
+    check_healthy(load(GOOD, cache_dir=cache_dir), Limits(fuel=10**7, deadline_seconds=10))
+    assert len(compile_counter) == 2
+    assert "writable by others" in caplog.text
