@@ -64,7 +64,7 @@ def run(case_name: str, cache_dir: str) -> dict:
     outcome: dict = {"case": case_name, "loaded": False, "error": None, "error_type": None}
     try:
         module = KernelModule.from_bytes(
-            wasm, name=case_name, cache_dir=cache_dir, required_exports=("sf_abi_version",)
+            wasm, name=case_name, cache_dir=cache_dir, required_exports=case.required
         )
         outcome["loaded"] = True
         limits = Limits(memory_bytes=case.memory_mb * 2**20, **JOB_LIMITS)

@@ -142,6 +142,7 @@ class Case:
     entry: str = ""  # job cases: the export to call
     error: str = ""  # job cases: the client.sandbox error class expected
     memory_mb: int = 128  # job cap
+    required: tuple[str, ...] = ("sf_abi_version",)  # exports the loader must find
 
 
 CASES: dict[str, Case] = {
@@ -361,6 +362,25 @@ CASES: dict[str, Case] = {
         "out of bounds",
         entry="wild",
         error="OutOfBounds",
+    ),
+    "deep-nesting-at-the-body-bound": Case(
+        lambda: module(
+            TYPE_VOID_I32,
+            section(3, vec([leb(0)])),
+            section(7, vec([name("sf_abi_version") + b"\x00\x00"])),
+            section(10, vec([body(b"\x02\x40" * 10_000 + b"\x0b" * 10_000 + b"\x41\x01")])),
+        ),
+        "contained",
+        entry="sf_abi_version",
+    ),
+    "memory-export-is-a-global": Case(
+        lambda: wat_with_version("", version="(i32.const 1)").replace(
+            '(memory (export "memory") 1)',
+            '(memory 1) (global (export "memory") v128 (v128.const i32x4 0 0 0 0))',
+        ),
+        "refused",
+        r"lacks required exports \['memory'\]",
+        required=("sf_abi_version", "memory"),
     ),
     # -- at the bounds, and fine ----------------------------------------------------------------
     "127-exports-contained": Case(lambda: many_exports(127), "contained", entry="sf_abi_version"),
