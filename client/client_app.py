@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,7 +29,14 @@ from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordD
 from flwr.app.error import Error
 from flwr.clientapp import ClientApp
 
-from client.data import DataFileError, LocalData, check_labels, load_data_file, split_local
+from client.data import (
+    DEFAULT_MAX_DATA_BYTES,
+    DataFileError,
+    LocalData,
+    check_labels,
+    load_data_file,
+    split_local,
+)
 from client.delta import delta
 from client.runner import KernelRunner, default_kernel_path
 from client.sandbox import KernelModule, Limits, SandboxError
@@ -39,13 +47,30 @@ ERROR_BAD_CONFIG = 1001
 ERROR_DATA = 1002
 ERROR_KERNEL_MISMATCH = 1003
 ERROR_KERNEL_FAILED = 1004
+ERROR_NOTHING_TO_EVALUATE = 1005  # the local held-out split is empty (e.g. a 1-sample client)
 
 # Node config keys a device owner may set (flower-supernode --node-config).
 NODE_DATA_PATH = "data-path"
 NODE_KERNEL_PATH = "kernel-path"  # run another build of the kernel, e.g. the simd128 one
 NODE_MEMORY_MB = "memory-mb"  # linear-memory cap of the sandbox
-NODE_FUEL = "fuel"  # deterministic compute budget per job (0: unmetered)
-NODE_DEADLINE_S = "deadline-seconds"  # wall-clock limit per job (0: none)
+NODE_FUEL = "fuel"  # deterministic compute budget per job (absent: derived; 0: unmetered)
+NODE_DEADLINE_S = "deadline-seconds"  # wall-clock limit per job (absent: derived; 0: none)
+NODE_MAX_DATA_MB = "max-data-mb"  # cap on the data file and the arrays it declares
+
+DEFAULT_MEMORY_MB = 512
+# Default job budgets, derived from the job's size so that a kernel that loops or stalls ends
+# and an honest job never comes near them. Fuel of the bundled kernel per sample and epoch,
+# measured (tests/client/test_client_app.py checks it stays below the estimate):
+# ~3,500 + params * (5 + 30 / batch_size) fuel units, ~1e7 to set a job up.
+FUEL_PER_SAMPLE = 4_000
+FUEL_PER_PARAM_SAMPLE = 5.0
+FUEL_PER_PARAM_SAMPLE_BATCH = 30.0
+FUEL_PER_JOB = 10_000_000
+FUEL_HEADROOM = 16  # default fuel budget = 16x the estimate
+# Deadline: 10 s plus the estimate at 1e7 fuel per second, 10-400x slower than this project's
+# 2-core machine runs the kernel (slow devices, loaded hosts).
+DEADLINE_BASE_SECONDS = 10.0
+DEADLINE_FUEL_PER_SECOND = 1e7
 
 NO_PARTITION = -1
 
@@ -67,6 +92,10 @@ def train(message: Message, context: Context) -> Message:
         return Message(_train(message, context), reply_to=message)
     except ClientJobError as error:
         return Message(Error(code=error.code, reason=str(error)), reply_to=message)
+    except (ValueError, TypeError, KeyError) as error:
+        # A config value of the wrong type or range (the coordinator's or the node's).
+        reason = f"bad job configuration: {error}"
+        return Message(Error(code=ERROR_BAD_CONFIG, reason=reason), reply_to=message)
 
 
 @app.evaluate()
@@ -75,6 +104,9 @@ def evaluate(message: Message, context: Context) -> Message:
         return Message(_evaluate(message, context), reply_to=message)
     except ClientJobError as error:
         return Message(Error(code=error.code, reason=str(error)), reply_to=message)
+    except (ValueError, TypeError, KeyError) as error:
+        reason = f"bad job configuration: {error}"
+        return Message(Error(code=ERROR_BAD_CONFIG, reason=reason), reply_to=message)
 
 
 # -- the two jobs ---------------------------------------------------------------------------
@@ -82,7 +114,9 @@ def _train(message: Message, context: Context) -> RecordDict:
     config = _config(message)
     spec, global_weights = _global_model(message, config)
     data = _local_data(context.node_config, config, spec)
-    runner = _runner(context.node_config, config)
+    epochs, batch_size = int(config["local-epochs"]), int(config["batch-size"])
+    limits = _limits(context.node_config, spec, data.num_train, epochs, batch_size)
+    runner = _runner(context.node_config, config, limits)
     server_round = int(config["server-round"])
     partition_id = _partition_id(context.node_config)
     job_seed = _job_seed(int(config["seed"]), server_round, partition_id, context.node_id)
@@ -92,8 +126,8 @@ def _train(message: Message, context: Context) -> RecordDict:
             global_weights,
             data.x_train,
             data.y_train,
-            epochs=int(config["local-epochs"]),
-            batch_size=int(config["batch-size"]),
+            epochs=epochs,
+            batch_size=batch_size,
             lr=float(config["lr"]),
             mu=float(config["proximal-mu"]),
             seed=job_seed,
@@ -122,7 +156,16 @@ def _evaluate(message: Message, context: Context) -> RecordDict:
     config = _config(message)
     spec, global_weights = _global_model(message, config)
     data = _local_data(context.node_config, config, spec)
-    runner = _runner(context.node_config, config)
+    if data.num_test == 0:
+        # Defined behaviour (issue 9): no held-out sample, no evaluation; an error reply
+        # rather than a metric over nothing. Training uses the sample as usual.
+        raise ClientJobError(
+            ERROR_NOTHING_TO_EVALUATE,
+            f"no local held-out samples to evaluate on ({data.num_train} training sample(s), "
+            f"test-fraction {config.get('test-fraction', 0.2)})",
+        )
+    limits = _limits(context.node_config, spec, data.num_test, 1, data.num_test)
+    runner = _runner(context.node_config, config, limits)
     try:
         result = runner.evaluate(
             spec,
@@ -208,7 +251,13 @@ def _local_data(
         if NODE_DATA_PATH in node_config:
             path = Path(str(node_config[NODE_DATA_PATH])).expanduser()
             test_fraction = float(config.get("test-fraction", 0.2))
-            data = _device_data(str(path), test_fraction, int(config["seed"]))
+            max_mb = _node_number(node_config, NODE_MAX_DATA_MB, DEFAULT_MAX_DATA_BYTES // 2**20)
+            if max_mb <= 0:
+                raise ClientJobError(
+                    ERROR_BAD_CONFIG,
+                    f"node config {NODE_MAX_DATA_MB!r}: expected a number > 0, given {max_mb}",
+                )
+            data = _device_data(str(path), test_fraction, int(config["seed"]), int(max_mb * 2**20))
             source = str(path)
         elif "partition-id" in node_config:
             # Simulation only: the scenario's partition for this node.
@@ -238,19 +287,21 @@ def _check_features(data: LocalData, spec: ModelSpec, source: str) -> None:
 
 
 @functools.lru_cache(maxsize=4)
-def _device_data_cached(path: str, mtime_ns: int, size: int, test_fraction: float, seed: int):
-    x, y = load_data_file(path)
+def _device_data_cached(
+    path: str, mtime_ns: int, size: int, test_fraction: float, seed: int, max_bytes: int
+):
+    x, y = load_data_file(path, max_bytes=max_bytes)
     return split_local(x, y, test_fraction, seed)
 
 
-def _device_data(path: str, test_fraction: float, seed: int) -> LocalData:
+def _device_data(path: str, test_fraction: float, seed: int, max_bytes: int) -> LocalData:
     # Cached per process (a SuperNode runs many rounds); keyed by mtime and size so an
     # edited file is read again.
     try:
         stat = os.stat(path)
     except OSError as error:
         raise DataFileError(path, f"cannot read the data file: {error.strerror}") from error
-    return _device_data_cached(path, stat.st_mtime_ns, stat.st_size, test_fraction, seed)
+    return _device_data_cached(path, stat.st_mtime_ns, stat.st_size, test_fraction, seed, max_bytes)
 
 
 # -- the kernel -----------------------------------------------------------------------------
@@ -259,7 +310,9 @@ def _kernel_module(path: str) -> KernelModule:
     return KernelModule.from_file(path)
 
 
-def _runner(node_config: Mapping[str, Any], config: Mapping[str, Any]) -> KernelRunner:
+def _runner(
+    node_config: Mapping[str, Any], config: Mapping[str, Any], limits: Limits
+) -> KernelRunner:
     path = str(node_config.get(NODE_KERNEL_PATH) or default_kernel_path())
     try:
         module = _kernel_module(path)
@@ -272,12 +325,67 @@ def _runner(node_config: Mapping[str, Any], config: Mapping[str, Any]) -> Kernel
             f"kernel {path} has sha256 {module.sha256}, the coordinator pinned {pinned}: "
             "refusing to train on a kernel that is not the pinned one",
         )
-    limits = Limits(
-        memory_bytes=int(node_config.get(NODE_MEMORY_MB, 512)) * 2**20,
-        fuel=int(node_config.get(NODE_FUEL, 0)) or None,
-        deadline_seconds=float(node_config.get(NODE_DEADLINE_S, 0)) or None,
-    )
     return KernelRunner(module, limits)
+
+
+# -- job limits -----------------------------------------------------------------------------
+def estimated_fuel(spec: ModelSpec, num_samples: int, epochs: int, batch_size: int) -> int:
+    """Fuel the bundled kernel needs for a job of this size, an upper estimate (see FUEL_*)."""
+    params = sum(math.prod(shape) for shape in spec.array_shapes().values())
+    per_sample = FUEL_PER_SAMPLE + params * (
+        FUEL_PER_PARAM_SAMPLE + FUEL_PER_PARAM_SAMPLE_BATCH / max(batch_size, 1)
+    )
+    return int(FUEL_PER_JOB + max(epochs, 1) * max(num_samples, 1) * per_sample)
+
+
+def default_limits(
+    spec: ModelSpec, num_samples: int, epochs: int, batch_size: int, memory_mb: int
+) -> Limits:
+    """The limits of a job when the node config sets none: fuel and deadline from its size."""
+    estimate = estimated_fuel(spec, num_samples, epochs, batch_size)
+    return Limits(
+        memory_bytes=memory_mb * 2**20,
+        fuel=FUEL_HEADROOM * estimate,
+        deadline_seconds=DEADLINE_BASE_SECONDS + estimate / DEADLINE_FUEL_PER_SECOND,
+    )
+
+
+def _limits(
+    node_config: Mapping[str, Any],
+    spec: ModelSpec,
+    num_samples: int,
+    epochs: int,
+    batch_size: int,
+) -> Limits:
+    memory_mb = _node_number(node_config, NODE_MEMORY_MB, DEFAULT_MEMORY_MB)
+    defaults = default_limits(spec, num_samples, epochs, batch_size, int(memory_mb))
+    fuel = _node_number(node_config, NODE_FUEL, defaults.fuel)
+    deadline = _node_number(node_config, NODE_DEADLINE_S, defaults.deadline_seconds)
+    try:
+        return Limits(
+            memory_bytes=int(memory_mb * 2**20),
+            fuel=int(fuel) or None,  # 0: the device owner turned metering off
+            deadline_seconds=float(deadline) or None,  # 0: no deadline
+        )
+    except ValueError as error:
+        raise ClientJobError(ERROR_BAD_CONFIG, f"node config: {error}") from error
+
+
+def _node_number(node_config: Mapping[str, Any], key: str, default: Any) -> float:
+    given = node_config.get(key, default)
+    value = math.nan
+    if isinstance(given, int | float) and not isinstance(given, bool):
+        value = given
+    elif isinstance(given, str):
+        try:
+            value = float(given)
+        except ValueError:
+            pass
+    if not math.isfinite(value) or value < 0:
+        raise ClientJobError(
+            ERROR_BAD_CONFIG, f"node config {key!r}: expected a number >= 0, given {given!r}"
+        )
+    return value
 
 
 def kernel_sha256(path: str | os.PathLike | None = None) -> str:
@@ -285,4 +393,4 @@ def kernel_sha256(path: str | os.PathLike | None = None) -> str:
     return _kernel_module(str(path or default_kernel_path())).sha256
 
 
-__all__ = ["app", "kernel_sha256", "ClientJobError"]
+__all__ = ["app", "default_limits", "estimated_fuel", "kernel_sha256", "ClientJobError"]

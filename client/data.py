@@ -10,15 +10,29 @@ device needs client/, kernels/ and protos/ only.
 from __future__ import annotations
 
 import csv
+import io
+import math
 import os
+import stat
+import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 LABEL_COLUMNS = ("label", "y")
 SUFFIXES = (".npz", ".csv")
+# The default cap on a data file and on the arrays it declares: the sandbox's default memory
+# cap (the data must fit in the kernel's linear memory anyway). Node config ``max-data-mb``.
+DEFAULT_MAX_DATA_BYTES = 512 * 2**20
+_CAP_HINT = " (node config max-data-mb)"
+_REAL_KINDS = "biuf"  # bool, signed, unsigned, float: what a feature or label may be
+_ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+_MAX_NPY_HEADER = 10_000  # numpy's own default bound on a .npy header
+_CHUNK_BYTES = 1 << 20
 
 
 class DataFileError(ValueError):
@@ -86,13 +100,19 @@ class LocalData:
         return int(self.x_train.shape[1])
 
 
-def load_data_file(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+def load_data_file(
+    path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_DATA_BYTES
+) -> tuple[np.ndarray, np.ndarray]:
     """Read a client's data file.
 
     Parameters
     ----------
     path : a ``.npz`` file with arrays ``x`` [n, d] and ``y`` [n], or a ``.csv`` file with a
         header and a label column ``label`` or ``y`` (every other column a numeric feature).
+        A symlink is followed; what it names must be a regular file.
+    max_bytes : cap on the file's size AND on what it declares: the arrays' bytes inside a
+        ``.npz`` (checked from the zip and .npy headers before anything is inflated) or the
+        float64 table a ``.csv`` parses to (estimated from its cells before parsing).
 
     Returns
     -------
@@ -101,30 +121,68 @@ def load_data_file(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     Raises
     ------
     DataFileError
-        The file is missing, unreadable, of another type, lacks x/y, has wrong dimensions,
-        mismatched lengths, non-finite features, non-integer labels, or no samples.
+        The file is missing, not a regular file, unreadable, over ``max_bytes``, of another
+        type, corrupt, lacks x/y, has wrong dtypes or dimensions, mismatched lengths,
+        non-finite features, non-integer or negative labels, or no samples.
     """
     file_path = Path(path)
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
+        raise ValueError(f"max_bytes: expected an int > 0, given {max_bytes!r}")
     suffix = file_path.suffix.lower()
     if suffix not in SUFFIXES:
         raise DataFileError(
             file_path, f"expected a .npz or .csv file, given a {suffix or 'suffix-less'} file"
         )
-    if not file_path.exists():
-        raise DataFileError(file_path, "no such file")
-    if not file_path.is_file():
-        raise DataFileError(file_path, "not a regular file")
-    if suffix == ".npz":
-        x, y = _read_npz(file_path)
-    else:
-        x, y = _read_csv(file_path)
+    with _open_regular_file(file_path, max_bytes) as handle:
+        if suffix == ".npz":
+            x, y = _read_npz(handle, file_path, max_bytes)
+        else:
+            x, y = _read_csv(handle, file_path, max_bytes)
     return check_arrays(x, y, file_path)
+
+
+_FILE_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a fifo",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def _open_regular_file(path: Path, max_bytes: int) -> BinaryIO:
+    # Open first, then fstat the open file: what is checked is what is read (no race with a
+    # swapped path). O_NONBLOCK: opening a fifo must not wait for a writer.
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise DataFileError(path, "no such file") from None
+    except OSError as error:
+        raise DataFileError(path, f"cannot open the data file: {error.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = _FILE_KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
+            raise DataFileError(path, f"not a regular file ({kind})")
+        if info.st_size == 0:
+            raise DataFileError(path, "empty file")
+        if info.st_size > max_bytes:
+            raise DataFileError(
+                path, f"the file has {info.st_size} bytes, at most {max_bytes} allowed{_CAP_HINT}"
+            )
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def check_arrays(
     x: np.ndarray, y: np.ndarray, source: str | os.PathLike
 ) -> tuple[np.ndarray, np.ndarray]:
     """Check a data set's arrays and convert them to float32 [n, d] / int32 [n].
+
+    Arrays that already are C-contiguous float32 / int32 are returned without a copy.
 
     Raises
     ------
@@ -144,31 +202,33 @@ def check_arrays(
         raise DataFileError(source, "no samples")
     if x.shape[1] == 0:
         raise DataFileError(source, "x has no features")
-    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_) or np.issubdtype(
-        x.dtype, np.complexfloating
-    ):
+    if x.dtype.kind not in _REAL_KINDS:
         raise DataFileError(source, f"x: expected real numbers, given dtype {x.dtype}")
     with np.errstate(over="ignore", invalid="ignore"):
         # Values beyond float32 become inf here and are reported just below.
-        features = x.astype(np.float32)
-    if not np.isfinite(features).all():
-        bad = np.argwhere(~np.isfinite(features))[0]
+        features = np.ascontiguousarray(x, dtype=np.float32)
+    finite = np.isfinite(features)
+    if not finite.all():
+        bad = np.argwhere(~finite)[0]
         raise DataFileError(
             source,
             f"x: non-finite value at sample {int(bad[0])}, feature {int(bad[1])} "
             "(NaN, inf, or beyond float32 range)",
         )
+    del finite
     labels = _integer_labels(y, source)
-    return np.ascontiguousarray(features), labels
+    return features, labels
 
 
 def _integer_labels(y: np.ndarray, source: str | os.PathLike) -> np.ndarray:
-    if np.issubdtype(y.dtype, np.integer):
+    if y.dtype.kind in "iub":
         labels = y
-    elif np.issubdtype(y.dtype, np.floating):
+    elif y.dtype.kind == "f":
         # Labels stored as floats (1.0, 2.0) are common in CSV exports; 1.5 is not a class.
-        if not np.isfinite(y).all() or not np.equal(np.round(y), y).all():
-            bad = int(np.argmax(~np.isfinite(y) | (np.round(y) != y)))
+        with np.errstate(invalid="ignore"):
+            bad_mask = ~np.isfinite(y) | (np.round(y) != y)
+        if bad_mask.any():
+            bad = int(np.argmax(bad_mask))
             raise DataFileError(
                 source, f"y: labels must be integers, given {y[bad].item()!r} at sample {bad}"
             )
@@ -179,47 +239,180 @@ def _integer_labels(y: np.ndarray, source: str | os.PathLike) -> np.ndarray:
         raise DataFileError(source, f"y: labels must be >= 0, given {labels.min()}")
     if labels.max() > np.iinfo(np.int32).max:
         raise DataFileError(source, f"y: label {labels.max()} is beyond int32")
-    return np.ascontiguousarray(labels.astype(np.int32))
+    return np.ascontiguousarray(labels, dtype=np.int32)
 
 
-def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+# -- .npz -------------------------------------------------------------------------------------
+def _read_npz(handle: BinaryIO, path: Path, max_bytes: int) -> tuple[np.ndarray, np.ndarray]:
+    # Read with zipfile and numpy's .npy header readers rather than np.load: np.load trusts the
+    # declared shape (a tiny file can ask for any allocation), reads a member into a bytes
+    # object before copying it into the array, and lets any compression method through.
+    if handle.read(6) == b"\x93NUMPY":
+        raise DataFileError(
+            path, "a single .npy array, not an .npz archive with arrays 'x' and 'y'"
+        )
+    handle.seek(0)
     try:
-        # allow_pickle=False: a data file must never run code on the device.
-        loaded = np.load(path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            # A single array saved with np.save, given a .npz name.
-            raise DataFileError(
-                path, "a single .npy array, not an .npz archive with arrays 'x' and 'y'"
-            )
-        with loaded as archive:
-            names = set(archive.files)
-            missing = [name for name in ("x", "y") if name not in names]
+        with zipfile.ZipFile(handle) as archive:
+            members = {_array_name(info.filename): info for info in archive.infolist()}
+            missing = [name for name in ("x", "y") if name not in members]
             if missing:
                 raise DataFileError(
                     path,
-                    f"the .npz lacks array(s) {missing}; it has {sorted(names)} "
+                    f"the .npz lacks array(s) {missing}; it has {sorted(members)} "
                     "(expected 'x' [n, d] and 'y' [n])",
                 )
-            x = archive["x"]
-            y = archive["y"]
+            budget = max_bytes
+            arrays = []
+            for name in ("x", "y"):
+                array = _read_member(archive, members[name], name, path, budget)
+                budget -= array.nbytes
+                arrays.append(array)
     except DataFileError:
         raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
-        raise DataFileError(path, f"cannot read as .npz: {error}") from error
-    return x, y
+    except (
+        OSError,
+        ValueError,
+        EOFError,
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        zlib.error,
+        NotImplementedError,
+        RuntimeError,  # zipfile: an encrypted member
+        SyntaxError,  # numpy's header parser
+        TypeError,  # a header dict with values of the wrong types
+    ) as error:
+        raise DataFileError(path, f"cannot read as .npz: {_one_line(error)}") from error
+    return arrays[0], arrays[1]
 
 
-def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _array_name(member: str) -> str:
+    return member[: -len(".npy")] if member.endswith(".npy") else member
+
+
+def _read_member(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, path: Path, budget: int
+) -> np.ndarray:
+    where = f"array {name!r} ({info.filename})"
+    if info.flag_bits & 0x1:
+        raise DataFileError(path, f"{where} is encrypted")
+    if info.compress_type not in _ZIP_METHODS:
+        raise DataFileError(
+            path,
+            f"{where} uses zip compression method {info.compress_type}; expected stored or "
+            "deflate (what np.savez and np.savez_compressed write)",
+        )
+    if info.file_size > budget:
+        raise DataFileError(
+            path,
+            f"{where} declares {info.file_size} bytes uncompressed, more than the "
+            f"{budget} bytes left of the cap{_CAP_HINT}",
+        )
+    with archive.open(info) as stream:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            header = np.lib.format.read_array_header_1_0(stream, max_header_size=_MAX_NPY_HEADER)
+        elif version in ((2, 0), (3, 0)):
+            header = np.lib.format.read_array_header_2_0(stream, max_header_size=_MAX_NPY_HEADER)
+        else:
+            raise DataFileError(path, f"{where}: .npy format version {version} is not supported")
+        shape, fortran_order, dtype = header
+        if dtype.hasobject:
+            raise DataFileError(
+                path,
+                f"{where} holds Python objects (dtype {dtype}); data files must hold numbers "
+                "(object arrays would need pickle, which is never loaded)",
+            )
+        if dtype.kind not in _REAL_KINDS or dtype.names is not None or dtype.subdtype:
+            expected = "labels must be integers" if name == "y" else "expected real numbers"
+            raise DataFileError(path, f"{where}: {expected}, given dtype {dtype}")
+        count = math.prod(shape)
+        nbytes = count * dtype.itemsize
+        data_bytes = info.file_size - stream.tell()
+        if nbytes != data_bytes:
+            raise DataFileError(
+                path,
+                f"{where} declares shape {shape} of {dtype} ({nbytes} bytes) but the member "
+                f"holds {data_bytes} bytes of data",
+            )
+        # Allocated once at its checked size and filled in place: no bytes copy of the member.
+        array = np.empty(count, dtype=dtype)
+        view = memoryview(array).cast("B")
+        position = 0
+        while position < nbytes:
+            chunk = stream.read(min(_CHUNK_BYTES, nbytes - position))
+            if not chunk:
+                raise DataFileError(path, f"{where} ends after {position} of {nbytes} bytes")
+            view[position : position + len(chunk)] = chunk
+            position += len(chunk)
+        # Reading past the end makes zipfile check the CRC of what was inflated.
+        if stream.read(1):
+            raise DataFileError(path, f"{where} holds more bytes than its header declares")
+    return array.reshape(shape, order="F" if fortran_order else "C")
+
+
+# -- .csv -------------------------------------------------------------------------------------
+def _read_csv(handle: BinaryIO, path: Path, max_bytes: int) -> tuple[np.ndarray, np.ndarray]:
+    # The float64 table a CSV parses to can be 4x its text ("0," per cell): bound it before
+    # parsing, from its cells, counted in one pass over the bytes.
+    cells = 0
+    for chunk in iter(lambda: handle.read(_CHUNK_BYTES), b""):
+        cells += chunk.count(b",") + chunk.count(b"\n") + 1
+    if cells * 8 > max_bytes:
+        raise DataFileError(
+            path,
+            f"about {cells} cells parse to {cells * 8} bytes of float64, at most {max_bytes} "
+            f"allowed{_CAP_HINT}",
+        )
+    handle.seek(0)
+    text = io.TextIOWrapper(handle, encoding="utf-8-sig", newline="")
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.reader(handle)
-            # (line number, cells) of every non-blank row, so errors point at the real line.
-            rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise DataFileError(path, f"cannot read as .csv: {error}") from error
-    if not rows:
-        raise DataFileError(path, "empty file (expected a header row and samples)")
-    header = [cell.strip() for cell in rows[0][1]]
+        header_line, header = _csv_header(text, path)
+        label_index = _label_column(header, path)
+        try:
+            # Fast path: numpy's C parser. Anything it rejects (ragged rows, blank-looking
+            # lines, non-numbers) is read again by the precise path for a line-exact message.
+            with warnings.catch_warnings():
+                # "input contained no data": a header-only file, reported below in our words.
+                warnings.simplefilter("ignore", UserWarning)
+                table = np.loadtxt(
+                    text, delimiter=",", quotechar='"', ndmin=2, dtype=np.float64, encoding=None
+                )
+        except ValueError:
+            text.seek(0)
+            table = _csv_table_precise(text, path, header, header_line)
+    except UnicodeDecodeError as error:
+        raise DataFileError(path, f"not UTF-8 text: {error.reason} at byte {error.start}") from None
+    except (OSError, csv.Error) as error:
+        raise DataFileError(path, f"cannot read as .csv: {_one_line(error)}") from error
+    finally:
+        text.detach()
+    if table.shape[0] == 0:
+        raise DataFileError(path, "no samples (only a header)")
+    if table.shape[1] != len(header):
+        raise DataFileError(
+            path, f"line {header_line + 1}: expected {len(header)} columns, given {table.shape[1]}"
+        )
+    labels = table[:, label_index]
+    # Features straight into float32, without an intermediate float64 copy of the table.
+    features = np.empty((table.shape[0], table.shape[1] - 1), dtype=np.float32)
+    with np.errstate(over="ignore"):
+        features[:, :label_index] = table[:, :label_index]
+        features[:, label_index:] = table[:, label_index + 1 :]
+    return features, labels
+
+
+def _csv_header(text: io.TextIOWrapper, path: Path) -> tuple[int, list[str]]:
+    line_number = 0
+    for line in iter(text.readline, ""):
+        line_number += 1
+        if line.strip():
+            row = next(csv.reader([line]), [])
+            return line_number, [cell.strip() for cell in row]
+    raise DataFileError(path, "empty file (expected a header row and samples)")
+
+
+def _label_column(header: list[str], path: Path) -> int:
     label_columns = [index for index, name in enumerate(header) if name.lower() in LABEL_COLUMNS]
     if len(label_columns) != 1:
         raise DataFileError(
@@ -227,12 +420,18 @@ def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
             f"expected exactly one label column named 'label' or 'y' in the header, "
             f"given header {header}",
         )
-    label_index = label_columns[0]
-    body = rows[1:]
-    if not body:
-        raise DataFileError(path, "no samples (only a header)")
+    return label_columns[0]
+
+
+def _csv_table_precise(
+    text: io.TextIOWrapper, path: Path, header: list[str], header_line: int
+) -> np.ndarray:
+    reader = csv.reader(text)
     values = []
-    for line, row in body:
+    for row in reader:
+        if reader.line_num <= header_line or not any(cell.strip() for cell in row):
+            continue
+        line = reader.line_num
         if len(row) != len(header):
             raise DataFileError(
                 path, f"line {line}: expected {len(header)} columns, given {len(row)}"
@@ -244,8 +443,7 @@ def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
             raise DataFileError(
                 path, f"line {line}, column {header[column]!r}: not a number: {row[column]!r}"
             ) from None
-    table = np.asarray(values, dtype=np.float64)
-    return np.delete(table, label_index, axis=1), table[:, label_index]
+    return np.asarray(values, dtype=np.float64).reshape(len(values), len(header))
 
 
 def _is_number(text: str) -> bool:
@@ -254,6 +452,10 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def split_local(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int) -> LocalData:
@@ -309,6 +511,7 @@ def check_labels(y: np.ndarray, num_classes: int, source: str | os.PathLike) -> 
 
 
 __all__ = [
+    "DEFAULT_MAX_DATA_BYTES",
     "DataFileError",
     "LocalData",
     "check_arrays",

@@ -7,8 +7,12 @@ raw ctypes). It knows the kernel ABI's surface (kernels/ABI.md: export names, si
 - A module is compiled once per process and engine configuration, and cached on disk as
   wasmtime's serialized form, keyed by the module's sha256, the wasmtime version, the machine
   and the engine flags. A corrupt or stale cache entry is recompiled, never trusted.
-- A module is refused before anything runs if it is not valid wasm, imports anything, lacks a
-  required export (or has the wrong signature), or reports another ``sf_abi_version``.
+- A module is refused before it is compiled if its bytes declare more than
+  :class:`~client.sandbox_bounds.ModuleBounds` allows (size, imports, exports, functions,
+  tables, memories, globals, segments, a start function; client/sandbox_bounds.py), and before
+  anything of it runs if it is not valid wasm, lacks a required export (or has the wrong
+  signature), or reports another ``sf_abi_version``. Only an accepted module is written to the
+  disk cache or kept in this process.
 - Each job gets a fresh Store and Instance with a linear-memory cap, an optional fuel budget
   and an optional wall-clock deadline. Traps become typed errors naming the entry and the job;
   the process and the next job are unaffected.
@@ -35,6 +39,9 @@ from typing import Any
 import numpy as np
 import wasmtime
 from wasmtime import _ffi as wasmtime_ffi
+from wasmtime._extern import wrap_extern
+
+from client.sandbox_bounds import ModuleBounds, ModuleBoundsError, check_module_bounds
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +83,14 @@ ENGINE_CONFIG_REVISION = 2
 EPOCH_TICK_SECONDS = 0.01
 # The ticker thread stops after this long without deadline jobs.
 EPOCH_IDLE_SECONDS = 2.0
-# Budget for the refusal probe (instantiate + sf_abi_version): a hostile module cannot hang it.
+# Budget for the refusal probe (instantiate + sf_abi_version): a hostile module cannot hang it
+# or make it allocate more than this, whatever it declares.
 PROBE_FUEL = 10_000_000
+PROBE_DEADLINE_SECONDS = 1.0
+PROBE_MEMORY_BYTES = 64 * 2**20
+# The probe's engine has both fuel and epochs: the ClientApp's default limits use the same
+# engine, so loading a module and running its jobs compile it once.
+PROBE_FLAGS_FUEL, PROBE_FLAGS_EPOCH = True, True
 
 CACHE_DIR_ENV = "SANDFLOWER_CACHE_DIR"
 _CACHE_MAGIC = b"SFCWASM1"
@@ -226,6 +239,9 @@ class _EpochTicker:
                 self._engine.increment_epoch()
 
 
+_PROBE_FLAGS = _EngineFlags(fuel=PROBE_FLAGS_FUEL, epoch=PROBE_FLAGS_EPOCH)
+
+
 @dataclass
 class _Engine:
     engine: wasmtime.Engine
@@ -268,7 +284,7 @@ def _engine(flags: _EngineFlags) -> _Engine:
 
 # -- compiled modules: in-process and disk caches ---------------------------------------------
 _compiled_modules: dict[tuple[str, _EngineFlags], wasmtime.Module] = {}
-_compiled_lock = threading.Lock()
+_compiled_lock = threading.RLock()  # _load_compiled calls _remember under it
 
 
 def clear_compiled_cache() -> None:
@@ -302,9 +318,16 @@ def _compile(engine: wasmtime.Engine, wasm: bytes) -> wasmtime.Module:
 
 def _read_cache(path: Path, engine: wasmtime.Engine, sha256: str) -> wasmtime.Module | None:
     # Serialized modules are native code that wasmtime trusts; a digest over the payload keeps
-    # a truncated or corrupted file from ever reaching Module.deserialize.
+    # a truncated or corrupted file from ever reaching Module.deserialize. The digest is no
+    # defence against someone who can write the file, so an entry that another user owns or
+    # that others may write is never deserialized either.
     try:
-        blob = path.read_bytes()
+        with open(path, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if info.st_uid != os.getuid() or info.st_mode & 0o022:
+                log.warning("module cache %s is writable by others or not ours: recompiling", path)
+                return None
+            blob = handle.read()
     except FileNotFoundError:
         return None
     except OSError as error:
@@ -330,7 +353,7 @@ def _write_cache(path: Path, module: wasmtime.Module, sha256: str) -> None:
     payload = bytes(module.serialize())
     blob = _CACHE_MAGIC + bytes.fromhex(sha256) + hashlib.sha256(payload).digest() + payload
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         # Atomic: readers (other processes) see the old file or the whole new one.
         fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
         try:
@@ -345,16 +368,24 @@ def _write_cache(path: Path, module: wasmtime.Module, sha256: str) -> None:
 
 
 def _load_compiled(
-    wasm: bytes, sha256: str, name: str, flags: _EngineFlags, cache_dir: Path
-) -> wasmtime.Module:
+    wasm: bytes, sha256: str, name: str, flags: _EngineFlags, cache_dir: Path, *, accepted: bool
+) -> tuple[wasmtime.Module, bool]:
+    """The module compiled for ``flags`` (from this process, the disk cache, or compiled), and
+    whether it was compiled by this call.
+
+    Only an ``accepted`` module (one that passed every check) is kept in this process and
+    written to the disk cache: a refused module leaves nothing behind.
+    """
     key = (sha256, flags)
     with _compiled_lock:
         found = _compiled_modules.get(key)
         if found is not None:
-            return found
+            return found, False
         engine = _engine(flags).engine
         path = cache_path(cache_dir, sha256, flags)
+        # Entries exist only for modules that were accepted once; the checks run again anyway.
         module = _read_cache(path, engine, sha256)
+        fresh = module is None
         if module is None:
             try:
                 module = _compile(engine, wasm)
@@ -362,9 +393,19 @@ def _load_compiled(
                 raise ModuleRefused(
                     f"module {name}: not a valid wasm module: {_one_line(error)}"
                 ) from error
-            _write_cache(path, module, sha256)
-        _compiled_modules[key] = module
-        return module
+        if accepted:
+            _remember(module, sha256, flags, cache_dir, write=fresh)
+        return module, fresh
+
+
+def _remember(
+    module: wasmtime.Module, sha256: str, flags: _EngineFlags, cache_dir: Path, *, write: bool
+) -> None:
+    """Keep an accepted module in this process, and on disk when it was freshly compiled."""
+    with _compiled_lock:
+        _compiled_modules.setdefault((sha256, flags), module)
+    if write:
+        _write_cache(cache_path(cache_dir, sha256, flags), module, sha256)
 
 
 # -- value types, read without wasmtime's ValType.__str__/__eq__ --------------------------------
@@ -437,6 +478,13 @@ class KernelModule:
         Hex sha256 of the module's wasm bytes (what a coordinator pins).
     name
         Where the module came from, for messages.
+    bounds
+        What the module was allowed to declare (:class:`ModuleBounds`).
+
+    Loading checks, in this order, stopping at the first refusal: the declared counts and
+    sizes against ``bounds`` (on the bytes, nothing compiled), compilation (wasmtime validates),
+    imports and required exports, then ``sf_abi_version`` in a throwaway Store capped in fuel,
+    time, memory, tables and instances. Only then is the compiled module cached.
     """
 
     def __init__(
@@ -447,15 +495,29 @@ class KernelModule:
         cache_dir: str | os.PathLike | None,
         required_exports: tuple[str, ...] | list[str],
         abi_version: int | None,
+        bounds: ModuleBounds | None = None,
     ) -> None:
         self.name = name
+        self.bounds = bounds or ModuleBounds()
+        if not isinstance(self.bounds, ModuleBounds):
+            raise TypeError(f"bounds: expected a ModuleBounds, given {type(bounds)}")
+        try:
+            check_module_bounds(wasm, self.bounds)
+        except ModuleBoundsError as error:
+            raise ModuleRefused(f"module {name}: {error}") from error
         self.sha256 = hashlib.sha256(wasm).hexdigest()
         self._wasm = wasm
         self._cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-        plain = self._compiled(_EngineFlags(fuel=False, epoch=False))
-        self._functions, self._memories = self._check_interface(plain, tuple(required_exports))
+        self._accepted = False
+        # One compilation for all checks: the probe's engine (fuel + epoch interruption).
+        probed, fresh = _load_compiled(
+            wasm, self.sha256, name, _PROBE_FLAGS, self._cache_dir, accepted=False
+        )
+        self._functions, self._memories = self._check_interface(probed, tuple(required_exports))
         if abi_version is not None:
-            self._check_abi_version(abi_version)
+            self._check_abi_version(abi_version, probed)
+        self._accepted = True
+        _remember(probed, self.sha256, _PROBE_FLAGS, self._cache_dir, write=fresh)
 
     @classmethod
     def from_file(
@@ -465,15 +527,22 @@ class KernelModule:
         cache_dir: str | os.PathLike | None = None,
         required_exports: tuple[str, ...] | list[str] = KERNEL_EXPORTS,
         abi_version: int | None = ABI_VERSION,
+        bounds: ModuleBounds | None = None,
     ) -> KernelModule:
-        """Load, validate and compile the .wasm file at ``path`` (OSError if unreadable)."""
-        wasm = Path(path).read_bytes()
+        """Load, validate and compile the .wasm file at ``path`` (OSError if unreadable).
+
+        A file over ``bounds.max_module_bytes`` is refused without reading it whole.
+        """
+        bounds = bounds or ModuleBounds()
+        with open(path, "rb") as handle:
+            wasm = handle.read(bounds.max_module_bytes + 1)
         return cls(
             wasm,
             name=str(path),
             cache_dir=cache_dir,
             required_exports=required_exports,
             abi_version=abi_version,
+            bounds=bounds,
         )
 
     @classmethod
@@ -485,6 +554,7 @@ class KernelModule:
         cache_dir: str | os.PathLike | None = None,
         required_exports: tuple[str, ...] | list[str] = KERNEL_EXPORTS,
         abi_version: int | None = ABI_VERSION,
+        bounds: ModuleBounds | None = None,
     ) -> KernelModule:
         """Validate and compile a module given as wasm bytes, or as WAT text when ``str``."""
         if isinstance(data, str):
@@ -502,6 +572,7 @@ class KernelModule:
             cache_dir=cache_dir,
             required_exports=required_exports,
             abi_version=abi_version,
+            bounds=bounds,
         )
 
     def __repr__(self) -> str:
@@ -513,7 +584,10 @@ class KernelModule:
 
     # -- internals --------------------------------------------------------------------------
     def _compiled(self, flags: _EngineFlags) -> wasmtime.Module:
-        return _load_compiled(self._wasm, self.sha256, self.name, flags, self._cache_dir)
+        module, _ = _load_compiled(
+            self._wasm, self.sha256, self.name, flags, self._cache_dir, accepted=self._accepted
+        )
+        return module
 
     def _check_interface(
         self, module: wasmtime.Module, required: tuple[str, ...]
@@ -553,23 +627,29 @@ class KernelModule:
                 )
         return functions, memories
 
-    def _check_abi_version(self, expected: int) -> None:
+    def _check_abi_version(self, expected: int, module: wasmtime.Module) -> None:
         signature = self._functions.get("sf_abi_version")
         if signature != KERNEL_SIGNATURES["sf_abi_version"]:
             raise ModuleRefused(
                 f"module {self.name}: needs an export sf_abi_version () -> (i32) to check "
                 f"ABI version {expected}"
             )
-        # A throwaway, metered store: a start function or sf_abi_version that never returns
-        # is refused rather than hanging the loader. The module imports nothing, so whatever
-        # ran here runs the same way in every later job.
-        module = self._compiled(_EngineFlags(fuel=True, epoch=False))
-        store = wasmtime.Store(_engine(_EngineFlags(fuel=True, epoch=False)).engine)
-        store.set_limits(memory_size=Limits().memory_bytes, instances=1, memories=1)
+        # A throwaway store capped in fuel, wall time, memory, tables and instances: an
+        # sf_abi_version that loops, grows a table or memory is refused rather than hanging or
+        # exhausting the loader (start functions are refused before compiling). The module
+        # imports nothing, so whatever ran here runs the same way in every later job.
+        engine = _engine(_PROBE_FLAGS)
+        store = wasmtime.Store(engine.engine)
+        _set_store_limits(store, PROBE_MEMORY_BYTES, self.bounds)
         store.set_fuel(PROBE_FUEL)
+        assert engine.ticker is not None
+        engine.ticker.acquire()
+        store.set_epoch_deadline(math.ceil(PROBE_DEADLINE_SECONDS / EPOCH_TICK_SECONDS) + 1)
         try:
             instance = wasmtime.Instance(store, module, [])
-            given = instance.exports(store)["sf_abi_version"](store)
+            version_func = _instance_export(store, instance, "sf_abi_version")
+            assert isinstance(version_func, wasmtime.Func)
+            given = version_func(store)
         except wasmtime.Trap as error:
             raise ModuleRefused(
                 f"module {self.name}: trapped while reporting its ABI version "
@@ -580,6 +660,8 @@ class KernelModule:
                 f"module {self.name}: cannot be instantiated to check its ABI version: "
                 f"{_one_line(error)}"
             ) from error
+        finally:
+            engine.ticker.release()
         if given != expected:
             raise ModuleRefused(
                 f"module {self.name}: sf_abi_version() returned {given}, expected {expected}"
@@ -608,15 +690,7 @@ class Job:
         engine = _engine(flags)
         compiled = module._compiled(flags)
         self._store = wasmtime.Store(engine.engine)
-        # One instance with one memory; tables are capped too so that nothing but the linear
-        # memory cap decides how much a job may hold.
-        self._store.set_limits(
-            memory_size=limits.memory_bytes,
-            table_elements=100_000,
-            instances=1,
-            tables=8,
-            memories=1,
-        )
+        _set_store_limits(self._store, limits.memory_bytes, module.bounds)
         if limits.fuel is not None:
             self._store.set_fuel(limits.fuel)
         self._release_ticker = None
@@ -643,7 +717,8 @@ class Job:
                     job=name,
                 ) from error
             raise KernelError(_one_line(error), entry="instantiate", job=name) from error
-        self._exports = self._instance.exports(self._store)
+        # Exports are looked up by name when first used (never all of them): opening a job costs
+        # the same whatever the module exports.
         self._funcs: dict[str, wasmtime.Func] = {}
         self._memory: wasmtime.Memory | None = None
 
@@ -663,7 +738,6 @@ class Job:
             self._release_ticker()
         self._store = None
         self._instance = None
-        self._exports = None
         self._funcs = {}
         self._memory = None
 
@@ -715,7 +789,14 @@ class Job:
             for i, (t, v) in enumerate(zip(params, args, strict=True))
         ]
         if func is None:
-            func = self._exports[entry]
+            found = _instance_export(store, self._instance, entry)
+            if not isinstance(found, wasmtime.Func):
+                raise KernelError(
+                    f"module {self._module.name} has no function export {entry!r}",
+                    entry=entry,
+                    job=self.name,
+                )
+            func = found
             self._funcs[entry] = func
         started = time.perf_counter()
         try:
@@ -873,13 +954,46 @@ class Job:
             memories = self._module._memories
             name = MEMORY_EXPORT if MEMORY_EXPORT in memories else next(iter(memories), None)
             if name is not None:
-                self._memory = self._exports[name]
+                found = _instance_export(self._store, self._instance, name)
+                if isinstance(found, wasmtime.Memory):
+                    self._memory = found
         return self._memory
 
     def _open_store(self, entry: str) -> wasmtime.Store:
         if self._store is None:
             raise KernelError("the job is closed", entry=entry, job=self.name)
         return self._store
+
+
+def _set_store_limits(store: wasmtime.Store, memory_bytes: int, bounds: ModuleBounds) -> None:
+    # One instance, at most the tables and memories the bounds let a module declare, tables
+    # capped at the declared bound too: nothing but the linear-memory cap decides how much a
+    # store may hold (a table.grow by 3e8 entries fails inside wasm instead of allocating).
+    store.set_limits(
+        memory_size=memory_bytes,
+        table_elements=max(bounds.max_table_elements, 1),
+        instances=1,
+        tables=max(bounds.max_tables, 1),
+        memories=max(bounds.max_memories, 1),
+    )
+
+
+def _instance_export(
+    store: wasmtime.Store, instance: wasmtime.Instance, name: str
+) -> wasmtime.Func | wasmtime.Memory | Any | None:
+    # Instance.exports() wraps every export of the instance (its cost grows with the export
+    # count, ~25 s for 40,000); this asks wasmtime for one export by name.
+    raw = name.encode("utf-8")
+    buffer = ctypes.create_string_buffer(raw, len(raw))
+    item = wasmtime_ffi.wasmtime_extern_t()
+    found = wasmtime_ffi.wasmtime_instance_export_get(
+        store._context(),
+        ctypes.byref(instance._instance),
+        ctypes.cast(buffer, ctypes.POINTER(ctypes.c_char)),
+        len(raw),
+        ctypes.byref(item),
+    )
+    return wrap_extern(item) if found else None
 
 
 def _one_line(error: Exception) -> str:
@@ -916,6 +1030,7 @@ __all__ = [
     "KernelStatusError",
     "KernelTrapped",
     "Limits",
+    "ModuleBounds",
     "MemoryLimitReached",
     "ModuleRefused",
     "OutOfBounds",

@@ -125,7 +125,7 @@ BAD_FILES = {
     "pickled objects": (
         lambda p: _write_npz(p, x=np.array([{"a": 1}], dtype=object), y=np.zeros(1, int)),
         "client.npz",
-        "cannot read as .npz",
+        "holds Python objects",
     ),
     "an npy named npz": (
         lambda p: p.write_bytes(_npy_bytes(np.ones((2, 2)))),
@@ -162,7 +162,7 @@ BAD_FILES = {
     "csv not utf-8": (
         lambda p: p.write_bytes(b"a,label\n\xff\xfe,1\n"),
         "client.csv",
-        "cannot read as .csv",
+        "not UTF-8 text",
     ),
 }
 
