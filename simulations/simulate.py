@@ -34,7 +34,8 @@ def run_federation(
     ----------
     run_config : the flat run config (``Scenario.to_run_config()``).
     out_dir : the run folder (report.json, rounds.csv, clients.csv, report.html, final_model.npz).
-    client_app : the ClientApp to run (default: ``client.client_app.app``); tests pass a
+    client_app : the ClientApp to run (default: ``client.client_app.app``, wrapped by
+        ``simulations.faults`` when the run config has ``faults-*`` keys); tests pass a
         wrapped one to play a misbehaving client.
     on_round : called with each finished RoundReport (progress display).
 
@@ -49,7 +50,12 @@ def run_federation(
     from simulations.flower_app import build_server_app
 
     if client_app is None:
-        from client.client_app import app as client_app
+        from simulations.faults import FaultConfig
+
+        if FaultConfig.from_mapping(run_config).active:
+            from simulations.faults import app as client_app
+        else:
+            from client.client_app import app as client_app
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
