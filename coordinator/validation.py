@@ -251,7 +251,8 @@ class WeightPolicy:
     ``max_num_examples`` (0: off) is an absolute bound; ``max_examples_ratio`` (0: off) bounds
     a claim by that many times the median claim of the round's OK replies (robust while fewer
     than half of them lie); ``expected`` gives, where the coordinator knows it (simulation: the
-    partition's size), the count a client may claim at most.
+    partition's size), the count a client may claim at most, and such a claim is exempt from
+    the ratio (it is checked against the truth).
     """
 
     max_num_examples: int = 0
@@ -271,13 +272,15 @@ class WeightPolicy:
                 used, note = self.max_num_examples, f"max-num-examples {self.max_num_examples}"
             bounded.append((used, note))
         if self.max_examples_ratio and bounded:
+            # A claim checked against a known size needs no heuristic: the ratio bounds only
+            # the claims nobody can check (data sets are often skewed far beyond 10x).
             median = float(np.median([used for used, _ in bounded]))
             cap = max(1, int(math.floor(self.max_examples_ratio * median)))
             bounded = [
                 (cap, f"{self.max_examples_ratio:g} x the round's median claim {median:g}")
-                if used > cap
+                if used > cap and known is None
                 else (used, note)
-                for used, note in bounded
+                for (used, note), known in zip(bounded, expected, strict=True)
             ]
         return [
             (used, f"num-examples {claim} clipped to {used} ({note})" if used != claim else "")

@@ -166,3 +166,14 @@ def test_the_weight_policy_only_lowers_claims_and_bounds_them(claims, ratio, bou
     assert sorted(bounded) == sorted(
         WeightPolicy(max_num_examples=bound, max_examples_ratio=ratio).clip(claims[::-1])
     )
+
+
+def test_known_sizes_are_authoritative_and_exempt_from_the_ratio():
+    policy = WeightPolicy(max_examples_ratio=2.0)
+    claims = [10, 10, 10, 1000, 10**12]
+    bounded = policy.clip(claims, expected=[10, 10, 10, 1000, 50])
+    # 1000 is this partition's true size: skewed data is not clipped where the truth is known.
+    assert [weight for weight, _ in bounded] == [10, 10, 10, 1000, 50]
+    assert "the partition's size 50" in bounded[4][1]
+    unknown = policy.clip(claims)
+    assert [weight for weight, _ in unknown] == [10, 10, 10, 20, 20]
