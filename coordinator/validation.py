@@ -2,11 +2,12 @@
 
 A train reply is OK only when it answers this round's train message, carries exactly one
 ArrayRecord whose arrays have the global model's names, shapes and dtype (float32), every value
-finite, a delta whose L2 norm is within ``max-delta-norm``, and exactly one MetricRecord (no
-ConfigRecord) whose metrics are plausible: ``num-examples`` an integer in [1, 2**63 - 1],
+finite, a delta whose L2 norm is within ``max-delta-norm``, and exactly one MetricRecord whose
+metrics are plausible: ``num-examples`` an integer in [1, 2**63 - 1],
 ``train-loss`` present, finite and >= 0 (cross-entropy), and where present ``kernel-seconds``
 finite and >= 0, ``fuel-used`` and ``reply-bytes`` integers in [0, 2**63 - 1], ``partition-id``
-an integer in [-1, 2**31 - 1]. An evaluate reply: exactly one MetricRecord, no other record,
+an integer in [-1, 2**31 - 1]; other records and unknown metric keys are ignored (their bytes
+are counted). An evaluate reply: exactly one MetricRecord,
 ``num-examples`` as above, ``eval-loss`` finite and >= 0, ``eval-accuracy`` in [0, 1].
 Anything else is REJECTED with a reason and never aggregated. An error reply (the client
 could not train) is FAILED: counted, reported, not fatal.
@@ -220,9 +221,16 @@ def _check_evaluate_reply(message: Message, server_round: int | None) -> Evaluat
     partition_id, partition_problem = _partition(metrics)
     claimed, examples_problem = _num_examples(metrics)
     loss, loss_problem = _float_value(metrics, "eval-loss", low=0.0, high=math.inf, required=True)
+    if loss_problem and "eval-loss" not in metrics:
+        loss_problem = "eval-loss is nan (the MetricRecord lacks 'eval-loss')"
+    elif loss_problem and not math.isfinite(loss):
+        loss_problem = f"eval-loss is {loss}"
     accuracy, accuracy_problem = _float_value(
         metrics, "eval-accuracy", low=0.0, high=1.0, required=True
     )
+    if accuracy_problem and isinstance(metrics.get("eval-accuracy"), int | float):
+        if not isinstance(metrics["eval-accuracy"], bool):
+            accuracy_problem = f"eval-accuracy {accuracy} is not in [0, 1]"
     base = {
         "node_id": node_id,
         "bytes_uploaded": bytes_uploaded,
@@ -333,11 +341,8 @@ def _envelope_problem(message: Message, message_type: str, server_round: int | N
         return f"a {_show_text(kind)} reply, expected a {message_type} reply"
     if server_round is not None and str(metadata.group_id) != str(server_round):
         return f"a reply to round {_show_text(metadata.group_id)}, expected round {server_round}"
-    content = message.content
-    if len(content.config_records):
-        return f"unexpected ConfigRecord(s) {_show(sorted(content.config_records))}"
-    if message_type == MessageType.EVALUATE and len(content.array_records):
-        return f"an evaluate reply carries no ArrayRecord, given {len(content.array_records)}"
+    # Records the contract has no place for (a ConfigRecord; arrays in an evaluate reply) are
+    # ignored: nothing reads them, and their bytes are counted in bytes_uploaded.
     return ""
 
 
@@ -351,6 +356,9 @@ def _single_metric_record(message: Message) -> tuple[MetricRecord | None, str]:
 def _num_examples(metrics: MetricRecord) -> tuple[int, str]:
     """The claim (clamped to [0, INT64_MAX] for the report) and the problem with it."""
     value, problem = _int_value(metrics, "num-examples", low=1, high=INT64_MAX, required=True)
+    claim = metrics.get("num-examples")
+    if problem and isinstance(claim, int) and not isinstance(claim, bool) and claim <= 0:
+        problem = f"'num-examples' must be > 0, given {claim}"
     return (value if not problem else _clamp_claim(metrics.get("num-examples"))), problem
 
 
