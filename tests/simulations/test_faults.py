@@ -272,3 +272,7 @@ def test_the_module_level_app_wraps_the_sandflower_client_app():
 
     assert isinstance(faults.app, ClientApp) and faults.app is faults.app
     assert faults.app is not sandflower_app
+    # An engine's worker process finds it by reference, as Flower's loader does.
+    from flwr.supercore.object_ref import load_app
+
+    assert load_app("simulations.faults:app", error_type=ValueError) is faults.app
