@@ -436,3 +436,15 @@ def test_a_huge_evaluate_claim_is_clipped(tmp_path):
         c.eval_accuracy for c in report.rounds[0].clients if int(c.node_id) != grid.hostile_node
     ]
     assert report.rounds[0].federated_eval_accuracy == pytest.approx(sum(others) / NUM_CLIENTS)
+
+
+def test_the_full_report_writer_renders_hostile_rows(tmp_path):
+    # report.html and the CSV files, not only report.json, take whatever a client sent.
+    grid = HostileGrid(error(2**62, "<script>alert(1)</script>\x00" + "x" * 5000))
+    config = FederationConfig.from_run_config(run_config(tmp_path, num_rounds=1))
+    report = run_federation(grid, config)
+    assert report.status == "completed"
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)" in page
+    clients_csv = (tmp_path / "run" / "clients.csv").read_text()
+    assert "client error 4611686018427387904" in clients_csv
