@@ -35,6 +35,20 @@ DATA_KEYS: tuple[str, ...] = (
     "test-fraction",
 )
 
+# Fault-injection keys of a simulation scenario's [faults] section (simulations.faults reads
+# them). The coordinator forwards them to the clients like the data keys and does not interpret
+# them; they are listed here because coordinator/ must not import simulations/.
+FAULT_KEYS: tuple[str, ...] = (
+    "faults-dropout",
+    "faults-crash",
+    "faults-slow",
+    "faults-slow-fuel",
+    "faults-byzantine",
+    "faults-attack",
+    "faults-attack-scale",
+    "faults-noise-std",
+)
+
 # Keys that may be left out, and the value they then take. Each default is the value that
 # switches the feature off, so leaving a key out never changes what the federation computes
 # in a surprising way.
@@ -44,6 +58,12 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "server-lr": 1.0,  # W_next = W + aggregate(deltas)
         "proximal-mu": 0.0,  # no proximal term
         "kernel-sha256": "",  # no kernel pin
+        "clip-delta-norm": math.inf,  # no server-side clipping of deltas
+        "max-num-examples": 0,  # no absolute bound on a client's num-examples claim
+        # A num-examples claim above this many times the round's median claim is clipped to
+        # it (0: off). A safety default, not an off switch: one client claiming 10**12
+        # examples must not take over a weighted mean (validation.clip_num_examples).
+        "max-examples-ratio": 10.0,
     }
 )
 
@@ -62,7 +82,9 @@ REQUIRED_KEYS: tuple[str, ...] = (
     "out-dir",
 )
 
-KNOWN_KEYS: frozenset[str] = frozenset(REQUIRED_KEYS) | frozenset(DEFAULTS) | frozenset(DATA_KEYS)
+KNOWN_KEYS: frozenset[str] = (
+    frozenset(REQUIRED_KEYS) | frozenset(DEFAULTS) | frozenset(DATA_KEYS) | frozenset(FAULT_KEYS)
+)
 
 ConfigScalar = str | int | float | bool
 
@@ -96,6 +118,10 @@ class FederationConfig:
     out_dir: Path
     kernel_sha256: str
     data: tuple[tuple[str, ConfigScalar], ...]  # the data keys present, in DATA_KEYS order
+    clip_delta_norm: float = math.inf  # OK deltas above this L2 norm are scaled down to it
+    max_num_examples: int = 0  # 0: no absolute bound on num-examples claims
+    max_examples_ratio: float = 10.0  # 0: no bound relative to the round's median claim
+    faults: tuple[tuple[str, ConfigScalar], ...] = ()  # FAULT_KEYS present, forwarded as is
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -148,6 +174,7 @@ class FederationConfig:
                 "kernel-sha256", f"expected 64 hex digits or '', given {kernel_sha256!r}"
             )
         data = tuple((key, _scalar(values, key)) for key in DATA_KEYS if key in values)
+        faults = tuple((key, _scalar(values, key)) for key in FAULT_KEYS if key in values)
 
         return cls(
             scenario=_string(values, "scenario"),
@@ -167,6 +194,10 @@ class FederationConfig:
             out_dir=Path(_string(values, "out-dir", allow_empty=False)),
             kernel_sha256=kernel_sha256,
             data=data,
+            clip_delta_norm=_positive(values, "clip-delta-norm", allow_inf=True),
+            max_num_examples=_integer(values, "max-num-examples", minimum=0),
+            max_examples_ratio=_ratio(values, "max-examples-ratio"),
+            faults=faults,
         )
 
     # -- derived views --------------------------------------------------------------------------
@@ -194,7 +225,11 @@ class FederationConfig:
             "max-delta-norm": self.max_delta_norm,
             "out-dir": str(self.out_dir),
             "kernel-sha256": self.kernel_sha256,
+            "clip-delta-norm": self.clip_delta_norm,
+            "max-num-examples": self.max_num_examples,
+            "max-examples-ratio": self.max_examples_ratio,
             **dict(self.data),
+            **dict(self.faults),
         }
 
     def client_config(self, server_round: int) -> dict[str, ConfigScalar]:
@@ -209,6 +244,7 @@ class FederationConfig:
             "model": str(self.model),
             "kernel-sha256": self.kernel_sha256,
             **dict(self.data),
+            **dict(self.faults),
         }
 
 
@@ -254,6 +290,13 @@ def _non_negative(values: Mapping[str, Any], key: str) -> float:
     number = _number(values, key)
     if not 0 <= number < math.inf:
         raise RunConfigError(key, f"expected a finite number >= 0, given {number}")
+    return number
+
+
+def _ratio(values: Mapping[str, Any], key: str) -> float:
+    number = _number(values, key)
+    if not (number == 0 or 1 <= number < math.inf):
+        raise RunConfigError(key, f"expected 0 (off) or a finite number >= 1, given {number}")
     return number
 
 

@@ -475,6 +475,9 @@ _CLIENT_COLUMNS = [
     ("eval loss", ""),
     ("eval acc", ""),
     ("eval examples", ""),
+    ("claimed examples", ""),
+    ("norm clip", ""),
+    ("injected fault", "text"),
 ]
 
 
@@ -567,6 +570,14 @@ def _client_row(client: ClientResult) -> list[str]:
         _td(format_significant(client.eval_loss) if sampled_for_eval else "—"),
         _td(format_fixed(client.eval_accuracy, 4) if sampled_for_eval else "—"),
         _td(f"{client.eval_num_examples:,}" if sampled_for_eval else "—"),
+        # What the client claimed, where a weight policy clipped it (the note says why).
+        _td(
+            f"{client.claimed_num_examples:,}" if client.num_examples_note else "",
+            title=client.num_examples_note or None,
+        ),
+        _td(format_fixed(client.clip_factor, 3) if 0 < client.clip_factor < 1 else ""),
+        # Ground truth of a simulation with [faults]: what this client was made to do.
+        _td(", ".join(filter(None, (client.injected_fault, client.attack))), "text"),
     ]
 
 

@@ -34,7 +34,8 @@ from protos.report_pb2 import RoundReport, RunReport, Versions
 from .aggregation import model_sha256
 from .config import FederationConfig
 from .flower_strategies import build_flower_strategy
-from .strategy import DeltaStrategy, RoundFailedError
+from .strategy import DeltaStrategy, ExpectedExamples, FaultLabels, RoundFailedError
+from .validation import WeightPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +93,8 @@ def run_federation(
     on_round: OnRound | None = None,
     timeout: float = REPLY_TIMEOUT_SECONDS,
     write_report: WriteReport | None = None,
+    expected_num_examples: ExpectedExamples | None = None,
+    fault_labels: FaultLabels | None = None,
 ) -> RunReport:
     """Run ``config.num_rounds`` rounds on ``grid``; write the run folder; return the report.
 
@@ -103,6 +106,10 @@ def run_federation(
     timeout : seconds a round waits for replies.
     write_report : ``(out_dir, report) -> None``, called at the start, after every round and
         at the end; default ``coordinator.report_writer.write_run``.
+    expected_num_examples : ``(partition id, "train" | "evaluate") -> count | None``, where
+        the layer above knows each partition's size (simulation): a larger claim is clipped.
+    fault_labels : ``(partition id, round) -> (fault, attack)`` from a simulation that injects
+        faults; the report marks each client with them.
 
     Raises
     ------
@@ -129,15 +136,20 @@ def run_federation(
         fraction_train=config.fraction_train,
         fraction_evaluate=config.fraction_evaluate,
         rule_name=config.strategy,
+        clip_delta_norm=config.clip_delta_norm,
+        weight_policy=WeightPolicy(config.max_num_examples, config.max_examples_ratio),
+        expected_num_examples=expected_num_examples,
+        fault_labels=fault_labels,
     )
     strategy.summary()
     global_weights = config.model.init_params(config.seed)
     write(out_dir, report)
     try:
-        if config.fraction_train < 1.0:
+        if config.fraction_train < 1.0 or fault_labels is not None:
             # Partial sampling draws from nodes in partition order, which needs the partitions
             # before round 1 (with full training, round 1's replies tell them in time for the
-            # evaluation sample).
+            # evaluation sample). Fault labels need them too: a crashed client's error reply
+            # names no partition.
             found = strategy.learn_partitions(
                 grid,
                 _arrays(global_weights),

@@ -31,7 +31,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -72,11 +72,15 @@ from .aggregation import (
 from .flower_strategies import applies_server_lr_itself
 from .sampling import sample_nodes
 from .validation import (
+    INT32_MAX,
+    INT64_MAX,
     NO_PARTITION,
     EvaluateReply,
     TrainReply,
+    WeightPolicy,
     check_evaluate_reply,
     check_train_reply,
+    clip_delta,
     record_bytes,
 )
 
@@ -89,6 +93,11 @@ PURPOSE_EVALUATE = 1
 ARRAYS_KEY = "arrays"
 CONFIG_KEY = "config"
 NODE_WAIT_SECONDS = 1.0
+
+# (partition id, "train" | "evaluate") -> the examples that partition holds, or None: unknown.
+ExpectedExamples = Callable[[int, str], int | None]
+# (partition id, round) -> (injected fault, attack): ground truth from a simulation's faults.
+FaultLabels = Callable[[int, int], tuple[str, str]]
 
 
 class RoundFailedError(RuntimeError):
@@ -146,8 +155,16 @@ class DeltaStrategy(Strategy):
         fraction_train: float,
         fraction_evaluate: float,
         rule_name: str = "",
+        clip_delta_norm: float = math.inf,
+        weight_policy: WeightPolicy | None = None,
+        expected_num_examples: ExpectedExamples | None = None,
+        fault_labels: FaultLabels | None = None,
     ) -> None:
         self.flower_strategy = flower_strategy
+        self.clip_delta_norm = float(clip_delta_norm)
+        self.weight_policy = weight_policy or WeightPolicy()
+        self.expected_num_examples = expected_num_examples
+        self.fault_labels = fault_labels
         self.seed = int(seed)
         self.server_lr = float(server_lr)
         self.max_delta_norm = float(max_delta_norm)
@@ -232,7 +249,10 @@ class DeltaStrategy(Strategy):
         state = self._state(server_round)
         shapes = {name: array.shape for name, array in state.global_weights.items()}
         checked = _admit(
-            [check_train_reply(reply, shapes, self.max_delta_norm) for reply in replies],
+            [
+                check_train_reply(reply, shapes, self.max_delta_norm, server_round=server_round)
+                for reply in replies
+            ],
             state.train_nodes,
         )
         checked += [
@@ -241,8 +261,13 @@ class DeltaStrategy(Strategy):
         ]
         self._remember_partitions(checked)
         checked.sort(key=lambda reply: self.node_order_key(reply.node_id))
+        claimed = {reply.node_id: reply.num_examples for reply in checked}
+        checked, weight_notes = self._bound_weights(checked, "train")
+        checked, clip_factors = self._clip_deltas(checked)
         usable = [reply for reply in checked if reply.ok]
         report = state.report
+        report.clients_clipped = sum(factor < 1.0 for factor in clip_factors.values())
+        report.clients_weight_clipped = sum(bool(note) for note in weight_notes.values())
         report.clients_succeeded = len(usable)
         report.clients_failed = sum(reply.status == FAILED for reply in checked)
         report.clients_rejected = sum(reply.status == REJECTED for reply in checked)
@@ -255,9 +280,13 @@ class DeltaStrategy(Strategy):
             clients[reply.node_id] = report.clients.add()
             clients[reply.node_id].CopyFrom(_client_result(reply, state.bytes_per_train_message))
             # An error reply carries no partition id; an earlier reply may have told it.
-            clients[reply.node_id].partition_id = self.partition_of(reply.node_id)
+            clients[reply.node_id].partition_id = _int32(self.partition_of(reply.node_id))
+            clients[reply.node_id].claimed_num_examples = _int64(claimed[reply.node_id])
+            clients[reply.node_id].num_examples_note = weight_notes.get(reply.node_id, "")
+            clients[reply.node_id].clip_factor = clip_factors.get(reply.node_id, 1.0)
+            self._label(clients[reply.node_id], reply.node_id, server_round)
         report.bytes_downloaded += state.bytes_per_train_message * len(state.train_nodes)
-        report.bytes_uploaded += sum(reply.bytes_uploaded for reply in checked)
+        report.bytes_uploaded = _int64(sum(reply.bytes_uploaded for reply in checked))
         if not usable:
             reasons = (
                 "; ".join(f"{self._client_name(r.node_id)}: {r.reason}" for r in checked)
@@ -312,31 +341,47 @@ class DeltaStrategy(Strategy):
     ) -> MetricRecord | None:
         """Record each evaluation in the round report; return the weighted means (or None)."""
         state = self._state(server_round)
-        checked = _admit([check_evaluate_reply(reply) for reply in replies], state.evaluate_nodes)
+        checked = _admit(
+            [check_evaluate_reply(reply, server_round=server_round) for reply in replies],
+            state.evaluate_nodes,
+        )
         checked += [
             EvaluateReply(node_id, FAILED, "no reply before the timeout")
             for node_id in sorted(set(state.evaluate_nodes) - {reply.node_id for reply in checked})
         ]
         self._remember_partitions(checked)
+        claimed = {reply.node_id: reply.num_examples for reply in checked}
+        checked, weight_notes = self._bound_weights(checked, "evaluate")
         report = state.report
         by_node = {int(client.node_id): client for client in report.clients}
         for reply in sorted(checked, key=lambda reply: self.node_order_key(reply.node_id)):
             client = by_node.get(reply.node_id)
             if client is None:  # evaluated but not trained this round
                 client = report.clients.add(
-                    node_id=str(reply.node_id), partition_id=self.partition_of(reply.node_id)
+                    node_id=str(reply.node_id),
+                    partition_id=_int32(self.partition_of(reply.node_id)),
+                    clip_factor=1.0,
                 )
+                self._label(client, reply.node_id, server_round)
                 by_node[reply.node_id] = client
             client.eval_status = reply.status
             client.eval_loss = reply.eval_loss
             client.eval_accuracy = reply.eval_accuracy
-            client.eval_num_examples = reply.num_examples
-            client.bytes_uploaded += reply.bytes_uploaded
-            client.bytes_downloaded += state.bytes_per_evaluate_message
+            client.eval_num_examples = _int64(reply.num_examples)
+            client.claimed_eval_num_examples = _int64(claimed[reply.node_id])
+            if weight_notes.get(reply.node_id):
+                prefix = f"{client.num_examples_note}; " if client.num_examples_note else ""
+                client.num_examples_note = f"{prefix}evaluate: {weight_notes[reply.node_id]}"
+            client.bytes_uploaded = _int64(client.bytes_uploaded + reply.bytes_uploaded)
+            client.bytes_downloaded = _int64(
+                client.bytes_downloaded + state.bytes_per_evaluate_message
+            )
             if reply.status != OK:
                 prefix = f"{client.reason}; " if client.reason else ""
                 client.reason = f"{prefix}evaluate: {reply.reason}"
-        report.bytes_uploaded += sum(reply.bytes_uploaded for reply in checked)
+        report.bytes_uploaded = _int64(
+            report.bytes_uploaded + sum(reply.bytes_uploaded for reply in checked)
+        )
         report.bytes_downloaded += state.bytes_per_evaluate_message * len(state.evaluate_nodes)
         usable = [reply for reply in checked if reply.ok]
         weights = [reply.num_examples for reply in usable]
@@ -430,6 +475,50 @@ class DeltaStrategy(Strategy):
         for reply in replies:
             if reply.partition_id != NO_PARTITION:
                 self.node_partitions[reply.node_id] = reply.partition_id
+
+    def _bound_weights(self, checked: list[Reply], purpose: str) -> tuple[list[Reply], dict]:
+        """Clip the OK replies' num-examples claims (:class:`WeightPolicy`, known sizes).
+
+        Returns the replies with the weights to use, and a note per clipped node.
+        """
+        usable = [reply for reply in checked if reply.ok]
+        expected = [
+            self.expected_num_examples(reply.partition_id, purpose)
+            if self.expected_num_examples is not None and reply.partition_id != NO_PARTITION
+            else None
+            for reply in usable
+        ]
+        bounded = self.weight_policy.clip([reply.num_examples for reply in usable], expected)
+        replaced: dict[int, Reply] = {}
+        notes: dict[int, str] = {}
+        for reply, (weight, note) in zip(usable, bounded, strict=True):
+            if note:
+                replaced[reply.node_id] = dataclasses.replace(reply, num_examples=weight)
+                notes[reply.node_id] = note
+        return [
+            replaced.get(reply.node_id, reply) if reply.ok else reply for reply in checked
+        ], notes
+
+    def _clip_deltas(self, checked: list[TrainReply]) -> tuple[list[TrainReply], dict[int, float]]:
+        """Scale OK deltas above ``clip_delta_norm`` down to it; the factor per node."""
+        factors: dict[int, float] = {}
+        out: list[TrainReply] = []
+        for reply in checked:
+            if reply.ok and reply.delta is not None:
+                delta, factor = clip_delta(reply.delta, reply.delta_norm, self.clip_delta_norm)
+                factors[reply.node_id] = factor
+                if factor < 1.0:
+                    reply = dataclasses.replace(reply, delta=delta)
+            out.append(reply)
+        return out, factors
+
+    def _label(self, client: ClientResult, node_id: int, server_round: int) -> None:
+        """Mark the faults a simulation injected into this client (ground truth, not a guess)."""
+        if self.fault_labels is None:
+            return
+        fault, attack = self.fault_labels(self.partition_of(node_id), server_round)
+        client.injected_fault = fault
+        client.attack = attack
 
     def _aggregate(
         self, server_round: int, state: _RoundState, usable: list[TrainReply]
@@ -573,18 +662,27 @@ def _reply_metadata(node_id: int, server_round: int) -> Metadata:
     )
 
 
+def _int32(value: int) -> int:
+    # Defence in depth: validation already bounds every number; a report must never raise.
+    return int(min(max(int(value), -INT32_MAX - 1), INT32_MAX))
+
+
+def _int64(value: int) -> int:
+    return int(min(max(int(value), -INT64_MAX - 1), INT64_MAX))
+
+
 def _client_result(reply: TrainReply, bytes_downloaded: int) -> ClientResult:
     return ClientResult(
         node_id=str(reply.node_id),
-        partition_id=reply.partition_id,
+        partition_id=_int32(reply.partition_id),
         status=reply.status,
         reason=reply.reason,
-        num_examples=reply.num_examples,
+        num_examples=_int64(reply.num_examples),
         train_loss=reply.train_loss,
         kernel_seconds=reply.kernel_seconds,
-        fuel_used=reply.fuel_used,
-        bytes_uploaded=reply.bytes_uploaded,
-        bytes_downloaded=bytes_downloaded,
+        fuel_used=_int64(reply.fuel_used),
+        bytes_uploaded=_int64(reply.bytes_uploaded),
+        bytes_downloaded=_int64(bytes_downloaded),
         delta_norm=reply.delta_norm,
         cosine_to_update=math.nan,
         aggregation_weight=0.0,

@@ -1,20 +1,31 @@
 """Checking each client reply before anything aggregates it.
 
-A train reply is OK only when it carries exactly one ArrayRecord whose arrays have the global
-model's names, shapes and dtype (float32), every value finite, a delta whose L2 norm is within
-``max-delta-norm``, and a MetricRecord with ``num-examples`` > 0. Anything else is REJECTED
-with a reason and never aggregated. An error reply (the client could not train) is FAILED:
-counted, reported, not fatal.
+A train reply is OK only when it answers this round's train message, carries exactly one
+ArrayRecord whose arrays have the global model's names, shapes and dtype (float32), every value
+finite, a delta whose L2 norm is within ``max-delta-norm``, and exactly one MetricRecord whose
+metrics are plausible: ``num-examples`` an integer in [1, 2**63 - 1],
+``train-loss`` present, finite and >= 0 (cross-entropy), and where present ``kernel-seconds``
+finite and >= 0, ``fuel-used`` and ``reply-bytes`` integers in [0, 2**63 - 1], ``partition-id``
+an integer in [-1, 2**31 - 1]; other records and unknown metric keys are ignored (their bytes
+are counted). An evaluate reply: exactly one MetricRecord,
+``num-examples`` as above, ``eval-loss`` finite and >= 0, ``eval-accuracy`` in [0, 1].
+Anything else is REJECTED with a reason and never aggregated. An error reply (the client
+could not train) is FAILED: counted, reported, not fatal.
+
+Every number a reply contributes to the report is clamped into its proto field's range (a
+rejected reply is recorded too), reasons are printable and truncated to ``MAX_REASON_CHARS``,
+and no reply can make validation raise. :class:`WeightPolicy` bounds how much a
+``num-examples`` claim may weigh; :func:`clip_delta` is the server-side norm clipping.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 
 from protos.report_pb2 import FAILED, OK, REJECTED
 
@@ -22,6 +33,12 @@ from .aggregation import l2_norm
 
 EXPECTED_DTYPE = "float32"
 NO_PARTITION = -1
+UNKNOWN_NODE = -1
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+# A client's error reason is kept up to this many characters (the rest is counted, not stored).
+MAX_REASON_CHARS = 500
+MAX_SHOWN_CHARS = 80
 
 
 @dataclass(frozen=True)
@@ -103,35 +120,56 @@ def check_train_reply(
     message: Message,
     expected_shapes: Mapping[str, tuple[int, ...]],
     max_delta_norm: float,
+    *,
+    server_round: int | None = None,
 ) -> TrainReply:
     """Validate one train reply against the global model's layout and the delta bound.
+
+    Never raises: whatever a reply holds, the result is OK, FAILED or REJECTED with a reason,
+    and every number in it fits the report's proto fields.
 
     Parameters
     ----------
     message : the reply from one node.
     expected_shapes : the global model's array names and shapes.
     max_delta_norm : the largest L2 norm a delta may have (inclusive).
+    server_round : the round the reply must answer (its ``group_id``); None: not checked.
 
     Returns
     -------
     TrainReply
         OK with the delta, or FAILED/REJECTED with the reason.
     """
-    node_id = int(message.metadata.src_node_id)
-    if message.has_error():
+    try:
+        return _check_train_reply(message, expected_shapes, max_delta_norm, server_round)
+    except Exception as error:  # a backstop: no reply may raise out of validation
         return TrainReply(
-            node_id,
-            FAILED,
-            f"client error {message.error.code}: {message.error.reason}",
+            _node_id(message),
+            REJECTED,
+            _clean(f"unreadable reply ({type(error).__name__}: {error})"),
         )
+
+
+def _check_train_reply(
+    message: Message,
+    expected_shapes: Mapping[str, tuple[int, ...]],
+    max_delta_norm: float,
+    server_round: int | None,
+) -> TrainReply:
+    node_id = _node_id(message)
+    if message.has_error():
+        return TrainReply(node_id, FAILED, _error_reason(message))
     if not message.has_content():
         return TrainReply(node_id, FAILED, "the reply has neither content nor an error")
-    bytes_uploaded = message_bytes(message)
+    bytes_uploaded = _safe_message_bytes(message)
+    problem = _envelope_problem(message, MessageType.TRAIN, server_round)
     metrics, metrics_problem = _single_metric_record(message)
     facts = _train_facts(metrics) if metrics is not None else {}
     if metrics is not None:
-        metrics_problem = _metrics_problem(metrics)
+        metrics_problem = _train_metrics_problem(metrics)
     base = {"node_id": node_id, "bytes_uploaded": bytes_uploaded, **facts}
+    if problem:
+        return TrainReply(status=REJECTED, reason=problem, **base)
 
     deltas, layout_problem = _delta_arrays(message, expected_shapes)
     if layout_problem:
@@ -157,37 +195,157 @@ def check_train_reply(
     return TrainReply(status=OK, delta=deltas, **base)
 
 
-def check_evaluate_reply(message: Message) -> EvaluateReply:
-    """Validate one evaluate reply: ``num-examples`` > 0, finite loss and accuracy in [0, 1]."""
-    node_id = int(message.metadata.src_node_id)
-    if message.has_error():
+def check_evaluate_reply(message: Message, *, server_round: int | None = None) -> EvaluateReply:
+    """Validate one evaluate reply: ``num-examples`` > 0, loss finite and >= 0, accuracy in
+    [0, 1], partition id in range. Never raises (see :func:`check_train_reply`)."""
+    try:
+        return _check_evaluate_reply(message, server_round)
+    except Exception as error:  # a backstop: no reply may raise out of validation
         return EvaluateReply(
-            node_id, FAILED, f"client error {message.error.code}: {message.error.reason}"
+            _node_id(message),
+            REJECTED,
+            _clean(f"unreadable reply ({type(error).__name__}: {error})"),
         )
+
+
+def _check_evaluate_reply(message: Message, server_round: int | None) -> EvaluateReply:
+    node_id = _node_id(message)
+    if message.has_error():
+        return EvaluateReply(node_id, FAILED, _error_reason(message))
     if not message.has_content():
         return EvaluateReply(node_id, FAILED, "the reply has neither content nor an error")
-    bytes_uploaded = message_bytes(message)
+    bytes_uploaded = _safe_message_bytes(message)
     metrics, problem = _single_metric_record(message)
     if metrics is None:
         return EvaluateReply(node_id, REJECTED, problem, bytes_uploaded=bytes_uploaded)
-    partition_id = _int_metric(metrics, "partition-id", NO_PARTITION)
-    base = {"node_id": node_id, "bytes_uploaded": bytes_uploaded, "partition_id": partition_id}
-    num_examples, problem = _num_examples(metrics)
+    partition_id, partition_problem = _partition(metrics)
+    claimed, examples_problem = _num_examples(metrics)
+    loss, loss_problem = _float_value(metrics, "eval-loss", low=0.0, high=math.inf, required=True)
+    if loss_problem and "eval-loss" not in metrics:
+        loss_problem = "eval-loss is nan (the MetricRecord lacks 'eval-loss')"
+    elif loss_problem and not math.isfinite(loss):
+        loss_problem = f"eval-loss is {loss}"
+    accuracy, accuracy_problem = _float_value(
+        metrics, "eval-accuracy", low=0.0, high=1.0, required=True
+    )
+    if accuracy_problem and isinstance(metrics.get("eval-accuracy"), int | float):
+        if not isinstance(metrics["eval-accuracy"], bool):
+            accuracy_problem = f"eval-accuracy {accuracy} is not in [0, 1]"
+    base = {
+        "node_id": node_id,
+        "bytes_uploaded": bytes_uploaded,
+        "partition_id": partition_id,
+        "num_examples": claimed,
+        "eval_loss": loss,
+        "eval_accuracy": accuracy,
+    }
+    problem = (
+        _envelope_problem(message, MessageType.EVALUATE, server_round)
+        or examples_problem
+        or loss_problem
+        or accuracy_problem
+        or partition_problem
+    )
     if problem:
         return EvaluateReply(status=REJECTED, reason=problem, **base)
-    loss = _float_metric(metrics, "eval-loss")
-    accuracy = _float_metric(metrics, "eval-accuracy")
-    base |= {"num_examples": num_examples, "eval_loss": loss, "eval_accuracy": accuracy}
-    if not math.isfinite(loss):
-        return EvaluateReply(status=REJECTED, reason=f"eval-loss is {loss}", **base)
-    if not 0.0 <= accuracy <= 1.0:
-        return EvaluateReply(
-            status=REJECTED, reason=f"eval-accuracy {accuracy} is not in [0, 1]", **base
-        )
     return EvaluateReply(status=OK, **base)
 
 
+# -- weights: what a num-examples claim may count for -------------------------------------------
+@dataclass(frozen=True)
+class WeightPolicy:
+    """How far a client's ``num-examples`` claim is trusted as its aggregation weight.
+
+    ``max_num_examples`` (0: off) is an absolute bound; ``max_examples_ratio`` (0: off) bounds
+    a claim by that many times the median claim of the round's OK replies (robust while fewer
+    than half of them lie); ``expected`` gives, where the coordinator knows it (simulation: the
+    partition's size), the count a client may claim at most, and such a claim is exempt from
+    the ratio (it is checked against the truth).
+    """
+
+    max_num_examples: int = 0
+    max_examples_ratio: float = 0.0
+
+    def clip(
+        self, claims: Sequence[int], expected: Sequence[int | None] | None = None
+    ) -> list[tuple[int, str]]:
+        """The weight each claim counts for, and a note where it was clipped (else "")."""
+        expected = list(expected) if expected is not None else [None] * len(claims)
+        bounded: list[tuple[int, str]] = []
+        for claim, known in zip(claims, expected, strict=True):
+            used, note = int(claim), ""
+            if known is not None and 0 < known < used:
+                used, note = int(known), f"the partition's size {known}"
+            if self.max_num_examples and used > self.max_num_examples:
+                used, note = self.max_num_examples, f"max-num-examples {self.max_num_examples}"
+            bounded.append((used, note))
+        if self.max_examples_ratio and bounded:
+            # A claim checked against a known size needs no heuristic: the ratio bounds only
+            # the claims nobody can check (data sets are often skewed far beyond 10x).
+            median = float(np.median([used for used, _ in bounded]))
+            cap = max(1, int(math.floor(self.max_examples_ratio * median)))
+            bounded = [
+                (cap, f"{self.max_examples_ratio:g} x the round's median claim {median:g}")
+                if used > cap and known is None
+                else (used, note)
+                for (used, note), known in zip(bounded, expected, strict=True)
+            ]
+        return [
+            (used, f"num-examples {claim} clipped to {used} ({note})" if used != claim else "")
+            for claim, (used, note) in zip(claims, bounded, strict=True)
+        ]
+
+
+def clip_delta(
+    delta: Mapping[str, np.ndarray], norm: float, clip_norm: float
+) -> tuple[dict[str, np.ndarray], float]:
+    """Scale ``delta`` down to L2 norm ``clip_norm`` when its ``norm`` is larger.
+
+    Returns the delta (the same arrays when not clipped) and the factor applied (1.0: none).
+    """
+    if not norm > clip_norm:
+        return dict(delta), 1.0
+    factor = clip_norm / norm
+    scaled = {
+        name: (np.asarray(array, np.float64) * factor).astype(np.float32)
+        for name, array in delta.items()
+    }
+    return scaled, factor
+
+
 # -- pieces -----------------------------------------------------------------------------------
+def _node_id(message: Message) -> int:
+    try:
+        return int(message.metadata.src_node_id)
+    except Exception:  # a reply without readable metadata names no node
+        return UNKNOWN_NODE
+
+
+def _error_reason(message: Message) -> str:
+    error = message.error
+    return _clean(f"client error {_show(error.code)}: {_show_text(error.reason)}")
+
+
+def _safe_message_bytes(message: Message) -> int:
+    try:
+        return min(message_bytes(message), INT64_MAX)
+    except Exception:  # a record Flower cannot count is still a reply; its size is unknown
+        return 0
+
+
+def _envelope_problem(message: Message, message_type: str, server_round: int | None) -> str:
+    """What is wrong with the reply outside its metrics and arrays ('' when nothing)."""
+    metadata = message.metadata
+    kind = str(metadata.message_type).split(".", 1)[0]
+    if kind != message_type:
+        return f"a {_show_text(kind)} reply, expected a {message_type} reply"
+    if server_round is not None and str(metadata.group_id) != str(server_round):
+        return f"a reply to round {_show_text(metadata.group_id)}, expected round {server_round}"
+    # Records the contract has no place for (a ConfigRecord; arrays in an evaluate reply) are
+    # ignored: nothing reads them, and their bytes are counted in bytes_uploaded.
+    return ""
+
+
 def _single_metric_record(message: Message) -> tuple[MetricRecord | None, str]:
     records = message.content.metric_records
     if len(records) != 1:
@@ -196,52 +354,121 @@ def _single_metric_record(message: Message) -> tuple[MetricRecord | None, str]:
 
 
 def _num_examples(metrics: MetricRecord) -> tuple[int, str]:
-    if "num-examples" not in metrics:
-        return 0, "the MetricRecord lacks 'num-examples'"
-    value = metrics["num-examples"]
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if not isinstance(value, int) or isinstance(value, bool):
-        return 0, f"'num-examples' must be an integer, given {value!r}"
-    if value <= 0:
-        return 0, f"'num-examples' must be > 0, given {value}"
-    return value, ""
+    """The claim (clamped to [0, INT64_MAX] for the report) and the problem with it."""
+    value, problem = _int_value(metrics, "num-examples", low=1, high=INT64_MAX, required=True)
+    claim = metrics.get("num-examples")
+    if problem and isinstance(claim, int) and not isinstance(claim, bool) and claim <= 0:
+        problem = f"'num-examples' must be > 0, given {claim}"
+    return (value if not problem else _clamp_claim(metrics.get("num-examples"))), problem
+
+
+def _partition(metrics: MetricRecord) -> tuple[int, str]:
+    value, problem = _int_value(
+        metrics, "partition-id", low=NO_PARTITION, high=INT32_MAX, required=False
+    )
+    return (NO_PARTITION if problem or value is None else value), problem
 
 
 def _train_facts(metrics: MetricRecord) -> dict[str, object]:
     num_examples, _ = _num_examples(metrics)
+    partition_id, _ = _partition(metrics)
+    fuel, fuel_problem = _int_value(metrics, "fuel-used", low=0, high=INT64_MAX, required=False)
+    loss, _ = _float_value(metrics, "train-loss", low=-math.inf, high=math.inf, required=False)
+    seconds, _ = _float_value(
+        metrics, "kernel-seconds", low=-math.inf, high=math.inf, required=False
+    )
     return {
-        "partition_id": _int_metric(metrics, "partition-id", NO_PARTITION),
+        "partition_id": partition_id,
         "num_examples": num_examples,
-        "train_loss": _float_metric(metrics, "train-loss"),
-        "kernel_seconds": _float_metric(metrics, "kernel-seconds", 0.0),
-        "fuel_used": _int_metric(metrics, "fuel-used", 0),
+        "train_loss": loss,
+        "kernel_seconds": 0.0
+        if math.isnan(seconds) and "kernel-seconds" not in metrics
+        else seconds,
+        "fuel_used": 0 if fuel_problem or fuel is None else fuel,
     }
 
 
-def _metrics_problem(metrics: MetricRecord) -> str:
-    _, problem = _num_examples(metrics)
-    if problem:
-        return problem
-    if "train-loss" in metrics:
-        loss = _float_metric(metrics, "train-loss")
-        if not math.isfinite(loss):
-            return f"'train-loss' is {loss}"
-    return ""
+def _train_metrics_problem(metrics: MetricRecord) -> str:
+    checks = (
+        _num_examples(metrics)[1],
+        _float_value(metrics, "train-loss", low=0.0, high=math.inf, required=True)[1],
+        _float_value(metrics, "kernel-seconds", low=0.0, high=math.inf, required=False)[1],
+        _int_value(metrics, "fuel-used", low=0, high=INT64_MAX, required=False)[1],
+        _int_value(metrics, "reply-bytes", low=0, high=INT64_MAX, required=False)[1],
+        _partition(metrics)[1],
+    )
+    return next((problem for problem in checks if problem), "")
 
 
-def _int_metric(metrics: MetricRecord, key: str, default: int) -> int:
-    value = metrics.get(key, default)
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return int(value)
-    return default
+def _int_value(
+    metrics: MetricRecord, key: str, *, low: int, high: int, required: bool
+) -> tuple[int | None, str]:
+    """An integer metric in [low, high] (an integral float is accepted), or the problem."""
+    if key not in metrics:
+        return None, (f"the MetricRecord lacks {key!r}" if required else "")
+    value = metrics[key]
+    expected = f"{key!r} must be an integer in [{low}, {high}], given {_show(value)}"
+    if isinstance(value, bool):
+        return None, expected
+    if isinstance(value, float):
+        if not (math.isfinite(value) and value.is_integer()):
+            return None, expected
+        value = int(value)
+    if not isinstance(value, int) or not low <= value <= high:
+        return None, expected
+    return int(value), ""
 
 
-def _float_metric(metrics: MetricRecord, key: str, default: float = math.nan) -> float:
-    value = metrics.get(key, default)
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return default
+def _float_value(
+    metrics: MetricRecord, key: str, *, low: float, high: float, required: bool
+) -> tuple[float, str]:
+    """A finite number in [low, high], or NaN and the problem ('' when absent and optional)."""
+    if key not in metrics:
+        return math.nan, (f"the MetricRecord lacks {key!r}" if required else "")
+    value = metrics[key]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return math.nan, f"{key!r} must be a number, given {_show(value)}"
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond float's range
+        return math.nan, f"{key!r} must be a finite number, given {_show(value)}"
+    if not math.isfinite(number):
+        return number, f"{key!r} is {number}"
+    if not low <= number <= high:
+        return number, f"{key!r} must be in [{low:g}, {high:g}], given {number:.6g}"
+    return number, ""
+
+
+def _clamp_claim(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0
+    if isinstance(value, float) and not math.isfinite(value):
+        return 0 if math.isnan(value) or value < 0 else INT64_MAX
+    return int(min(max(int(value), 0), INT64_MAX))
+
+
+def _show(value: object) -> str:
+    """A short, printable repr of anything a client sent."""
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<unprintable {type(value).__name__}>"
+    return _truncate(text, MAX_SHOWN_CHARS)
+
+
+def _show_text(value: object) -> str:
+    return _truncate(value if isinstance(value, str) else _show(value), MAX_REASON_CHARS)
+
+
+def _truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
+
+
+def _clean(text: str) -> str:
+    """Printable, valid UTF-8, at most MAX_REASON_CHARS (+ a note): safe for the report."""
+    text = text.encode("utf-8", "replace").decode("utf-8")
+    text = "".join(char if char.isprintable() else "?" for char in text)
+    return _truncate(text, MAX_REASON_CHARS)
 
 
 def _delta_arrays(

@@ -23,7 +23,7 @@ FAILED: ClientStatus
 REJECTED: ClientStatus
 
 class ClientResult(_message.Message):
-    __slots__ = ("node_id", "partition_id", "status", "reason", "num_examples", "train_loss", "kernel_seconds", "fuel_used", "bytes_uploaded", "bytes_downloaded", "delta_norm", "cosine_to_update", "aggregation_weight", "selected", "aggregation_note", "eval_loss", "eval_accuracy", "eval_num_examples", "eval_status")
+    __slots__ = ("node_id", "partition_id", "status", "reason", "num_examples", "train_loss", "kernel_seconds", "fuel_used", "bytes_uploaded", "bytes_downloaded", "delta_norm", "cosine_to_update", "aggregation_weight", "selected", "aggregation_note", "eval_loss", "eval_accuracy", "eval_num_examples", "eval_status", "claimed_num_examples", "num_examples_note", "clip_factor", "injected_fault", "attack", "claimed_eval_num_examples")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     PARTITION_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +43,12 @@ class ClientResult(_message.Message):
     EVAL_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     EVAL_NUM_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     EVAL_STATUS_FIELD_NUMBER: _ClassVar[int]
+    CLAIMED_NUM_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    NUM_EXAMPLES_NOTE_FIELD_NUMBER: _ClassVar[int]
+    CLIP_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    INJECTED_FAULT_FIELD_NUMBER: _ClassVar[int]
+    ATTACK_FIELD_NUMBER: _ClassVar[int]
+    CLAIMED_EVAL_NUM_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     partition_id: int
     status: ClientStatus
@@ -62,10 +68,16 @@ class ClientResult(_message.Message):
     eval_accuracy: float
     eval_num_examples: int
     eval_status: ClientStatus
-    def __init__(self, node_id: _Optional[str] = ..., partition_id: _Optional[int] = ..., status: _Optional[_Union[ClientStatus, str]] = ..., reason: _Optional[str] = ..., num_examples: _Optional[int] = ..., train_loss: _Optional[float] = ..., kernel_seconds: _Optional[float] = ..., fuel_used: _Optional[int] = ..., bytes_uploaded: _Optional[int] = ..., bytes_downloaded: _Optional[int] = ..., delta_norm: _Optional[float] = ..., cosine_to_update: _Optional[float] = ..., aggregation_weight: _Optional[float] = ..., selected: _Optional[bool] = ..., aggregation_note: _Optional[str] = ..., eval_loss: _Optional[float] = ..., eval_accuracy: _Optional[float] = ..., eval_num_examples: _Optional[int] = ..., eval_status: _Optional[_Union[ClientStatus, str]] = ...) -> None: ...
+    claimed_num_examples: int
+    num_examples_note: str
+    clip_factor: float
+    injected_fault: str
+    attack: str
+    claimed_eval_num_examples: int
+    def __init__(self, node_id: _Optional[str] = ..., partition_id: _Optional[int] = ..., status: _Optional[_Union[ClientStatus, str]] = ..., reason: _Optional[str] = ..., num_examples: _Optional[int] = ..., train_loss: _Optional[float] = ..., kernel_seconds: _Optional[float] = ..., fuel_used: _Optional[int] = ..., bytes_uploaded: _Optional[int] = ..., bytes_downloaded: _Optional[int] = ..., delta_norm: _Optional[float] = ..., cosine_to_update: _Optional[float] = ..., aggregation_weight: _Optional[float] = ..., selected: _Optional[bool] = ..., aggregation_note: _Optional[str] = ..., eval_loss: _Optional[float] = ..., eval_accuracy: _Optional[float] = ..., eval_num_examples: _Optional[int] = ..., eval_status: _Optional[_Union[ClientStatus, str]] = ..., claimed_num_examples: _Optional[int] = ..., num_examples_note: _Optional[str] = ..., clip_factor: _Optional[float] = ..., injected_fault: _Optional[str] = ..., attack: _Optional[str] = ..., claimed_eval_num_examples: _Optional[int] = ...) -> None: ...
 
 class RoundReport(_message.Message):
-    __slots__ = ("round", "clients_sampled", "clients_succeeded", "clients_failed", "clients_rejected", "train_loss", "federated_eval_loss", "federated_eval_accuracy", "central_loss", "central_accuracy", "bytes_uploaded", "bytes_downloaded", "wall_seconds", "update_norm", "sampled_node_ids", "clients")
+    __slots__ = ("round", "clients_sampled", "clients_succeeded", "clients_failed", "clients_rejected", "train_loss", "federated_eval_loss", "federated_eval_accuracy", "central_loss", "central_accuracy", "bytes_uploaded", "bytes_downloaded", "wall_seconds", "update_norm", "sampled_node_ids", "clients", "clients_clipped", "clients_weight_clipped")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     CLIENTS_SAMPLED_FIELD_NUMBER: _ClassVar[int]
     CLIENTS_SUCCEEDED_FIELD_NUMBER: _ClassVar[int]
@@ -82,6 +94,8 @@ class RoundReport(_message.Message):
     UPDATE_NORM_FIELD_NUMBER: _ClassVar[int]
     SAMPLED_NODE_IDS_FIELD_NUMBER: _ClassVar[int]
     CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    CLIENTS_CLIPPED_FIELD_NUMBER: _ClassVar[int]
+    CLIENTS_WEIGHT_CLIPPED_FIELD_NUMBER: _ClassVar[int]
     round: int
     clients_sampled: int
     clients_succeeded: int
@@ -98,7 +112,9 @@ class RoundReport(_message.Message):
     update_norm: float
     sampled_node_ids: _containers.RepeatedScalarFieldContainer[str]
     clients: _containers.RepeatedCompositeFieldContainer[ClientResult]
-    def __init__(self, round: _Optional[int] = ..., clients_sampled: _Optional[int] = ..., clients_succeeded: _Optional[int] = ..., clients_failed: _Optional[int] = ..., clients_rejected: _Optional[int] = ..., train_loss: _Optional[float] = ..., federated_eval_loss: _Optional[float] = ..., federated_eval_accuracy: _Optional[float] = ..., central_loss: _Optional[float] = ..., central_accuracy: _Optional[float] = ..., bytes_uploaded: _Optional[int] = ..., bytes_downloaded: _Optional[int] = ..., wall_seconds: _Optional[float] = ..., update_norm: _Optional[float] = ..., sampled_node_ids: _Optional[_Iterable[str]] = ..., clients: _Optional[_Iterable[_Union[ClientResult, _Mapping]]] = ...) -> None: ...
+    clients_clipped: int
+    clients_weight_clipped: int
+    def __init__(self, round: _Optional[int] = ..., clients_sampled: _Optional[int] = ..., clients_succeeded: _Optional[int] = ..., clients_failed: _Optional[int] = ..., clients_rejected: _Optional[int] = ..., train_loss: _Optional[float] = ..., federated_eval_loss: _Optional[float] = ..., federated_eval_accuracy: _Optional[float] = ..., central_loss: _Optional[float] = ..., central_accuracy: _Optional[float] = ..., bytes_uploaded: _Optional[int] = ..., bytes_downloaded: _Optional[int] = ..., wall_seconds: _Optional[float] = ..., update_norm: _Optional[float] = ..., sampled_node_ids: _Optional[_Iterable[str]] = ..., clients: _Optional[_Iterable[_Union[ClientResult, _Mapping]]] = ..., clients_clipped: _Optional[int] = ..., clients_weight_clipped: _Optional[int] = ...) -> None: ...
 
 class Versions(_message.Message):
     __slots__ = ("sandflower", "flwr", "wasmtime", "python")

@@ -22,6 +22,8 @@ from client.client_app import kernel_sha256
 from coordinator.config import FederationConfig
 from coordinator.server_app import run_federation
 from simulations.central import make_central_evaluate
+from simulations.faults import fault_labels
+from simulations.partitions import DataConfig, build_federated_data
 
 
 def resolve_run_config(run_config: Mapping[str, Any]) -> dict[str, Any]:
@@ -33,6 +35,26 @@ def resolve_run_config(run_config: Mapping[str, Any]) -> dict[str, Any]:
     if not str(resolved.get("kernel-sha256") or ""):
         resolved["kernel-sha256"] = kernel_sha256()
     return resolved
+
+
+def partition_sizes(run_config: Mapping[str, Any]) -> Callable[[int, str], int | None]:
+    """``(partition id, "train" | "evaluate") -> examples`` of the scenario's partitions.
+
+    In simulation the coordinator knows what each client holds, so a larger num-examples
+    claim is clipped to it (coordinator.validation.WeightPolicy). None for an unknown or
+    unreadable partition.
+    """
+    federated = build_federated_data(DataConfig.from_mapping(run_config))
+
+    def expected(partition_id: int, purpose: str) -> int | None:
+        if not 0 <= partition_id < len(federated.clients):
+            return None
+        client = federated.clients[partition_id]
+        if client is None:
+            return None
+        return int(len(client.y_train if purpose == "train" else client.y_test))
+
+    return expected
 
 
 def build_server_app(
@@ -54,6 +76,8 @@ def build_server_app(
             config,
             central_evaluate=make_central_evaluate(run_config, config.model),
             on_round=on_round,
+            expected_num_examples=partition_sizes(run_config),
+            fault_labels=fault_labels(run_config),
         )
 
     return app

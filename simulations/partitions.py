@@ -183,6 +183,15 @@ def load_client_data(data_config: Mapping[str, Any], partition_id: int) -> Local
     if client is None:
         source, problem = federated.unreadable[int(partition_id)]
         raise DataFileError(source, problem)
+    if data_config.get("faults-label-flip") is True:
+        # A label-flipping Byzantine client (simulations.faults): class c becomes C - 1 - c.
+        num_classes = data_shape(data_config)[1]
+        return LocalData(
+            client.x_train,
+            (num_classes - 1 - client.y_train).astype(np.int32),
+            client.x_test,
+            client.y_test,
+        )
     return client
 
 

@@ -23,6 +23,9 @@ The schema (``key = default  -> run-config key``; "required" keys have no defaul
     strategy = "fedavg"        -> strategy (see STRATEGIES)
     server_lr = 1.0            -> server-lr
     max_delta_norm = 100.0     -> max-delta-norm (inf: no bound)
+    clip_delta_norm = inf      -> clip-delta-norm (OK deltas scaled down to this L2 norm)
+    max_num_examples = 0       -> max-num-examples (0: no absolute bound on a claim)
+    max_examples_ratio = 10.0  -> max-examples-ratio (claims clipped to ratio x round median)
     [federation.strategy_params]   -> strategy-params (JSON); names per STRATEGY_PARAMS
     [training]
     local_epochs = 1           -> local-epochs
@@ -32,6 +35,20 @@ The schema (``key = default  -> run-config key``; "required" keys have no defaul
     [model]
     kind = required            -> model: "logreg:IN-CLASSES" | "mlp:IN-H1-...-CLASSES"
     hidden = []                -> the widths H1...; IN and CLASSES come from the data set
+    [faults]
+    dropout = 0.0              -> faults-dropout (per round and client: no reply)
+    crash = 0.0                -> faults-crash (per round and client: error reply)
+    slow = 0.0                 -> faults-slow (per round and client: fuel runs out)
+    slow_fuel = 1000           -> faults-slow-fuel
+    byzantine = 0.0            -> faults-byzantine (share of clients, fixed per run)
+    attack = "signflip"        -> faults-attack: signflip scaling noise nan labelflip replacement
+    attack_scale = 10.0        -> faults-attack-scale (scaling's k, replacement's boost)
+    noise_std = 1.0            -> faults-noise-std
+
+The [faults] keys (simulations.faults) reach the run config only when a fault is switched
+on, and clip_delta_norm, max_num_examples, max_examples_ratio only when they differ from their
+defaults (the coordinator has the same defaults), so a scenario without them gives the run
+config it always gave.
 
 An unknown table or key, a value of the wrong type or out of range is a :class:`ScenarioError`
 that names the file and the dotted key ("data.dirichlet_alpha: expected a float > 0, given
@@ -52,6 +69,7 @@ from typing import Any
 
 from kernels.spec import ModelSpec, ModelSpecError
 from simulations import datasets
+from simulations.faults import ATTACKS, FaultConfig, FaultConfigError
 from simulations.partitions import DataConfig, DataConfigError, data_shape
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
@@ -144,6 +162,13 @@ class FederationSection:
     server_lr: float = _rule("float", "a float > 0", _positive, default=1.0)
     # Deltas with a larger L2 norm are rejected (inf: no bound).
     max_delta_norm: float = _rule("float", "a float > 0", lambda v: v > 0, default=100.0)
+    # OK deltas with a larger L2 norm are scaled down to it before aggregation (inf: off).
+    clip_delta_norm: float = _rule("float", "a float > 0", lambda v: v > 0, default=math.inf)
+    # Bounds on a client's num-examples claim (its aggregation weight); 0: off.
+    max_num_examples: int = _rule("int", "an int >= 0", lambda v: v >= 0, default=0)
+    max_examples_ratio: float = _rule(
+        "float", "0 or a float >= 1", lambda v: v == 0 or 1 <= v < math.inf, default=10.0
+    )
     strategy_params: tuple[tuple[str, int | float], ...] = _rule(
         "table", "a table of the strategy's parameters", default=()
     )
@@ -167,12 +192,33 @@ class ModelSection:
     )
 
 
+_FRACTION = ("float", "a float in [0, 1]", lambda v: 0 <= v <= 1)
+
+
+@dataclass(frozen=True)
+class FaultsSection:
+    dropout: float = _rule(*_FRACTION, default=0.0)
+    crash: float = _rule(*_FRACTION, default=0.0)
+    slow: float = _rule(*_FRACTION, default=0.0)
+    slow_fuel: int = _rule("int", "an int >= 1", lambda v: v >= 1, default=1000)
+    byzantine: float = _rule(*_FRACTION, default=0.0)
+    attack: str = _rule("str", f"one of {', '.join(ATTACKS)}", lambda v: v in ATTACKS, "signflip")
+    attack_scale: float = _rule("float", "a float > 0", _positive, default=10.0)
+    noise_std: float = _rule(
+        "float", "a float >= 0", lambda v: v >= 0 and math.isfinite(v), default=1.0
+    )
+
+    def fault_config(self) -> FaultConfig:
+        return FaultConfig(**{f.name: getattr(self, f.name) for f in fields(self)})
+
+
 _SECTIONS: dict[str, type] = {
     "scenario": ScenarioSection,
     "data": DataSection,
     "federation": FederationSection,
     "training": TrainingSection,
     "model": ModelSection,
+    "faults": FaultsSection,
 }
 
 # Strategy parameters a scenario may set under [federation.strategy_params], by strategy: the
@@ -229,6 +275,7 @@ class Scenario:
     federation: FederationSection
     training: TrainingSection
     model: ModelSection
+    faults: FaultsSection = field(default_factory=FaultsSection)
     source: str = "<scenario>"
 
     @property
@@ -317,7 +364,13 @@ class Scenario:
             "max-delta-norm": self.federation.max_delta_norm,
             "out-dir": str(Path("runs") / self.name),
         }
+        defaults = FederationSection.__dataclass_fields__
+        for name in ("clip_delta_norm", "max_num_examples", "max_examples_ratio"):
+            value = getattr(self.federation, name)
+            if value != defaults[name].default:
+                run_config[name.replace("_", "-")] = value
         run_config.update(self.data_config().to_mapping())
+        run_config.update(self.faults.fault_config().to_run_config())
         return run_config
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
@@ -396,6 +449,11 @@ class Scenario:
                 "model.hidden",
                 "an mlp needs at least one hidden layer, e.g. hidden = [32]",
             )
+        try:
+            self.faults.fault_config()
+        except FaultConfigError as error:
+            key = "faults." + error.key.removeprefix("faults-").replace("-", "_")
+            raise ScenarioError(source, key, str(error).split(": ", 1)[1]) from error
         strategy = self.federation.strategy
         if strategy not in STRATEGIES:
             raise ScenarioError(

@@ -61,9 +61,9 @@ def run_federation(
     out_dir : the run folder (report.json, rounds.csv, clients.csv, report.html, final_model.npz).
     engine : "local" (worker processes on this machine) or "ray" (Flower's Ray engine).
     workers : local engine: the number of worker processes (default: one per core).
-    client_app : the ClientApp to run (default: ``client.client_app.app``), a
-        ``"module:attribute"`` reference to one, or a factory; tests pass a wrapped one to
-        play a misbehaving client.
+    client_app : the ClientApp to run, a ``"module:attribute"`` reference to one, or a
+        factory (default: ``client.client_app.app``, wrapped by ``simulations.faults`` when the
+        run config has ``faults-*`` keys); tests pass a wrapped one to play a misbehaving client.
     on_round : called with each finished RoundReport (progress display).
     on_progress : local engine: ``(clients replied, clients sent)`` within a round.
     num_cpus_per_client : ray engine: CPUs reserved per client actor.
@@ -87,6 +87,8 @@ def run_federation(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     config = dict(run_config) | {"out-dir": str(out_dir)}
+    if client_app is None:
+        client_app = default_client_app(config)
     if engine == "local":
         _run_local(config, workers, client_app, on_round, on_progress)
     else:
@@ -96,14 +98,22 @@ def run_federation(
     return load_report(out_dir)
 
 
+def default_client_app(run_config: Mapping[str, Any]) -> str:
+    """The simulation's ClientApp: the device's own, wrapped by the fault injector when the
+    run config asks for faults (``[faults]`` in the scenario)."""
+    from simulations.faults import FaultConfig
+
+    if FaultConfig.from_mapping(run_config).active:
+        return "simulations.faults:app"
+    return "client.client_app:app"
+
+
 def _run_local(config, workers, client_app, on_round, on_progress) -> None:
     from flwr.app import Context, RecordDict
 
     from simulations.engine import LocalGrid, WorkerPool, stopping
     from simulations.flower_app import build_server_app, resolve_run_config
 
-    if client_app is None:
-        client_app = "client.client_app:app"
     num_workers = default_workers() if workers is None else workers
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
         raise SimulationError(f"workers: expected an int >= 1, given {workers!r}")
@@ -152,9 +162,7 @@ def _run_ray(config, client_app, on_round, num_cpus_per_client, ray_address) -> 
 
     from simulations.flower_app import build_server_app
 
-    if client_app is None:
-        from client.client_app import app as client_app
-    elif isinstance(client_app, str) or not hasattr(client_app, "_call"):
+    if isinstance(client_app, str) or not hasattr(client_app, "_call"):
         from simulations.engine.worker import load_client_app
 
         client_app = load_client_app(client_app)

@@ -122,6 +122,13 @@ def test_unknown_keys_are_an_error():
         ("kernel-sha256", "abc", "64 hex"),
         ("out-dir", "  ", "non-empty"),
         ("dataset", ["a"], "string, number or boolean"),
+        ("clip-delta-norm", 0.0, "> 0"),
+        ("clip-delta-norm", math.nan, "nan"),
+        ("max-num-examples", -1, ">= 0"),
+        ("max-num-examples", 1.5, "integer"),
+        ("max-examples-ratio", 0.5, ">= 1"),
+        ("max-examples-ratio", math.inf, "finite"),
+        ("faults-crash", [0.1], "string, number or boolean"),
     ],
 )
 def test_bad_values_name_the_key_and_the_expectation(key, value, expected):
@@ -239,3 +246,31 @@ def test_every_strategy_builds_with_the_run_config_settings():
     assert isinstance(momentum, FedAvgM) and momentum.server_learning_rate == 0.3
     prox = build_flower_strategy("fedprox", {"min_available_nodes": 4}, **settings)
     assert isinstance(prox, FedProx) and prox.proximal_mu == 0.01 and prox.min_available_nodes == 4
+
+
+def test_defence_keys_default_to_safe_values_and_are_recorded():
+    config = FederationConfig.from_run_config(run_config())
+    assert config.clip_delta_norm == math.inf  # off
+    assert config.max_num_examples == 0  # off
+    assert config.max_examples_ratio == 10.0  # on: a safety default, not an off switch
+    recorded = config.to_run_config()
+    assert (recorded["clip-delta-norm"], recorded["max-examples-ratio"]) == (math.inf, 10.0)
+    changed = FederationConfig.from_run_config(
+        run_config(clip_delta_norm=2, max_num_examples=500, max_examples_ratio=0)
+    )
+    assert (changed.clip_delta_norm, changed.max_num_examples) == (2.0, 500)
+    assert changed.max_examples_ratio == 0.0
+
+
+def test_fault_keys_are_forwarded_to_clients_uninterpreted():
+    config = FederationConfig.from_run_config(
+        run_config(faults_crash=0.1, faults_attack="signflip")
+    )
+    client = config.client_config(3)
+    assert (client["faults-crash"], client["faults-attack"]) == (0.1, "signflip")
+    assert config.to_run_config()["faults-crash"] == 0.1
+    assert "faults-dropout" not in client
+    assert not any(
+        key.startswith("faults-")
+        for key in FederationConfig.from_run_config(run_config()).client_config(1)
+    )

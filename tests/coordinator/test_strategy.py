@@ -29,6 +29,7 @@ from coordinator.strategy import (
     RoundFailedError,
     StrategyStateError,
 )
+from coordinator.validation import WeightPolicy
 from protos.report_pb2 import FAILED, OK, REJECTED
 from tests.coordinator.messages import reply_metadata
 
@@ -627,3 +628,53 @@ def test_learn_partitions_asks_a_grid_that_knows_them_instead_of_messaging_every
     assert strategy.node_partitions == partitions
     # The canonical order is now partition order, as after a round-0 evaluation.
     assert sorted(NODES, key=strategy.node_order_key) == list(reversed(NODES))
+
+
+# -- server-side defences ---------------------------------------------------------------------
+def test_clip_delta_norm_scales_large_deltas_before_the_mean():
+    rng = np.random.default_rng(4)
+    global_weights = random_arrays(rng)
+    deltas = [random_arrays(rng, 0.1) for _ in NODES]
+    deltas[2] = random_arrays(rng, 30.0)  # far above the clip norm
+    clip = 1.0
+    strategy = make("fedavg")
+    strategy.clip_delta_norm = clip
+    new_weights, report = train_round(strategy, 1, global_weights, deltas)
+
+    def norm(delta):
+        return math.sqrt(sum(float(np.sum(v.astype(np.float64) ** 2)) for v in delta.values()))
+
+    clipped = [{n: v * min(1.0, clip / norm(d)) for n, v in d.items()} for d in deltas]
+    for name in SHAPES:
+        expected = global_weights[name] + np.mean(np.stack([d[name] for d in clipped]), axis=0)
+        np.testing.assert_allclose(new_weights[name], expected, rtol=1e-5, atol=1e-6)
+    factors = {int(c.node_id): c.clip_factor for c in report.clients}
+    assert factors[NODES[2]] == pytest.approx(clip / norm(deltas[2]))
+    assert all(
+        factors[node] == 1.0
+        for node in NODES
+        if node != NODES[2] and norm(deltas[NODES.index(node)]) <= clip
+    )
+    assert report.clients_clipped == sum(norm(d) > clip for d in deltas)
+    by_node = {int(c.node_id): c for c in report.clients}
+    assert by_node[NODES[2]].delta_norm == pytest.approx(norm(deltas[2]))  # what was sent
+
+
+def test_the_weight_policy_clips_claims_before_the_mean():
+    rng = np.random.default_rng(6)
+    global_weights = random_arrays(rng)
+    deltas = [random_arrays(rng, 0.1) for _ in NODES]
+    strategy = make("fedavg")
+    strategy.weight_policy = WeightPolicy(max_examples_ratio=2.0)
+    counts = [10, 10, 10, 10, 10**15]
+    new_weights, report = train_round(strategy, 1, global_weights, deltas, counts)
+    used = [10, 10, 10, 10, 20]
+    for name in SHAPES:
+        expected = global_weights[name] + np.average(
+            np.stack([d[name] for d in deltas]), axis=0, weights=used
+        )
+        np.testing.assert_allclose(new_weights[name], expected, rtol=1e-6, atol=1e-6)
+    liar = next(c for c in report.clients if int(c.node_id) == NODES[4])
+    assert (liar.claimed_num_examples, liar.num_examples) == (10**15, 20)
+    assert liar.aggregation_weight == pytest.approx(20 / 60)
+    assert report.clients_weight_clipped == 1

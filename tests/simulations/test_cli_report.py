@@ -118,3 +118,16 @@ def test_runs_with_the_same_folder_name_are_labelled_by_path(tmp_path):
     page = (tmp_path / "cmp" / "compare.html").read_text()
     assert f">{tmp_path / 'monday' / 'run'}</td>" in page
     assert f">{tmp_path / 'tuesday' / 'run'}</td>" in page
+
+
+def test_more_than_two_runs_are_compared_on_one_page(tmp_path):
+    names = ["fedavg", "fedmedian", "krum", "bulyan"]
+    for index, name in enumerate(names):
+        write_run(tmp_path / name, make_report(num_rounds=2 + index))
+    out = tmp_path / "cmp"
+    result = runner.invoke(app, [str(tmp_path / name) for name in names] + ["--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "comparison of 4 runs" in result.output
+    page = (out / "compare.html").read_text()
+    for name in names:
+        assert f">{name}</td>" in page

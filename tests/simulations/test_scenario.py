@@ -69,7 +69,10 @@ def _write(tmp_path, text: str, name: str = "scenario.toml"):
 # -- the bundled scenarios --------------------------------------------------------------------
 def test_the_bundled_scenarios_are_there():
     assert bundled_scenarios() == [
+        "digits-mlp-byzantine-scaling",
+        "digits-mlp-byzantine-signflip",
         "digits-mlp-dirichlet",
+        "digits-mlp-dropout-crash",
         "digits-mlp-iid",
         "synthetic-1-1-fedavg",
         "synthetic-1-1-fedprox",
