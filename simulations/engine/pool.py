@@ -177,7 +177,7 @@ class WorkerPool:
             raise PoolError("the pool was stopped")
         self.start()
         started = time.perf_counter()
-        batches: dict[int, tuple[dict[int, bytes], list[tuple[int, bytes, int]]]] = {}
+        batches: dict[int, tuple[dict[int, bytes], list[tuple[int, Any, int]]]] = {}
         encoded: dict[int, tuple[int, bytes]] = {}  # id(content) -> (key, buffer)
         contents_by_id: dict[int, Any] = {}
         sent_ids: list[str] = []
@@ -195,7 +195,7 @@ class WorkerPool:
             index = self.worker_of(partition_id)
             contents, jobs = batches.setdefault(index, ({}, []))
             contents[key] = buffer
-            jobs.append((key, transfer.encode_metadata(message), int(partition_id)))
+            jobs.append((key, message.metadata, int(partition_id)))
             worker = self._workers[index]
             assert worker is not None
             worker.pending[message.metadata.message_id] = message
@@ -206,9 +206,7 @@ class WorkerPool:
             worker = self._workers[index]
             assert worker is not None
             self.stats.jobs += len(jobs)
-            self.stats.bytes_sent += sum(map(len, contents.values())) + sum(
-                len(job[1]) for job in jobs
-            )
+            self.stats.bytes_sent += sum(map(len, contents.values()))
             try:
                 worker.connection.send(("jobs", contents, jobs))
             except (OSError, ValueError):

@@ -7,8 +7,8 @@ is loaded by one process only. Each job's instruction is rebuilt from the round'
 buffer, so a ClientApp that changes its message cannot change another client's.
 
 Commands (over a ``multiprocessing`` Connection): ``("jobs", contents, jobs)`` with
-``contents`` = {key: encoded content} and ``jobs`` = [(content key, encoded metadata,
-partition id)]; ``("stop",)``. Replies go back as :func:`.transfer.pack_replies` buffers,
+``contents`` = {key: encoded content} and ``jobs`` = [(content key, Metadata, partition
+id)]; ``("stop",)``. Replies go back as :func:`.transfer.pack_replies` buffers,
 flushed every ``FLUSH_SECONDS`` so that the coordinator can show progress within a round.
 """
 

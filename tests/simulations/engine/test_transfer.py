@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import pickle
+
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -40,7 +43,7 @@ def test_content_round_trips_bit_for_bit_and_every_decode_is_a_fresh_object():
 def test_an_instruction_keeps_its_metadata():
     message = Message(_content(np.random.default_rng(1)), 1000007, "train", group_id="3")
     message.metadata.__dict__["_message_id"] = "run-42"
-    rebuilt = transfer.instruction(transfer.encode_metadata(message), message.content)
+    rebuilt = transfer.instruction(message.metadata, message.content)
     assert rebuilt.metadata.message_id == "run-42"
     assert rebuilt.metadata.dst_node_id == 1000007
     assert rebuilt.metadata.message_type == "train"
@@ -85,3 +88,21 @@ def test_a_truncated_batch_is_a_typed_error(cut):
     buffer = transfer.pack_replies([Message(RecordDict(), reply_to=message)] * 2)
     with pytest.raises(transfer.TransferError, match="reply batch"):
         transfer.unpack_replies(buffer[:cut])
+
+
+class Sneaky:
+    """What a hostile ClientApp could try to smuggle into a reply."""
+
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_a_reply_can_hold_flower_records_only():
+    message = Message(RecordDict(), 1000000, "train", group_id="1")
+    message.metadata.__dict__["_message_id"] = "m"
+    reply = Message(RecordDict(), reply_to=message)
+    reply.metadata.__dict__["_group_id"] = Sneaky()  # anything reachable from the reply
+    with pytest.raises(transfer.TransferError, match="Flower records only, given posix.system"):
+        transfer.unpack_replies(pickle.dumps([reply]))
+    with pytest.raises(transfer.TransferError, match="expected a list of Messages"):
+        transfer.unpack_replies(pickle.dumps([1, 2]))
