@@ -44,6 +44,7 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "server-lr": 1.0,  # W_next = W + aggregate(deltas)
         "proximal-mu": 0.0,  # no proximal term
         "kernel-sha256": "",  # no kernel pin
+        "resume-from": "",  # a fresh run (else: the run folder whose checkpoint to continue)
     }
 )
 
@@ -96,6 +97,7 @@ class FederationConfig:
     out_dir: Path
     kernel_sha256: str
     data: tuple[tuple[str, ConfigScalar], ...]  # the data keys present, in DATA_KEYS order
+    resume_from: str = ""  # a run folder whose latest checkpoint this run continues
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -167,6 +169,7 @@ class FederationConfig:
             out_dir=Path(_string(values, "out-dir", allow_empty=False)),
             kernel_sha256=kernel_sha256,
             data=data,
+            resume_from=_string(values, "resume-from").strip(),
         )
 
     # -- derived views --------------------------------------------------------------------------
@@ -195,6 +198,7 @@ class FederationConfig:
             "out-dir": str(self.out_dir),
             "kernel-sha256": self.kernel_sha256,
             **dict(self.data),
+            "resume-from": self.resume_from,
         }
 
     def client_config(self, server_round: int) -> dict[str, ConfigScalar]:

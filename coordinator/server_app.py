@@ -18,6 +18,7 @@ import importlib.metadata
 import logging
 import math
 import platform
+import time
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -31,9 +32,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from protos.report_pb2 import RoundReport, RunReport, Versions
 
+from . import strategy_state
 from .aggregation import model_sha256
+from .checkpoint import Checkpoint, write_checkpoint
 from .config import FederationConfig
 from .flower_strategies import build_flower_strategy
+from .resume import starting_point
 from .strategy import DeltaStrategy, RoundFailedError
 
 logger = logging.getLogger(__name__)
@@ -110,9 +114,8 @@ def run_federation(
         When a round has no usable reply (after the report recorded status "failed").
     """
     out_dir = Path(config.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     write = write_report or _write_run
-    report = new_run_report(config, engine=_engine_of(grid))
+    engine = _engine_of(grid)
     strategy = DeltaStrategy(
         build_flower_strategy(
             config.strategy,
@@ -131,13 +134,16 @@ def run_federation(
         rule_name=config.strategy,
     )
     strategy.summary()
-    global_weights = config.model.init_params(config.seed)
+    # Before anything is written: a refused resume leaves the run folder as it was.
+    start = starting_point(config, strategy, new_run_report(config, engine=engine), engine=engine)
+    report, global_weights = start.report, start.global_weights
+    out_dir.mkdir(parents=True, exist_ok=True)
     write(out_dir, report)
     try:
-        if config.fraction_train < 1.0:
+        if config.fraction_train < 1.0 and _partitions_needed(grid, strategy, start.resumed):
             # Partial sampling draws from nodes in partition order, which needs the partitions
             # before round 1 (with full training, round 1's replies tell them in time for the
-            # evaluation sample).
+            # evaluation sample). A resumed run asks again: simulated node ids are new per run.
             found = strategy.learn_partitions(
                 grid,
                 _arrays(global_weights),
@@ -145,7 +151,7 @@ def run_federation(
                 timeout=timeout,
             )
             logger.info("partition ids known for %d nodes", found)
-        for server_round in range(1, config.num_rounds + 1):
+        for server_round in range(start.finished_rounds + 1, config.num_rounds + 1):
             global_weights = _run_round(
                 grid, strategy, config, server_round, global_weights, central_evaluate, timeout
             )
@@ -154,6 +160,8 @@ def run_federation(
             report.total_bytes_uploaded += round_report.bytes_uploaded
             report.total_bytes_downloaded += round_report.bytes_downloaded
             strategy.forget_round(server_round)
+            # The checkpoint of round k is complete before the report claims round k.
+            _checkpoint(out_dir, config, strategy, server_round, global_weights, report)
             write(out_dir, report)
             if on_round is not None:
                 snapshot = RoundReport()
@@ -188,6 +196,37 @@ def run_federation(
         report.final_federated_eval_accuracy = last.federated_eval_accuracy
     _finish(report, out_dir, write, status="completed", error="")
     return report
+
+
+def _checkpoint(
+    out_dir: Path,
+    config: FederationConfig,
+    strategy: DeltaStrategy,
+    server_round: int,
+    global_weights: dict[str, np.ndarray],
+    report: RunReport,
+) -> None:
+    """Write the checkpoint of ``server_round`` and add the time it took to the report."""
+    started = time.perf_counter()
+    names = list(config.model.array_shapes())
+    write_checkpoint(
+        out_dir,
+        Checkpoint(
+            round=server_round,
+            model=global_weights,
+            strategy_state=strategy_state.capture(strategy.flower_strategy, names),
+            node_partitions=dict(strategy.node_partitions),
+            report=report,
+            config=config.to_run_config(),
+        ),
+    )
+    report.checkpoint_seconds += time.perf_counter() - started
+
+
+def _partitions_needed(grid: Grid, strategy: DeltaStrategy, resumed: bool) -> bool:
+    if not resumed:
+        return True
+    return any(node_id not in strategy.node_partitions for node_id in grid.get_node_ids())
 
 
 def _run_round(
