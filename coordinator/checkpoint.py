@@ -217,9 +217,13 @@ def write_checkpoint(run_dir: Path | str, checkpoint: Checkpoint) -> Path:
         pause = os.environ.get(PAUSE_ENV)
         if pause:
             time.sleep(float(pause))
-        if final.exists():  # left by a run that stopped after this round, then resumed before it
-            shutil.rmtree(final)
+        replaced = None
+        if final.exists():  # this round again (a resumed run that had nothing left to do)
+            replaced = final.with_name(f".{final.name}.{secrets.token_hex(4)}.old.tmp")
+            os.rename(final, replaced)
         os.rename(temp, final)
+        if replaced is not None:
+            shutil.rmtree(replaced, ignore_errors=True)
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
@@ -242,7 +246,7 @@ def remove_partial_writes(run_dir: Path | str) -> None:
     """Delete temporary folders left by a process killed while writing a checkpoint."""
     root = checkpoint_root(run_dir)
     if root.is_dir():
-        for path in root.glob(".round-*.tmp"):
+        for path in root.glob(".round-*tmp"):
             shutil.rmtree(path, ignore_errors=True)
 
 
@@ -299,6 +303,23 @@ def load_latest(
     if refused:
         raise CheckpointError(f"{run_dir}: no usable checkpoint; refused: " + " | ".join(refused))
     return LoadResult(None, refused)
+
+
+def latest_config(run_dir: Path | str) -> tuple[dict[str, Any], Path] | None:
+    """The run config of the newest checkpoint whose manifest is intact, and that folder.
+
+    Only the manifest is checked here (it is what knows the model); :func:`load_latest`
+    verifies the whole checkpoint against that config when the run resumes.
+    """
+    for _, path in sorted(_round_dirs(checkpoint_root(run_dir)), reverse=True):
+        try:
+            manifest = _read_manifest(path, str(path))
+            config = _field(manifest, "config", dict, str(path))
+        except CheckpointError:
+            continue
+        if config_sha256(config) == manifest.get("config_sha256"):
+            return config, path
+    return None
 
 
 def read_checkpoint(

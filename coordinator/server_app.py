@@ -187,6 +187,9 @@ def run_federation(
         _finish(report, out_dir, write, status="failed", error=f"{type(error).__name__}: {error}")
         raise
 
+    if start.resumed and start.finished_rounds == config.num_rounds:
+        # No round ran in this segment: checkpoint again so its resume event is kept.
+        _checkpoint(out_dir, config, strategy, config.num_rounds, global_weights, report)
     np.savez(out_dir / FINAL_MODEL_FILE, **global_weights)
     report.final_model_sha256 = model_sha256(global_weights)
     if report.rounds:

@@ -26,6 +26,15 @@ def simulate(
     out: Path = typer.Option(
         None, "--out", help="Run folder (default: runs/<scenario>-<timestamp>/)."
     ),
+    resume: Path = typer.Option(
+        None,
+        "--resume",
+        help="Continue a stopped (or finished) run folder from its latest checkpoint; "
+        "--rounds N extends it.",
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="Overwrite the run folder given by --out if it holds a run."
+    ),
 ) -> None:
     """Train a scenario across simulated clients, each in its own Wasm sandbox."""
     from simulations.scenario import ScenarioError, default_scenario_path, find_scenario
@@ -37,18 +46,35 @@ def simulate(
         # Piped into a log or a file, rich assumes 80 columns and elides the figures.
         console = Console(width=120)
     try:
-        path = find_scenario(scenario) if scenario else default_scenario_path()
-        loaded = _load(path)
-        overrides = parse_sets(sets)
-        loaded = loaded.with_overrides(rounds=rounds, clients=clients, seed=seed, sets=overrides)
+        if resume is not None:
+            from simulations.resume import resume_arguments
+
+            run_config = resume_arguments(resume, scenario, rounds, clients, seed, sets, out)
+        else:
+            path = find_scenario(scenario) if scenario else default_scenario_path()
+            loaded = _load(path)
+            overrides = parse_sets(sets)
+            loaded = loaded.with_overrides(
+                rounds=rounds, clients=clients, seed=seed, sets=overrides
+            )
+            run_config = loaded.to_run_config()
     except (ScenarioError, ValueError, OSError) as error:
         console.print(f"[red]error:[/] {error}")
         raise typer.Exit(2) from None
 
-    run_config = loaded.to_run_config()
     name = str(run_config["scenario"])
     out_dir = out or Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if resume is not None:
+        out_dir = Path(str(run_config["out-dir"]))
+    if not force and _holds_a_run(out_dir) and (resume is None or out_dir != resume):
+        console.print(
+            f"[red]error:[/] {out_dir} already holds a run; continue it with --resume {out_dir}, "
+            "or overwrite it with --force"
+        )
+        raise typer.Exit(2)
     num_rounds = int(run_config["num-rounds"])
+    if resume is not None:
+        console.print(f"resuming [bold]{resume}[/] from its latest checkpoint")
     console.print(
         f"[bold]{name}[/]: {run_config['num-partitions']} clients, {num_rounds} rounds, "
         f"strategy {run_config['strategy']}, model {run_config['model']}, seed {run_config['seed']}"
@@ -87,6 +113,12 @@ def simulate(
         console.print(f"partial report (finished rounds): {out_dir / 'report.html'}")
         raise typer.Exit(1) from None
     print_summary(report, console, out_dir)
+
+
+def _holds_a_run(path: Path) -> bool:
+    from simulations.resume import is_run_folder
+
+    return is_run_folder(path)
 
 
 def _load(path: Path):
