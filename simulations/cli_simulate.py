@@ -66,7 +66,8 @@ def simulate(
     out_dir = out or Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     if resume is not None:
         out_dir = Path(str(run_config["out-dir"]))
-    if not force and _holds_a_run(out_dir) and (resume is None or out_dir != resume):
+    resuming_in_place = resume is not None and out_dir.resolve() == resume.resolve()
+    if not force and _holds_a_run(out_dir) and not resuming_in_place:
         console.print(
             f"[red]error:[/] {out_dir} already holds a run; continue it with --resume {out_dir}, "
             "or overwrite it with --force"

@@ -116,8 +116,9 @@ def resume_run_config(
         raise ResumeError(
             f"{run_dir}: {done} rounds are done already; --rounds must be at least {done}"
         )
-    config["out-dir"] = str(out_dir if out_dir is not None else run_dir)
-    config["resume-from"] = str(run_dir)
+    # Absolute: a SuperLink's ServerApp runs in another working directory.
+    config["out-dir"] = str(Path(out_dir if out_dir is not None else run_dir).resolve())
+    config["resume-from"] = str(run_dir.resolve())
     try:
         FederationConfig.from_run_config(config)
     except RunConfigError as error:
