@@ -384,3 +384,18 @@ def _rewrite_state(folder, replacement):
     }
     manifest["manifest_sha256"] = ckpt._manifest_hash(manifest)
     path.write_text(json.dumps(manifest))
+
+
+def test_the_html_report_and_the_summary_show_the_resume(tmp_path):
+    from rich.console import Console
+
+    from coordinator.report_html import render_report_html
+    from simulations.summary import print_summary
+
+    _run(tmp_path, num_rounds=1)
+    resumed = _run(tmp_path, num_rounds=2, resume_from=str(_run_dir(tmp_path)))
+    page = render_report_html(resumed)
+    assert "<dt>resumed</dt>" in page and "after round 1 (was completed, 1 rounds planned" in page
+    console = Console(record=True, width=200)
+    print_summary(resumed, console, _run_dir(tmp_path))
+    assert "resumed: " in console.export_text() and "after round 1" in console.export_text()
