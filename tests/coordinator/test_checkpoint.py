@@ -398,4 +398,5 @@ def test_the_html_report_and_the_summary_show_the_resume(tmp_path):
     assert "<dt>resumed</dt>" in page and "after round 1 (was completed, 1 rounds planned" in page
     console = Console(record=True, width=200)
     print_summary(resumed, console, _run_dir(tmp_path))
-    assert "resumed: " in console.export_text() and "after round 1" in console.export_text()
+    text = console.export_text()
+    assert "resumed: " in text and "after round 1" in text
