@@ -7,9 +7,12 @@ on any Grid (tests drive it with an in-process grid; no engine needed).
 
 Per round: sample and train (:class:`coordinator.strategy.DeltaStrategy`), federated
 evaluation, central evaluation through ``central_evaluate`` (supplied by the layer that owns a
-test set), then the RunReport is written (``coordinator.report_writer.write_run``) so that a
-run that dies after round k leaves a valid report of k rounds. A round without a usable reply
-ends the run: the report says "failed" and why, then :class:`FederationFailedError` is raised.
+test set), then the round's checkpoint (``coordinator.checkpoint``), then the RunReport
+(``coordinator.report_writer.write_run``), so that a run that dies after round k leaves a valid
+report of k rounds and a checkpoint to continue from. The run config key ``resume-from``
+continues a run folder from its newest checkpoint (``coordinator.resume``), on any engine. A
+round without a usable reply ends the run: the report says "failed" and why, then
+:class:`FederationFailedError` is raised.
 """
 
 from __future__ import annotations
@@ -112,6 +115,9 @@ def run_federation(
     ------
     FederationFailedError
         When a round has no usable reply (after the report recorded status "failed").
+    coordinator.checkpoint.CheckpointError
+        When ``config.resume_from`` cannot be resumed (no usable checkpoint, a run config
+        that differs from the checkpoint's, fewer rounds than done); nothing is written.
     """
     out_dir = Path(config.out_dir)
     write = write_report or _write_run
