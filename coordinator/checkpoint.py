@@ -35,6 +35,7 @@ import re
 import secrets
 import shutil
 import time
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -479,14 +480,22 @@ def _read_arrays(
         )
     arrays: dict[str, np.ndarray] = {}
     try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-            if sorted(archive.files) != sorted(declared):
+        # zipfile + np.lib.format rather than np.load: the declared size of each member is
+        # checked before it is decompressed (a small .npz can hold a deflated bomb).
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
+            if sorted(members) != sorted(declared):
                 raise CheckpointError(
-                    f"{where}: {STATE_FILE} holds {sorted(archive.files)[:8]}, "
+                    f"{where}: {STATE_FILE} holds {sorted(members)[:8]}, "
                     f"the manifest lists {sorted(declared)[:8]}"
                 )
-            for name in archive.files:
-                array = archive[name]
+            for name, info in members.items():
+                limit = 8 * math.prod(expected[name]) + _NPZ_OVERHEAD_PER_ARRAY
+                if info.file_size > limit:
+                    raise CheckpointError(
+                        f"{where}: array {name!r} takes {info.file_size} bytes, at most {limit}"
+                    )
+                array = np.lib.format.read_array(io.BytesIO(archive.read(info)), allow_pickle=False)
                 if tuple(array.shape) != expected[name]:
                     raise CheckpointError(
                         f"{where}: array {name!r} has shape {tuple(array.shape)}, "
@@ -501,7 +510,7 @@ def _read_arrays(
                 arrays[name] = array
     except CheckpointError:
         raise
-    except (ValueError, OSError, EOFError) as error:  # a broken zip or .npy header
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
         raise CheckpointError(f"{where}: {STATE_FILE} cannot be read: {error}") from error
     return arrays
 

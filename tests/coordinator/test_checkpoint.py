@@ -5,6 +5,7 @@ simulation) must give the bit-identical final model and the same per-round centr
 as the uninterrupted run, for every strategy. Checkpoints are untrusted input when read back.
 """
 
+import io
 import json
 import shutil
 
@@ -210,6 +211,32 @@ def test_a_checkpoint_rewritten_whole_is_still_checked_against_the_model(tmp_pat
             read_checkpoint(latest, array_shapes=SHAPES, state_slots=())
     with pytest.raises(CheckpointError, match="do not belong"):
         read_checkpoint(previous_of(latest), array_shapes={"w": (2,)}, state_slots=())
+
+
+def test_a_deflated_bomb_is_refused_before_it_is_decompressed(tmp_path):
+    import hashlib
+    import zipfile
+
+    latest, _ = _two_checkpoints(tmp_path)
+    with np.load(latest / ckpt.STATE_FILE, allow_pickle=False) as archive:
+        names = list(archive.files)
+    buffer = io.BytesIO()
+    # 64 MiB of zeros deflate to ~64 KiB: a member far larger than any array of the model.
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name in names:
+            archive.writestr(name + ".npy", b"\0" * (64 << 20))
+    data = buffer.getvalue()
+    assert len(data) < 1 << 20
+    (latest / ckpt.STATE_FILE).write_bytes(data)
+    manifest = json.loads((latest / ckpt.MANIFEST_FILE).read_text())
+    manifest["files"][ckpt.STATE_FILE] = {
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+    manifest["manifest_sha256"] = ckpt._manifest_hash(manifest)
+    (latest / ckpt.MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match=r"takes 67108864 bytes, at most"):
+        read_checkpoint(latest, array_shapes=SHAPES, state_slots=())
 
 
 def previous_of(latest):
