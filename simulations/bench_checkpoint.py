@@ -2,7 +2,8 @@
 
 Both figures are ratios of times measured in the same run (the machine is shared, so absolute
 times are noisy): the seconds the coordinator spent writing checkpoints (the report's
-``checkpoint_seconds``, timed around every write) against the run's wall time, and the time
+``checkpoint_seconds``, timed around every write) against the run's wall time and against the
+time spent in rounds (the stricter figure: it leaves out the engine's start-up), and the time
 to read and verify the newest checkpoint (what a resume adds) against a mean round.
 """
 
@@ -45,7 +46,10 @@ def measure(run_dir: Path) -> dict[str, float]:
     )
     load_seconds = time.perf_counter() - started
     round_seconds = statistics.mean(r.wall_seconds for r in report.rounds)
+    rounds_total = sum(r.wall_seconds for r in report.rounds)
     return {
+        "rounds_seconds": rounds_total,
+        "checkpoint_share_of_rounds": report.checkpoint_seconds / rounds_total,
         "rounds": float(len(report.rounds)),
         "run_seconds": wall,
         "checkpoint_seconds": report.checkpoint_seconds,
@@ -64,7 +68,9 @@ def main(argv: list[str]) -> int:
     print(
         f"{int(figures['rounds'])} rounds in {figures['run_seconds']:.1f} s; writing checkpoints "
         f"took {figures['checkpoint_seconds']:.3f} s = {100 * figures['checkpoint_share']:.2f}% "
-        f"of the run\nreading + verifying the latest checkpoint (a resume): "
+        f"of the run, {100 * figures['checkpoint_share_of_rounds']:.2f}% of the time in rounds "
+        f"({figures['rounds_seconds']:.1f} s, engine start-up excluded)\n"
+        "reading + verifying the latest checkpoint (a resume): "
         f"{1000 * figures['load_seconds']:.1f} ms = {figures['load_per_round']:.3f} of a mean "
         f"round ({1000 * figures['mean_round_seconds']:.0f} ms)"
     )
