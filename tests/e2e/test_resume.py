@@ -224,3 +224,32 @@ def test_extend_a_finished_run_and_refuse_what_does_not_fit(tmp_path):
     assert [r.round for r in report.rounds] == [1, 2, 3] and report.num_rounds == 3
     assert report.resumes[0].previous_status == "completed"
     assert report.resumes[0].from_round == 2 and report.resumes[0].previous_num_rounds == 2
+
+
+def test_a_deployment_continues_on_a_new_superlink(tmp_path):
+    """deploy local: the first federation finishes 1 round and is gone; a new SuperLink and new
+    SuperNodes (new keys, new node ids) continue the run folder from its checkpoint."""
+    from simulations.deploy import local
+    from simulations.resume import resume_run_config
+    from simulations.scenario import find_scenario, load_scenario
+
+    app_dir = Path(__file__).resolve().parents[2]
+    run_config = (
+        load_scenario(find_scenario("digits-mlp-iid"))
+        .with_overrides(rounds=1, clients=2, sets={"federation.fraction_train": "1.0"})
+        .to_run_config()
+    )
+    run_dir = tmp_path / "run"
+    local.run_local_deployment(run_config, 2, run_dir, app_dir)
+    first = load_report(run_dir)
+    assert first.status == "completed" and len(first.rounds) == 1
+
+    local.run_local_deployment(resume_run_config(run_dir, rounds=2), 2, run_dir, app_dir)
+    report = load_report(run_dir)
+    assert report.status == "completed" and [r.round for r in report.rounds] == [1, 2]
+    assert report.rounds[0] == first.rounds[0]  # round 1 is the checkpoint's, not run again
+    event = report.resumes[0]
+    assert event.from_round == 1 and event.engine == "deployment"
+    assert event.previous_status == "completed" and event.previous_num_rounds == 1
+    assert report.rounds[1].clients_succeeded == 2
+    assert report.total_bytes_uploaded == sum(r.bytes_uploaded for r in report.rounds)
