@@ -64,6 +64,7 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
         # it (0: off). A safety default, not an off switch: one client claiming 10**12
         # examples must not take over a weighted mean (validation.clip_num_examples).
         "max-examples-ratio": 10.0,
+        "resume-from": "",  # a fresh run (else: the run folder whose checkpoint to continue)
     }
 )
 
@@ -122,6 +123,7 @@ class FederationConfig:
     max_num_examples: int = 0  # 0: no absolute bound on num-examples claims
     max_examples_ratio: float = 10.0  # 0: no bound relative to the round's median claim
     faults: tuple[tuple[str, ConfigScalar], ...] = ()  # FAULT_KEYS present, forwarded as is
+    resume_from: str = ""  # a run folder whose latest checkpoint this run continues
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -198,6 +200,7 @@ class FederationConfig:
             max_num_examples=_integer(values, "max-num-examples", minimum=0),
             max_examples_ratio=_ratio(values, "max-examples-ratio"),
             faults=faults,
+            resume_from=_string(values, "resume-from").strip(),
         )
 
     # -- derived views --------------------------------------------------------------------------
@@ -230,6 +233,7 @@ class FederationConfig:
             "max-examples-ratio": self.max_examples_ratio,
             **dict(self.data),
             **dict(self.faults),
+            "resume-from": self.resume_from,
         }
 
     def client_config(self, server_round: int) -> dict[str, ConfigScalar]:

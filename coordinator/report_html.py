@@ -15,7 +15,15 @@ from pathlib import Path
 
 from google.protobuf import json_format
 
-from protos.report_pb2 import FAILED, OK, REJECTED, ClientResult, ClientStatus, RunReport
+from protos.report_pb2 import (
+    FAILED,
+    OK,
+    REJECTED,
+    ClientResult,
+    ClientStatus,
+    ResumeEvent,
+    RunReport,
+)
 
 from .report_plots import Plot, byte_unit, comparison_plots, run_plots
 
@@ -370,8 +378,24 @@ def _facts(report: RunReport) -> str:
     ]
     if report.error:
         facts.insert(2, ("error", f'<span class="mono">{_escape(report.error)}</span>'))
+    for event in report.resumes:
+        facts.append(("resumed", _escape(resume_text(event))))
     items = "".join(f"<dt>{_escape(name)}</dt><dd>{value}</dd>" for name, value in facts)
     return f'<dl class="facts" id="facts">{items}</dl>'
+
+
+def resume_text(event: ResumeEvent) -> str:
+    """One line on a resume: when, from which round, and any checkpoint refused on the way."""
+    text = (
+        f"{_timestamp(event.resumed_at)} after round {event.from_round} "
+        f"(was {event.previous_status or '?'}, {event.previous_num_rounds} rounds planned; "
+        f"{event.engine or '?'} engine)"
+    )
+    if event.refused_checkpoints:
+        text += f"; refused {len(event.refused_checkpoints)} newer checkpoint(s): " + "; ".join(
+            event.refused_checkpoints
+        )
+    return text
 
 
 def _config(report: RunReport) -> str:

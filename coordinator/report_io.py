@@ -39,18 +39,22 @@ def report_to_json(report: RunReport) -> str:
     header.CopyFrom(report)
     del header.rounds[:]
     fields = _to_dict(header)
-    fields.pop("rounds", None)
-    # sort_keys: the config is a map, whose order would otherwise vary between runs.
-    lines = [
-        f" {json.dumps(name)}: {json.dumps(value, allow_nan=False, sort_keys=name == 'config')}"
-        for name, value in fields.items()
-    ]
     rounds = [
         f"  {_round_json(round_report.SerializeToString(deterministic=True))}"
         for round_report in report.rounds
     ]
     rounds_text = ' "rounds": [\n' + ",\n".join(rounds) + "\n ]" if rounds else ' "rounds": []'
-    return "{\n" + ",\n".join([*lines, rounds_text]) + "\n}\n"
+    # sort_keys: the config is a map, whose order would otherwise vary between runs. Fields
+    # added after `rounds` (field numbers > 18) come after it, in .proto order.
+    lines = [
+        rounds_text if name == "rounds" else f" {json.dumps(name)}: {_field_json(name, value)}"
+        for name, value in fields.items()
+    ]
+    return "{\n" + ",\n".join(lines) + "\n}\n"
+
+
+def _field_json(name: str, value: object) -> str:
+    return json.dumps(value, allow_nan=False, sort_keys=name == "config")
 
 
 @functools.lru_cache(maxsize=ROUND_JSON_CACHE_SIZE)

@@ -7,9 +7,12 @@ on any Grid (tests drive it with an in-process grid; no engine needed).
 
 Per round: sample and train (:class:`coordinator.strategy.DeltaStrategy`), federated
 evaluation, central evaluation through ``central_evaluate`` (supplied by the layer that owns a
-test set), then the RunReport is written (``coordinator.report_writer.write_run``) so that a
-run that dies after round k leaves a valid report of k rounds. A round without a usable reply
-ends the run: the report says "failed" and why, then :class:`FederationFailedError` is raised.
+test set), then the round's checkpoint (``coordinator.checkpoint``), then the RunReport
+(``coordinator.report_writer.write_run``), so that a run that dies after round k leaves a valid
+report of k rounds and a checkpoint to continue from. The run config key ``resume-from``
+continues a run folder from its newest checkpoint (``coordinator.resume``), on any engine. A
+round without a usable reply ends the run: the report says "failed" and why, then
+:class:`FederationFailedError` is raised.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import importlib.metadata
 import logging
 import math
 import platform
+import time
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -31,9 +35,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from protos.report_pb2 import RoundReport, RunReport, Versions
 
+from . import strategy_state
 from .aggregation import model_sha256
+from .checkpoint import Checkpoint, write_checkpoint
 from .config import FederationConfig
 from .flower_strategies import build_flower_strategy
+from .resume import starting_point
 from .strategy import DeltaStrategy, ExpectedExamples, FaultLabels, RoundFailedError
 from .validation import WeightPolicy
 
@@ -115,11 +122,13 @@ def run_federation(
     ------
     FederationFailedError
         When a round has no usable reply (after the report recorded status "failed").
+    coordinator.checkpoint.CheckpointError
+        When ``config.resume_from`` cannot be resumed (no usable checkpoint, a run config
+        that differs from the checkpoint's, fewer rounds than done); nothing is written.
     """
     out_dir = Path(config.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     write = write_report or _write_run
-    report = new_run_report(config, engine=_engine_of(grid))
+    engine = _engine_of(grid)
     strategy = DeltaStrategy(
         build_flower_strategy(
             config.strategy,
@@ -142,14 +151,18 @@ def run_federation(
         fault_labels=fault_labels,
     )
     strategy.summary()
-    global_weights = config.model.init_params(config.seed)
+    # Before anything is written: a refused resume leaves the run folder as it was.
+    start = starting_point(config, strategy, new_run_report(config, engine=engine), engine=engine)
+    report, global_weights = start.report, start.global_weights
+    out_dir.mkdir(parents=True, exist_ok=True)
     write(out_dir, report)
     try:
-        if config.fraction_train < 1.0 or fault_labels is not None:
+        needs_partitions = config.fraction_train < 1.0 or fault_labels is not None
+        if needs_partitions and _partitions_needed(grid, strategy, start.resumed):
             # Partial sampling draws from nodes in partition order, which needs the partitions
             # before round 1 (with full training, round 1's replies tell them in time for the
             # evaluation sample). Fault labels need them too: a crashed client's error reply
-            # names no partition.
+            # names no partition. A resumed run asks again: simulated node ids are new per run.
             found = strategy.learn_partitions(
                 grid,
                 _arrays(global_weights),
@@ -157,7 +170,7 @@ def run_federation(
                 timeout=timeout,
             )
             logger.info("partition ids known for %d nodes", found)
-        for server_round in range(1, config.num_rounds + 1):
+        for server_round in range(start.finished_rounds + 1, config.num_rounds + 1):
             global_weights = _run_round(
                 grid, strategy, config, server_round, global_weights, central_evaluate, timeout
             )
@@ -166,6 +179,8 @@ def run_federation(
             report.total_bytes_uploaded += round_report.bytes_uploaded
             report.total_bytes_downloaded += round_report.bytes_downloaded
             strategy.forget_round(server_round)
+            # The checkpoint of round k is complete before the report claims round k.
+            _checkpoint(out_dir, config, strategy, server_round, global_weights, report)
             write(out_dir, report)
             if on_round is not None:
                 snapshot = RoundReport()
@@ -203,6 +218,9 @@ def run_federation(
         _finish(report, out_dir, write, status="failed", error=f"{type(error).__name__}: {error}")
         raise
 
+    if start.resumed and start.finished_rounds == config.num_rounds:
+        # No round ran in this segment: checkpoint again so its resume event is kept.
+        _checkpoint(out_dir, config, strategy, config.num_rounds, global_weights, report)
     np.savez(out_dir / FINAL_MODEL_FILE, **global_weights)
     report.final_model_sha256 = model_sha256(global_weights)
     if report.rounds:
@@ -212,6 +230,37 @@ def run_federation(
         report.final_federated_eval_accuracy = last.federated_eval_accuracy
     _finish(report, out_dir, write, status="completed", error="")
     return report
+
+
+def _checkpoint(
+    out_dir: Path,
+    config: FederationConfig,
+    strategy: DeltaStrategy,
+    server_round: int,
+    global_weights: dict[str, np.ndarray],
+    report: RunReport,
+) -> None:
+    """Write the checkpoint of ``server_round`` and add the time it took to the report."""
+    started = time.perf_counter()
+    names = list(config.model.array_shapes())
+    write_checkpoint(
+        out_dir,
+        Checkpoint(
+            round=server_round,
+            model=global_weights,
+            strategy_state=strategy_state.capture(strategy.flower_strategy, names),
+            node_partitions=dict(strategy.node_partitions),
+            report=report,
+            config=config.to_run_config(),
+        ),
+    )
+    report.checkpoint_seconds += time.perf_counter() - started
+
+
+def _partitions_needed(grid: Grid, strategy: DeltaStrategy, resumed: bool) -> bool:
+    if not resumed:
+        return True
+    return any(node_id not in strategy.node_partitions for node_id in grid.get_node_ids())
 
 
 def _run_round(

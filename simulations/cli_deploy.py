@@ -95,7 +95,12 @@ def local(
             show_default=False,
         ),
     ] = None,
-    nodes: Annotated[int, typer.Option("--nodes", min=1, help="How many SuperNodes.")] = 3,
+    nodes: Annotated[
+        int | None,
+        typer.Option(
+            "--nodes", min=1, help="How many SuperNodes (default 3; --resume: as before)."
+        ),
+    ] = None,
     rounds: Annotated[
         int | None, typer.Option("--rounds", help="Override the number of rounds.")
     ] = None,
@@ -118,6 +123,13 @@ def local(
         Path | None,
         typer.Option("--app", help="The Flower App to run (default: this sandflower source)."),
     ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume",
+            help="Continue this run folder from its latest checkpoint (--rounds N extends it).",
+        ),
+    ] = None,
 ) -> None:
     """Run a scenario through a real SuperLink and SuperNodes on this machine (TLS, auth)."""
     from simulations.cli_simulate import parse_sets
@@ -133,11 +145,19 @@ def local(
 
     console = Console()
     try:
-        path = find_scenario(scenario) if scenario else default_scenario_path()
-        overrides = parse_sets(sets or [])
-        loaded = load_scenario(path).with_overrides(
-            rounds=rounds, clients=nodes, seed=seed, sets=overrides
-        )
+        if resume is not None:
+            from simulations.resume import resume_arguments
+
+            run_config = resume_arguments(resume, scenario, rounds, nodes, seed, sets or [], out)
+            nodes = int(run_config["num-partitions"])
+        else:
+            nodes = nodes or 3
+            path = find_scenario(scenario) if scenario else default_scenario_path()
+            overrides = parse_sets(sets or [])
+            loaded = load_scenario(path).with_overrides(
+                rounds=rounds, clients=nodes, seed=seed, sets=overrides
+            )
+            run_config = loaded.to_run_config()
     except (ScenarioError, ValueError, OSError) as error:
         console.print(f"[red]error:[/] {error}")
         raise typer.Exit(2) from None
@@ -148,9 +168,11 @@ def local(
             "pass --app DIR (the sandflower source folder)"
         )
         raise typer.Exit(2)
-    run_config = loaded.to_run_config()
     name = str(run_config["scenario"])
     out_dir = out or Path("runs") / f"{name}-deploy-{time.strftime('%Y%m%d-%H%M%S')}"
+    if resume is not None:
+        out_dir = Path(str(run_config["out-dir"]))
+        console.print(f"resuming [bold]{resume}[/] from its latest checkpoint")
     console.print(
         f"[bold]{name}[/]: {nodes} SuperNodes on loopback (TLS, node authentication), "
         f"{run_config['num-rounds']} rounds"

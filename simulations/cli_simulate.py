@@ -41,6 +41,15 @@ def simulate(
         "--ray-address",
         help="Ray engine: join an existing cluster (the address `ray start --head` printed).",
     ),
+    resume: Path = typer.Option(
+        None,
+        "--resume",
+        help="Continue a stopped (or finished) run folder from its latest checkpoint; "
+        "--rounds N extends it.",
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="Overwrite the run folder given by --out if it holds a run."
+    ),
 ) -> None:
     """Train a scenario across simulated clients, each in its own Wasm sandbox."""
     from simulations.engine.stopping import EXIT_INTERRUPTED, stop_on_signals
@@ -53,10 +62,18 @@ def simulate(
         # Piped into a log or a file, rich assumes 80 columns and elides the figures.
         console = Console(width=120)
     try:
-        path = find_scenario(scenario) if scenario else default_scenario_path()
-        loaded = _load(path)
-        overrides = parse_sets(sets)
-        loaded = loaded.with_overrides(rounds=rounds, clients=clients, seed=seed, sets=overrides)
+        if resume is not None:
+            from simulations.resume import resume_arguments
+
+            run_config = resume_arguments(resume, scenario, rounds, clients, seed, sets, out)
+        else:
+            path = find_scenario(scenario) if scenario else default_scenario_path()
+            loaded = _load(path)
+            overrides = parse_sets(sets)
+            loaded = loaded.with_overrides(
+                rounds=rounds, clients=clients, seed=seed, sets=overrides
+            )
+            run_config = loaded.to_run_config()
         if engine not in ENGINES:
             raise ValueError(f"--engine: expected one of {', '.join(ENGINES)}, given {engine!r}")
         if workers is not None and workers < 1:
@@ -67,10 +84,20 @@ def simulate(
         console.print(f"[red]error:[/] {error}")
         raise typer.Exit(2) from None
 
-    run_config = loaded.to_run_config()
     name = str(run_config["scenario"])
     out_dir = out or Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if resume is not None:
+        out_dir = Path(str(run_config["out-dir"]))
+    resuming_in_place = resume is not None and out_dir.resolve() == resume.resolve()
+    if not force and _holds_a_run(out_dir) and not resuming_in_place:
+        console.print(
+            f"[red]error:[/] {out_dir} already holds a run; continue it with --resume {out_dir}, "
+            "or overwrite it with --force"
+        )
+        raise typer.Exit(2)
     num_rounds = int(run_config["num-rounds"])
+    if resume is not None:
+        console.print(f"resuming [bold]{resume}[/] from its latest checkpoint")
     console.print(
         f"[bold]{name}[/]: {run_config['num-partitions']} clients, {num_rounds} rounds, "
         f"strategy {run_config['strategy']}, model {run_config['model']}, "
@@ -138,6 +165,12 @@ def simulate(
         sys.stderr.flush()
         os._exit(EXIT_INTERRUPTED)
     print_summary(report, console, out_dir)
+
+
+def _holds_a_run(path: Path) -> bool:
+    from simulations.resume import is_run_folder
+
+    return is_run_folder(path)
 
 
 def _load(path: Path):

@@ -14,6 +14,7 @@ from coordinator.report_html import (
     format_seconds,
     format_significant,
     latest_finite,
+    resume_text,
 )
 from protos.report_pb2 import RoundReport, RunReport
 
@@ -84,6 +85,8 @@ def print_summary(report: RunReport, console: Console, run_dir: Path) -> None:
     console.print(summary_table(report))
     if report.error:
         console.print(f"[red]error:[/] {report.error}")
+    for event in report.resumes:
+        console.print(f"resumed: {resume_text(event)}")
     run_dir = Path(run_dir)
     console.print(f"report: [bold]{run_dir / 'report.html'}[/]")
     console.print(

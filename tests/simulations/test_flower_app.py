@@ -19,6 +19,8 @@ def test_pyproject_run_config_is_the_default_scenario():
     app_config = _app_config()
     scenario_config = load_scenario(default_scenario_path()).to_run_config()
     assert app_config.pop("kernel-sha256") == ""
+    # A run-config-only key (coordinator/checkpoint.py): a scenario never resumes by itself.
+    assert app_config.pop("resume-from") == ""
     assert app_config == scenario_config
 
 
