@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from coordinator.checkpoint import CHECKPOINT_DIR, PAUSE_ENV
-from coordinator.report_io import load_report
+from coordinator.report_io import ReportError, load_report
 from simulations.deploy.processes import descendants
 from simulations.environment import apply_flower_env
 
@@ -253,3 +253,73 @@ def test_a_deployment_continues_on_a_new_superlink(tmp_path):
     assert event.previous_status == "completed" and event.previous_num_rounds == 1
     assert report.rounds[1].clients_succeeded == 2
     assert report.total_bytes_uploaded == sum(r.bytes_uploaded for r in report.rounds)
+
+
+def test_flwr_run_resumes_with_the_run_config_key(tmp_path):
+    """`flwr run .` on a simulation SuperLink: 1 round, then `resume-from` to 2 rounds, gives
+    the bits of an uninterrupted 2-round run (pyproject's default scenario, partial sampling)."""
+    from simulations.deploy.processes import (
+        ProcessSupervisor,
+        find_free_port,
+        flower_environment,
+        port_accepts,
+        wait_until,
+    )
+
+    loopback = "127.0.0.1"
+    flwr_home = tmp_path / "flwr-home"
+    flwr_home.mkdir()
+    control_port, http_port = find_free_port(), find_free_port()
+    (flwr_home / "config.toml").write_text(
+        '[superlink]\ndefault = "sim"\n\n'
+        f'[superlink.sim]\naddress = "{loopback}:{http_port}"\ninsecure = true\n'
+    )
+    env = flower_environment(flwr_home)
+    bin_dir = Path(sys.executable).parent
+    repo = Path(__file__).resolve().parents[2]
+
+    def flwr_run(run_config: str, out_dir: Path) -> None:
+        completed = subprocess.run(
+            [str(bin_dir / "flwr"), "run", str(repo), "sim", "--stream", "--run-config"]
+            + [f"num-partitions=3 out-dir='{out_dir}' {run_config}"]
+            + ["--federation-config", "num-supernodes=3"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT_S,
+            check=False,
+        )
+        assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+        # --stream may return before the ServerApp's last report write.
+        wait_until(
+            lambda: _status(out_dir) not in ("", "running"), "the final report", 60, [superlink]
+        )
+
+    with ProcessSupervisor(env) as supervisor:
+        superlink = supervisor.start(
+            "superlink",
+            [str(bin_dir / "flower-superlink"), "--insecure", "--simulation"]
+            + ["--isolation", "subprocess"]
+            + ["--control-api-address", f"{loopback}:{control_port}"]
+            + ["--host", loopback, "--port", str(http_port)]
+            + ["--database", str(tmp_path / "state.db")],
+            tmp_path / "superlink.log",
+        )
+        wait_until(lambda: port_accepts(loopback, http_port), "the SuperLink", 60, [superlink])
+        flwr_run("num-rounds=2", tmp_path / "whole")
+        flwr_run("num-rounds=1", tmp_path / "part")
+        flwr_run(f"num-rounds=2 resume-from='{tmp_path / 'part'}'", tmp_path / "part")
+
+    whole, resumed = load_report(tmp_path / "whole"), load_report(tmp_path / "part")
+    assert resumed.final_model_sha256 == whole.final_model_sha256
+    assert [r.central_accuracy for r in resumed.rounds] == [
+        r.central_accuracy for r in whole.rounds
+    ]
+    assert [e.from_round for e in resumed.resumes] == [1]
+
+
+def _status(out_dir: Path) -> str:
+    try:
+        return load_report(out_dir).status
+    except ReportError:  # not written yet
+        return ""
