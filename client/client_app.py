@@ -99,6 +99,7 @@ def _train(message: Message, context: Context) -> RecordDict:
             seed=job_seed,
             global_params=global_weights,
             job_name=f"train round {server_round} node {context.node_id}",
+            **_work_budget(config),
         )
     except SandboxError as error:
         raise ClientJobError(ERROR_KERNEL_FAILED, f"local training failed: {error}") from error
@@ -112,6 +113,10 @@ def _train(message: Message, context: Context) -> RecordDict:
             "fuel-used": int(result.fuel_used or 0),
             "reply-bytes": int(reply_bytes),
             "partition-id": partition_id,
+            # Work done against the job's plan: < planned when a budget stopped it.
+            "steps-done": int(result.steps_done),
+            "steps-planned": int(result.steps_planned),
+            "fuel-planning": int(result.fuel_planning),
         }
     )
     arrays = ArrayRecord({name: Array(array) for name, array in update.items()})
@@ -200,6 +205,27 @@ def _job_seed(seed: int, server_round: int, partition_id: int, node_id: int) -> 
     return int((int(words[0]) << 31) ^ int(words[1]))
 
 
+def _work_budget(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The train call's budget options from the config: ``fuel-budget`` (>= 0; -1 or absent:
+    none), ``max-steps`` (likewise), ``meter-fuel`` (measure the fuel even without a budget)."""
+    options: dict[str, Any] = {}
+    for key, option in (("fuel-budget", "fuel_budget"), ("max-steps", "max_steps")):
+        value = config.get(key, -1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < -1:
+            raise ClientJobError(
+                ERROR_BAD_CONFIG, f"config {key!r}: expected an int >= -1, given {value!r}"
+            )
+        if value >= 0:
+            options[option] = value
+    meter = config.get("meter-fuel", False)
+    if not isinstance(meter, bool):
+        raise ClientJobError(
+            ERROR_BAD_CONFIG, f"config 'meter-fuel': expected a bool, given {meter!r}"
+        )
+    options["meter"] = meter
+    return options
+
+
 # -- data -----------------------------------------------------------------------------------
 def _local_data(
     node_config: Mapping[str, Any], config: Mapping[str, Any], spec: ModelSpec
@@ -272,8 +298,12 @@ def _runner(node_config: Mapping[str, Any], config: Mapping[str, Any]) -> Kernel
             f"kernel {path} has sha256 {module.sha256}, the coordinator pinned {pinned}: "
             "refusing to train on a kernel that is not the pinned one",
         )
+    memory_mb = int(node_config.get(NODE_MEMORY_MB, 512))
+    device_memory_mb = config.get("device-memory-mb")  # a simulated device's cap
+    if isinstance(device_memory_mb, int) and not isinstance(device_memory_mb, bool):
+        memory_mb = max(1, min(memory_mb, device_memory_mb))
     limits = Limits(
-        memory_bytes=int(node_config.get(NODE_MEMORY_MB, 512)) * 2**20,
+        memory_bytes=memory_mb * 2**20,
         fuel=int(node_config.get(NODE_FUEL, 0)) or None,
         deadline_seconds=float(node_config.get(NODE_DEADLINE_S, 0)) or None,
     )

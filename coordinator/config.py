@@ -18,6 +18,7 @@ from typing import Any
 
 from kernels.spec import ModelSpec, ModelSpecError
 
+from .clock import DeviceConfigError, DeviceSimulation
 from .flower_strategies import STRATEGY_NAMES, StrategyParamsError, check_strategy_params
 
 # Data keys the coordinator forwards to the clients in every train/evaluate config and does not
@@ -44,6 +45,7 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "server-lr": 1.0,  # W_next = W + aggregate(deltas)
         "proximal-mu": 0.0,  # no proximal term
         "kernel-sha256": "",  # no kernel pin
+        "devices": "",  # no device simulation (coordinator.clock): no clock, no deadline
     }
 )
 
@@ -96,6 +98,7 @@ class FederationConfig:
     out_dir: Path
     kernel_sha256: str
     data: tuple[tuple[str, ConfigScalar], ...]  # the data keys present, in DATA_KEYS order
+    devices: DeviceSimulation | None = None  # simulated device clock and deadline
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -148,6 +151,11 @@ class FederationConfig:
                 "kernel-sha256", f"expected 64 hex digits or '', given {kernel_sha256!r}"
             )
         data = tuple((key, _scalar(values, key)) for key in DATA_KEYS if key in values)
+        devices_text = _string(values, "devices").strip()
+        try:
+            devices = DeviceSimulation.from_json(devices_text) if devices_text else None
+        except DeviceConfigError as error:
+            raise RunConfigError("devices", str(error)) from error
 
         return cls(
             scenario=_string(values, "scenario"),
@@ -167,6 +175,7 @@ class FederationConfig:
             out_dir=Path(_string(values, "out-dir", allow_empty=False)),
             kernel_sha256=kernel_sha256,
             data=data,
+            devices=devices,
         )
 
     # -- derived views --------------------------------------------------------------------------
@@ -195,6 +204,7 @@ class FederationConfig:
             "out-dir": str(self.out_dir),
             "kernel-sha256": self.kernel_sha256,
             **dict(self.data),
+            **({"devices": self.devices.to_json()} if self.devices is not None else {}),
         }
 
     def client_config(self, server_round: int) -> dict[str, ConfigScalar]:

@@ -129,15 +129,16 @@ def run_federation(
         fraction_train=config.fraction_train,
         fraction_evaluate=config.fraction_evaluate,
         rule_name=config.strategy,
+        devices=config.devices,
     )
     strategy.summary()
     global_weights = config.model.init_params(config.seed)
     write(out_dir, report)
     try:
-        if config.fraction_train < 1.0:
+        if config.fraction_train < 1.0 or config.devices is not None:
             # Partial sampling draws from nodes in partition order, which needs the partitions
             # before round 1 (with full training, round 1's replies tell them in time for the
-            # evaluation sample).
+            # evaluation sample); simulated devices are looked up by partition.
             found = strategy.learn_partitions(
                 grid,
                 _arrays(global_weights),
