@@ -58,8 +58,8 @@ class TrainResult:
     steps_planned
         Minibatch steps of the whole job (``epochs * ceil(n / batch_size)``).
     fuel_planning
-        Fuel of the two metered probes that turned a fuel budget into a step budget (not part
-        of ``fuel_used``); 0 without a fuel budget.
+        Fuel of the metered probes (a warm-up, 0 steps, 1 step) that turned a fuel budget into
+        a step budget (not part of ``fuel_used``); 0 without a fuel budget.
     """
 
     params: dict[str, np.ndarray]
@@ -258,24 +258,28 @@ class KernelRunner:
             labels_ptr = job.put(labels)
             loss_ptr = job.alloc(4)
             steps_ptr = job.alloc(4)
+            params_ptr = job.alloc(flat.nbytes)
 
-            def run(steps: int) -> tuple[int, int]:
-                """sf_train_budget on a fresh copy of the parameters: (params ptr, fuel)."""
-                params_ptr = job.put(flat)
+            def run(steps: int) -> int:
+                """sf_train_budget from the initial parameters; returns the call's fuel."""
+                # The same buffer every time, so every call finds the heap in the same place.
+                job.write(params_ptr, flat)
                 before = job.fuel_used or 0
                 job.call_status(
                     "sf_train_budget", spec_ptr, params_ptr, global_ptr, x_ptr, labels_ptr,
                     num_examples, epochs, batch_size, lr, mu, seed, steps, loss_ptr, steps_ptr,
                 )  # fmt: skip
-                return params_ptr, (job.fuel_used or 0) - before
+                return (job.fuel_used or 0) - before
 
             if fuel_budget is not None:
-                # The one-step probe runs first: it grows linear memory for the scratch space,
-                # so its fuel over-counts a step (safe); the zero-step probe and the real run
-                # then find the memory grown and cost exactly the same set-up.
-                _, fuel_one_step = run(1)
-                _, fuel_no_step = run(0)
-                fuel_planning = fuel_one_step + fuel_no_step
+                # The set-up's fuel depends on the heap's history: the first call's scratch is
+                # fresh memory, later calls zero the scratch the previous one dirtied. A
+                # warm-up call first, so that both probes and the real run start from the same
+                # heap state and pay exactly the same set-up.
+                fuel_warm_up = run(0)
+                fuel_no_step = run(0)
+                fuel_one_step = run(1)
+                fuel_planning = fuel_warm_up + fuel_no_step + fuel_one_step
                 fitting = steps_within_fuel(fuel_budget, fuel_no_step, fuel_one_step)
                 max_steps = fitting if max_steps is None else min(max_steps, fitting)
             budget = steps_planned if max_steps is None else min(max_steps, steps_planned)
@@ -283,7 +287,7 @@ class KernelRunner:
                 # Nothing fits: the device does no work (and spends no fuel on it).
                 new_flat, loss, steps_done, fuel_used = flat.copy(), 0.0, 0, 0
             else:
-                params_ptr, fuel_used = run(budget)
+                fuel_used = run(budget)
                 new_flat = job.read(params_ptr, flat.shape, np.float32)
                 loss = float(job.read(loss_ptr, (1,), np.float32)[0])
                 steps_done = int(job.read(steps_ptr, (1,), np.int32)[0])

@@ -282,8 +282,10 @@ class DeltaStrategy(Strategy):
                 setattr(clients[reply.node_id], name, value)
         report.bytes_downloaded += state.bytes_per_train_message * len(state.train_nodes)
         report.bytes_uploaded += sum(reply.bytes_uploaded for reply in checked)
-        if not usable and self.devices is not None and (
-            report.clients_dropped or not state.train_nodes
+        if (
+            not usable
+            and self.devices is not None
+            and (report.clients_dropped or not state.train_nodes)
         ):
             # Every client was offline or too slow: the round ends at its deadline with the
             # model unchanged (FedAvg's fate at a high straggler share), not as a failure.

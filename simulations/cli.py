@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from simulations import cli_deploy, cli_kernels, cli_report, cli_simulate
+from simulations import cli_bench, cli_deploy, cli_kernels, cli_report, cli_simulate
 
 app = typer.Typer(
     name="sandflower",
@@ -48,6 +48,7 @@ app.add_typer(cli_kernels.app, name="kernels")
 app.command("simulate")(cli_simulate.simulate)
 app.command("report")(cli_report.report)
 app.add_typer(cli_deploy.app, name="deploy")
+app.add_typer(cli_bench.app, name="bench")
 
 
 def main() -> None:
