@@ -174,7 +174,9 @@ DEVICE_POLICIES = ("none", "drop", "partial")
 class DevicesSection:
     """Simulated devices (coordinator/clock.py, simulations/devices.py); policy "none": off."""
 
-    policy: str = _rule("str", f"one of {', '.join(DEVICE_POLICIES)}", default="none")
+    policy: str = _rule(
+        "str", f"one of {', '.join(DEVICE_POLICIES)}", DEVICE_POLICIES.__contains__, "none"
+    )
     profiles: str = _rule("str", "a CSV file path, or '' to draw from the seed", default="")
     speed: float = _rule("float", "a float > 0 (fuel per simulated second)", _positive, 1e8)
     speed_sigma: float = _rule("float", "a float >= 0", lambda v: 0 <= v < math.inf, 0.0)
