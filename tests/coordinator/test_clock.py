@@ -9,7 +9,6 @@ from coordinator.clock import (
     DeviceConfigError,
     DeviceProfile,
     DeviceSimulation,
-    payload_bytes,
     round_seconds,
 )
 

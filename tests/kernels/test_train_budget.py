@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from client.runner import KernelRunner, steps_within_fuel
+from client.runner import _PROBED_FUEL, KernelRunner, steps_within_fuel
 from client.sandbox import KernelModule, Limits
 from kernels import reference as ref
 from kernels.spec import ModelSpec
@@ -180,7 +180,8 @@ def test_runner_fuel_budget_stops_within_the_budget_at_a_step_boundary(kernel_mo
     options = {**OPTIONS, "global_params": global_named}
     whole = runner.train(spec, named, x, labels, meter=True, **options)
     assert whole.steps_done == whole.steps_planned == JOB_STEPS and not whole.partial
-    for fraction in (0.0, 0.3, 0.5, 0.99, 1.5):
+    _PROBED_FUEL.clear()
+    for index, fraction in enumerate((0.0, 0.3, 0.5, 0.99, 1.5)):
         budget = int(whole.fuel_used * fraction)
         result = runner.train(spec, named, x, labels, fuel_budget=budget, **options)
         assert result.fuel_used <= budget
@@ -191,12 +192,38 @@ def test_runner_fuel_budget_stops_within_the_budget_at_a_step_boundary(kernel_mo
         )
         np.testing.assert_allclose(spec.flatten(result.params), expected, atol=PARAM_ATOL)
         assert steps == result.steps_done
-        assert result.fuel_planning > 0
+        # Probed on the first budget only: later jobs of the same shapes reuse the probes
+        # (and pay for the warm-up call alone).
+        if index == 0:
+            first_planning = result.fuel_planning
+        assert 0 < result.fuel_planning < first_planning or index == 0
     half = runner.train(spec, named, x, labels, fuel_budget=whole.fuel_used // 2, **options)
     # The bound is tight to within a shuffle per step: half the fuel gives nearly half the steps.
     assert JOB_STEPS // 2 - 3 <= half.steps_done <= JOB_STEPS // 2
+    # The probes are cached per shape: the same budget again gives the same steps, within it.
     again = runner.train(spec, named, x, labels, fuel_budget=whole.fuel_used // 2, **options)
-    assert again.fuel_used == half.fuel_used and again.steps_done == half.steps_done
+    assert again.steps_done == half.steps_done and again.fuel_used == half.fuel_used
+    np.testing.assert_array_equal(spec.flatten(again.params), spec.flatten(half.params))
+    # ... and a fresh cache gives the same fuel: what a job reports does not depend on it.
+    _PROBED_FUEL.clear()
+    fresh = runner.train(spec, named, x, labels, fuel_budget=whole.fuel_used // 2, **options)
+    assert fresh.fuel_used == half.fuel_used and fresh.fuel_planning > again.fuel_planning
+
+
+@pytest.mark.parametrize("n", [7, 37, 108, 301])
+def test_cached_probes_keep_every_job_within_its_budget(kernel_module, n):
+    # The first budgeted job probes; later jobs of the same shapes reuse the probes: their
+    # fuel must stay within every budget.
+    spec = ModelSpec.parse("logreg:60-10")
+    params = spec.init_params(seed=n)
+    x, labels = make_data(spec, n, seed=n)
+    options = {"epochs": 3, "batch_size": 10, "lr": 0.01, "mu": 1.0, "seed": 4}
+    runner = KernelRunner(kernel_module)
+    whole = runner.train(spec, params, x, labels, meter=True, **options)
+    for fraction in (0.9, 0.5, 0.1, 0.02):
+        budget = int(whole.fuel_used * fraction)
+        result = runner.train(spec, params, x, labels, fuel_budget=budget, **options)
+        assert result.fuel_used <= budget, (n, fraction)
 
 
 def test_runner_refuses_bad_budgets(kernel_module):
