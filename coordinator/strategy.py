@@ -203,8 +203,9 @@ class DeltaStrategy(Strategy):
         offline: list[int] = []
         if self.devices is not None:
             # An offline device cannot be asked: only the online ones are sampled.
-            offline = [node for node in node_ids if not self._device_round(server_round, node)[0]]
-            node_ids = [node for node in node_ids if node not in set(offline)]
+            online = {node for node in node_ids if self._device_round(server_round, node)[0]}
+            offline = [node for node in node_ids if node not in online]
+            node_ids = [node for node in node_ids if node in online]
         sampled = sample_nodes(
             node_ids,
             fraction=self.fraction_train,
@@ -249,7 +250,10 @@ class DeltaStrategy(Strategy):
         state = self._state(server_round)
         shapes = {name: array.shape for name, array in state.global_weights.items()}
         replies = list(replies)
-        work = {int(reply.metadata.src_node_id): _work_done(reply) for reply in replies}
+        work: dict[int, tuple[int, int] | None] = {}
+        for reply in replies:
+            # The first reply of a node counts (as in _admit): a duplicate cannot overwrite it.
+            work.setdefault(int(reply.metadata.src_node_id), _work_done(reply))
         checked = _admit(
             [check_train_reply(reply, shapes, self.max_delta_norm) for reply in replies],
             state.train_nodes,
