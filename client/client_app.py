@@ -115,7 +115,7 @@ def _train(message: Message, context: Context) -> RecordDict:
     spec, global_weights = _global_model(message, config)
     data = _local_data(context.node_config, config, spec)
     epochs, batch_size = int(config["local-epochs"]), int(config["batch-size"])
-    limits = _limits(context.node_config, spec, data.num_train, epochs, batch_size)
+    limits = _limits(context.node_config, config, spec, data.num_train, epochs, batch_size)
     runner = _runner(context.node_config, config, limits)
     server_round = int(config["server-round"])
     partition_id = _partition_id(context.node_config)
@@ -133,6 +133,7 @@ def _train(message: Message, context: Context) -> RecordDict:
             seed=job_seed,
             global_params=global_weights,
             job_name=f"train round {server_round} node {context.node_id}",
+            **_work_budget(config),
         )
     except SandboxError as error:
         raise ClientJobError(ERROR_KERNEL_FAILED, f"local training failed: {error}") from error
@@ -146,6 +147,10 @@ def _train(message: Message, context: Context) -> RecordDict:
             "fuel-used": int(result.fuel_used or 0),
             "reply-bytes": int(reply_bytes),
             "partition-id": partition_id,
+            # Work done against the job's plan: < planned when a budget stopped it.
+            "steps-done": int(result.steps_done),
+            "steps-planned": int(result.steps_planned),
+            "fuel-planning": int(result.fuel_planning),
         }
     )
     arrays = ArrayRecord({name: Array(array) for name, array in update.items()})
@@ -164,7 +169,7 @@ def _evaluate(message: Message, context: Context) -> RecordDict:
             f"no local held-out samples to evaluate on ({data.num_train} training sample(s), "
             f"test-fraction {config.get('test-fraction', 0.2)})",
         )
-    limits = _limits(context.node_config, spec, data.num_test, 1, data.num_test)
+    limits = _limits(context.node_config, config, spec, data.num_test, 1, data.num_test)
     runner = _runner(context.node_config, config, limits)
     try:
         result = runner.evaluate(
@@ -241,6 +246,27 @@ def _job_seed(seed: int, server_round: int, partition_id: int, node_id: int) -> 
     client = partition_id if partition_id != NO_PARTITION else node_id
     words = np.random.SeedSequence([seed, server_round, client]).generate_state(2, np.uint32)
     return int((int(words[0]) << 31) ^ int(words[1]))
+
+
+def _work_budget(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The train call's budget options from the config: ``fuel-budget`` (>= 0; -1 or absent:
+    none), ``max-steps`` (likewise), ``meter-fuel`` (measure the fuel even without a budget)."""
+    options: dict[str, Any] = {}
+    for key, option in (("fuel-budget", "fuel_budget"), ("max-steps", "max_steps")):
+        value = config.get(key, -1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < -1:
+            raise ClientJobError(
+                ERROR_BAD_CONFIG, f"config {key!r}: expected an int >= -1, given {value!r}"
+            )
+        if value >= 0:
+            options[option] = value
+    meter = config.get("meter-fuel", False)
+    if not isinstance(meter, bool):
+        raise ClientJobError(
+            ERROR_BAD_CONFIG, f"config 'meter-fuel': expected a bool, given {meter!r}"
+        )
+    options["meter"] = meter
+    return options
 
 
 # -- data -----------------------------------------------------------------------------------
@@ -352,12 +378,16 @@ def default_limits(
 
 def _limits(
     node_config: Mapping[str, Any],
+    config: Mapping[str, Any],
     spec: ModelSpec,
     num_samples: int,
     epochs: int,
     batch_size: int,
 ) -> Limits:
     memory_mb = _node_number(node_config, NODE_MEMORY_MB, DEFAULT_MEMORY_MB)
+    device_memory_mb = config.get("device-memory-mb")  # a simulated device's cap (issue 13)
+    if isinstance(device_memory_mb, int) and not isinstance(device_memory_mb, bool):
+        memory_mb = max(1, min(memory_mb, device_memory_mb))
     defaults = default_limits(spec, num_samples, epochs, batch_size, int(memory_mb))
     fuel = _node_number(node_config, NODE_FUEL, defaults.fuel)
     deadline = _node_number(node_config, NODE_DEADLINE_S, defaults.deadline_seconds)

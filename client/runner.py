@@ -9,6 +9,7 @@ to float32 rounding.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.metadata
 import json
@@ -30,6 +31,14 @@ SIMD128_KERNEL = "sandflower-simd128.wasm"
 _UINT64_END = 2**64
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _DEFAULT_LIMITS = Limits()
+# The fuel a metered job gets when its Limits set none: far more than any job can use (a
+# 2^62-instruction job would run for decades), so metering only counts.
+_UNCAPPED_FUEL = 2**62
+# Fuel depends on the job's shapes, not its values (kernels/ABI.md, "Step budgets"): the probes
+# of a fuel budget are measured once per shape and module. A device runs the same shapes every
+# round, and three extra kernel calls cost as much as a small job.
+_PROBED_FUEL: dict[tuple, tuple[int, int]] = {}
+_PROBE_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -45,9 +54,18 @@ class TrainResult:
     seconds
         Wall time spent inside kernel calls.
     fuel_used
-        Fuel the job consumed, None when it ran unmetered.
+        Fuel the job consumed, None when it ran unmetered. With a budget or ``meter``: the
+        fuel of the training call alone (what the simulated clock charges).
     num_examples
         Training samples (per epoch).
+    steps_done
+        Minibatch steps run (fewer than ``steps_planned`` when a budget stopped the job).
+    steps_planned
+        Minibatch steps of the whole job (``epochs * ceil(n / batch_size)``).
+    fuel_planning
+        Fuel of the metered probes (a warm-up, 0 steps, 1 step) that turned a fuel budget into
+        a step budget (not part of ``fuel_used``); 0 without a fuel budget; the warm-up only
+        when this process already probed a job of the same shapes.
     """
 
     params: dict[str, np.ndarray]
@@ -55,6 +73,14 @@ class TrainResult:
     seconds: float
     fuel_used: int | None
     num_examples: int
+    steps_done: int = 0
+    steps_planned: int = 0
+    fuel_planning: int = 0
+
+    @property
+    def partial(self) -> bool:
+        """True when a budget stopped the job before all its planned steps."""
+        return self.steps_done < self.steps_planned
 
 
 @dataclass(frozen=True)
@@ -189,11 +215,19 @@ class KernelRunner:
         seed: int,
         global_params: Mapping[str, np.ndarray] | None = None,
         job_name: str = "train",
+        max_steps: int | None = None,
+        fuel_budget: int | None = None,
+        meter: bool = False,
     ) -> TrainResult:
         """Run all local epochs of minibatch SGD (FedProx when ``mu`` > 0) in one kernel call.
 
         Minibatches follow a splitmix64 shuffle of ``seed`` (kernels/ABI.md, "Shuffling");
         the proximal term pulls towards ``global_params`` (default: ``params``).
+
+        ``max_steps`` stops the job after that many minibatch steps; ``fuel_budget`` stops it
+        after the steps that fit in that much fuel (see :func:`steps_within_fuel`), always at
+        a minibatch boundary, never with a trap. Either budget, or ``meter``, meters the job
+        so that ``fuel_used`` is known.
         """
         flat = _flat_params(spec, params, "params")
         global_flat = (
@@ -207,6 +241,93 @@ class KernelRunner:
         lr = _finite_at_least(lr, 0.0, "lr")
         mu = _finite_at_least(mu, 0.0, "mu")
         seed = _seed(seed)
+        steps_planned = epochs * math.ceil(num_examples / batch_size)
+        if max_steps is not None:
+            max_steps = _int_at_least(max_steps, 0, "max_steps")
+        if fuel_budget is not None:
+            fuel_budget = _fuel(fuel_budget, "fuel_budget")
+        if max_steps is None and fuel_budget is None and not meter:
+            return self._train_unbudgeted(
+                spec, flat, global_flat, features, labels, epochs, batch_size, lr, mu, seed,
+                job_name, steps_planned,
+            )  # fmt: skip
+        limits = self.limits
+        if limits.fuel is None:
+            # Metered with no cap of its own: the budget is enforced by the step count.
+            limits = dataclasses.replace(limits, fuel=_UNCAPPED_FUEL)
+        fuel_planning = 0
+        with self.module.job(job_name, limits) as job:
+            spec_ptr = job.put(spec.encode())
+            # The ABI lets global_params be 0 when mu == 0: no copy of weights that go unread.
+            global_ptr = job.put(global_flat) if mu > 0 else 0
+            x_ptr = job.put(features)
+            labels_ptr = job.put(labels)
+            loss_ptr = job.alloc(4)
+            steps_ptr = job.alloc(4)
+            params_ptr = job.alloc(flat.nbytes)
+
+            def run(steps: int) -> int:
+                """sf_train_budget from the initial parameters; returns the call's fuel."""
+                # The same buffer every time, so every call finds the heap in the same place.
+                job.write(params_ptr, flat)
+                before = job.fuel_used or 0
+                job.call_status(
+                    "sf_train_budget", spec_ptr, params_ptr, global_ptr, x_ptr, labels_ptr,
+                    num_examples, epochs, batch_size, lr, mu, seed, steps, loss_ptr, steps_ptr,
+                )  # fmt: skip
+                return (job.fuel_used or 0) - before
+
+            if fuel_budget is not None:
+                shape_key = (
+                    self.module.sha256,
+                    str(spec),
+                    num_examples,
+                    epochs,
+                    batch_size,
+                    mu > 0,
+                )
+                # The set-up's fuel depends on the heap's history: the first call's scratch is
+                # fresh memory, later calls zero the scratch the previous one dirtied (and pay
+                # for it). A warm-up call first, so that the probes and the real run all start
+                # from the same dirtied heap and pay the same set-up, cached probes or not:
+                # the fuel a job reports never depends on what this process ran before.
+                fuel_planning = run(0)
+                probed = _PROBED_FUEL.get(shape_key)
+                if probed is None:
+                    probed = (run(0), run(1))
+                    fuel_planning += sum(probed)
+                    if len(_PROBED_FUEL) >= _PROBE_CACHE_SIZE:
+                        _PROBED_FUEL.clear()
+                    _PROBED_FUEL[shape_key] = probed
+                fuel_no_step, fuel_one_step = probed
+                fitting = steps_within_fuel(fuel_budget, fuel_no_step, fuel_one_step)
+                max_steps = fitting if max_steps is None else min(max_steps, fitting)
+            budget = steps_planned if max_steps is None else min(max_steps, steps_planned)
+            if budget == 0:
+                # Nothing fits: the device does no work (and spends no fuel on it).
+                new_flat, loss, steps_done, fuel_used = flat.copy(), 0.0, 0, 0
+            else:
+                fuel_used = run(budget)
+                new_flat = job.read(params_ptr, flat.shape, np.float32)
+                loss = float(job.read(loss_ptr, (1,), np.float32)[0])
+                steps_done = int(job.read(steps_ptr, (1,), np.int32)[0])
+        return TrainResult(
+            params=spec.unflatten(new_flat),
+            loss=loss,
+            seconds=job.kernel_seconds,
+            fuel_used=fuel_used,
+            num_examples=num_examples,
+            steps_done=steps_done,
+            steps_planned=steps_planned,
+            fuel_planning=fuel_planning,
+        )
+
+    def _train_unbudgeted(
+        self, spec, flat, global_flat, features, labels, epochs, batch_size, lr, mu, seed,
+        job_name, steps_planned,
+    ) -> TrainResult:  # fmt: skip
+        """The plain ``sf_train`` path (no budget): what hosts without budgets have always run."""
+        num_examples = features.shape[0]
         with self.module.job(job_name, self.limits) as job:
             spec_ptr = job.put(spec.encode())
             params_ptr = job.put(flat)
@@ -238,6 +359,8 @@ class KernelRunner:
             seconds=job.kernel_seconds,
             fuel_used=job.fuel_used,
             num_examples=num_examples,
+            steps_done=steps_planned,
+            steps_planned=steps_planned,
         )
 
     def evaluate(
@@ -267,7 +390,35 @@ class KernelRunner:
         return EvalResult(loss=float(loss), accuracy=float(accuracy), num_examples=num_examples)
 
 
+def steps_within_fuel(fuel_budget: int, fuel_no_step: int, fuel_one_step: int) -> int:
+    """How many minibatch steps of a job surely fit in ``fuel_budget``.
+
+    ``fuel_no_step`` and ``fuel_one_step`` are the measured fuel of the same job stopped after
+    0 and 1 steps. Fuel is deterministic and the kernels' instruction counts depend on shapes
+    only, not on values; a step costs at most the first one (a full minibatch plus an epoch's
+    shuffle; a later step has at most that, kernels/ABI.md "Step budgets"), so k steps cost at
+    most ``fuel_no_step + k * (fuel_one_step - fuel_no_step)``.
+    """
+    per_step = fuel_one_step - fuel_no_step
+    if per_step <= 0:
+        raise ValueError(
+            f"fuel_one_step: expected more than fuel_no_step = {fuel_no_step}, "
+            f"given {fuel_one_step}"
+        )
+    if fuel_budget < fuel_no_step:
+        return 0
+    return (fuel_budget - fuel_no_step) // per_step
+
+
 # -- input validation -----------------------------------------------------------------------
+def _fuel(value: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+        raise ValueError(f"{what}: expected an int >= 0, given {value!r}")
+    if value >= _UNCAPPED_FUEL:
+        raise ValueError(f"{what}: expected an int < 2**62, given {value}")
+    return int(value)
+
+
 def _flat_params(spec: ModelSpec, params: Mapping[str, np.ndarray], what: str) -> np.ndarray:
     if not isinstance(params, Mapping):
         raise ValueError(f"{what}: expected a mapping of name -> array, given {type(params)}")
@@ -346,4 +497,10 @@ def _seed(seed: int) -> int:
     return seed % _UINT64_END
 
 
-__all__ = ["EvalResult", "KernelRunner", "TrainResult", "default_kernel_path"]
+__all__ = [
+    "EvalResult",
+    "KernelRunner",
+    "TrainResult",
+    "default_kernel_path",
+    "steps_within_fuel",
+]

@@ -63,6 +63,7 @@ KERNEL_SIGNATURES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "sf_model_forward": (("i32",) * 5, ("i32",)),
     "sf_model_loss_grad": (("i32",) * 7, ("i32",)),
     "sf_train": (("i32",) * 8 + ("f32", "f32", "i64", "i32"), ("i32",)),
+    "sf_train_budget": (("i32",) * 8 + ("f32", "f32", "i64", "i32", "i32", "i32"), ("i32",)),
     "sf_evaluate": (("i32",) * 6, ("i32",)),
 }
 MEMORY_EXPORT = "memory"

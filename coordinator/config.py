@@ -18,6 +18,7 @@ from typing import Any
 
 from kernels.spec import ModelSpec, ModelSpecError
 
+from .clock import DeviceConfigError, DeviceSimulation
 from .flower_strategies import STRATEGY_NAMES, StrategyParamsError, check_strategy_params
 
 # Data keys the coordinator forwards to the clients in every train/evaluate config and does not
@@ -65,6 +66,7 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
         # examples must not take over a weighted mean (validation.clip_num_examples).
         "max-examples-ratio": 10.0,
         "resume-from": "",  # a fresh run (else: the run folder whose checkpoint to continue)
+        "devices": "",  # no device simulation (coordinator.clock): no clock, no deadline
     }
 )
 
@@ -124,6 +126,7 @@ class FederationConfig:
     max_examples_ratio: float = 10.0  # 0: no bound relative to the round's median claim
     faults: tuple[tuple[str, ConfigScalar], ...] = ()  # FAULT_KEYS present, forwarded as is
     resume_from: str = ""  # a run folder whose latest checkpoint this run continues
+    devices: DeviceSimulation | None = None  # simulated device clock and deadline
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -177,6 +180,11 @@ class FederationConfig:
             )
         data = tuple((key, _scalar(values, key)) for key in DATA_KEYS if key in values)
         faults = tuple((key, _scalar(values, key)) for key in FAULT_KEYS if key in values)
+        devices_text = _string(values, "devices").strip()
+        try:
+            devices = DeviceSimulation.from_json(devices_text) if devices_text else None
+        except DeviceConfigError as error:
+            raise RunConfigError("devices", str(error)) from error
 
         return cls(
             scenario=_string(values, "scenario"),
@@ -201,6 +209,7 @@ class FederationConfig:
             max_examples_ratio=_ratio(values, "max-examples-ratio"),
             faults=faults,
             resume_from=_string(values, "resume-from").strip(),
+            devices=devices,
         )
 
     # -- derived views --------------------------------------------------------------------------
@@ -234,6 +243,7 @@ class FederationConfig:
             **dict(self.data),
             **dict(self.faults),
             "resume-from": self.resume_from,
+            **({"devices": self.devices.to_json()} if self.devices is not None else {}),
         }
 
     def client_config(self, server_round: int) -> dict[str, ConfigScalar]:

@@ -22,6 +22,7 @@ from protos.report_pb2 import (
     ClientResult,
     ClientStatus,
     ResumeEvent,
+    RoundReport,
     RunReport,
 )
 
@@ -440,6 +441,7 @@ def _plots(plots: Sequence[Plot]) -> str:
 def _rounds_table(report: RunReport) -> str:
     if not report.rounds:
         return '<p class="note">No finished rounds yet.</p>'
+    devices = simulates_devices(report)
     columns = [
         ("round", ""),
         ("sampled", ""),
@@ -475,8 +477,54 @@ def _rounds_table(report: RunReport) -> str:
                 _td(format_significant(r.update_norm)),
                 _td(format_seconds(r.wall_seconds)),
             ]
+            + (_device_round_cells(r) if devices else [])
         )
+    if devices:
+        columns += _DEVICE_ROUND_COLUMNS
     return _table(columns, rows, table_id="rounds-table")
+
+
+# Simulated device clock (coordinator/clock.py): shown only for runs that simulate devices.
+_DEVICE_ROUND_COLUMNS = [
+    ("sim round", ""),
+    ("sim elapsed", ""),
+    ("stragglers", ""),
+    ("dropped", ""),
+    ("partial", ""),
+    ("offline", ""),
+]
+_DEVICE_CLIENT_COLUMNS = [("sim time", ""), ("steps", ""), ("fuel budget", ""), ("device", "text")]
+
+
+def simulates_devices(report: RunReport) -> bool:
+    """Whether the run has a simulated device clock (its rounds carry simulated seconds)."""
+    return any(r.sim_elapsed_seconds > 0 for r in report.rounds)
+
+
+def _device_round_cells(r: RoundReport) -> list[str]:
+    return [
+        _td(f"{r.sim_round_seconds:.4g} s"),
+        _td(f"{r.sim_elapsed_seconds:.5g} s"),
+        _td(str(r.stragglers)),
+        _td(str(r.clients_dropped)),
+        _td(str(r.clients_partial)),
+        _td(str(r.clients_offline)),
+    ]
+
+
+def _device_client_cells(client: ClientResult) -> list[str]:
+    if not client.device_status:
+        return [_td("—"), _td("—"), _td("—"), _td("—", "text")]
+    return [
+        _td(
+            f"{client.sim_seconds:.4g} s",
+            title=f"download {client.sim_download_seconds:.4g} s, compute "
+            f"{client.sim_compute_seconds:.4g} s, upload {client.sim_upload_seconds:.4g} s",
+        ),
+        _td(f"{client.steps_done:,} / {client.steps_planned:,}"),
+        _td(f"{client.fuel_budget:,}" if client.fuel_budget >= 0 else "none"),
+        _td(client.device_status, "text"),
+    ]
 
 
 _CLIENT_COLUMNS = [
@@ -531,8 +579,12 @@ def _clients_section(report: RunReport) -> str:
         if r.clients_rejected:
             pills += f'<span class="pill rejected">{r.clients_rejected} rejected</span>'
         rows = [_client_row(client) for client in r.clients]
+        columns = _CLIENT_COLUMNS
+        if simulates_devices(report):
+            rows = [row + _device_client_cells(c) for row, c in zip(rows, r.clients, strict=True)]
+            columns = _CLIENT_COLUMNS + _DEVICE_CLIENT_COLUMNS
         table = _table(
-            _CLIENT_COLUMNS,
+            columns,
             rows,
             row_classes=[
                 ClientStatus.Name(c.status).lower() if c.status in (FAILED, REJECTED) else ""

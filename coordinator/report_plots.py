@@ -104,7 +104,42 @@ def run_plots(report: RunReport) -> list[Plot]:
             "L2 norm of each client's delta; rejected ones marked, non-finite ones on the "
             "top edge.",
         ),
-    ]
+    ] + (
+        [
+            _draw(
+                "plot-time-to-accuracy",
+                "Time to accuracy (simulated clock)",
+                _time_to_accuracy,
+                rounds,
+                "Central accuracy against simulated seconds (download + fuel / device speed + "
+                "upload, the round's slowest kept client or its deadline); markers: rounds "
+                "with stragglers.",
+            )
+        ]
+        if any(r.sim_elapsed_seconds > 0 for r in rounds)
+        else []
+    )
+
+
+def _time_to_accuracy(axes, rounds: list[RoundReport]) -> None:
+    elapsed = [r.sim_elapsed_seconds for r in rounds]
+    axes.plot(
+        elapsed, [r.central_accuracy for r in rounds], color=SERIES_COLORS[0], label="central"
+    )
+    late = [r for r in rounds if r.stragglers]
+    if late and len(rounds) <= MAX_ROUNDS_FOR_POINTS * 5:
+        axes.plot(
+            [r.sim_elapsed_seconds for r in late],
+            [r.central_accuracy for r in late],
+            linestyle="none",
+            marker="o",
+            markersize=3,
+            color=SERIES_COLORS[1],
+            label="round with stragglers",
+        )
+    axes.set_xlabel("simulated seconds")
+    axes.set_ylabel("central accuracy")
+    axes.legend(loc="lower right")
 
 
 def _overlay_central(axes, reports: Sequence[tuple[str, RunReport]], metric: str) -> None:

@@ -112,6 +112,10 @@ def starting_point(
             raise CheckpointError(f"{checkpoint.path}: {error}") from error
         strategy.node_partitions.update(checkpoint.node_partitions)
         report, weights, done = checkpoint.report, checkpoint.model, checkpoint.round
+        if report.rounds:
+            # The simulated device clock goes on from the last finished round (0 when the run
+            # simulates no devices).
+            strategy.sim_elapsed_seconds = report.rounds[-1].sim_elapsed_seconds
         _reopen(report, fresh_report)
     event = ResumeEvent(
         from_round=done,

@@ -149,6 +149,7 @@ def run_federation(
         weight_policy=WeightPolicy(config.max_num_examples, config.max_examples_ratio),
         expected_num_examples=expected_num_examples,
         fault_labels=fault_labels,
+        devices=config.devices,
     )
     strategy.summary()
     # Before anything is written: a refused resume leaves the run folder as it was.
@@ -157,12 +158,15 @@ def run_federation(
     out_dir.mkdir(parents=True, exist_ok=True)
     write(out_dir, report)
     try:
-        needs_partitions = config.fraction_train < 1.0 or fault_labels is not None
+        needs_partitions = (
+            config.fraction_train < 1.0 or fault_labels is not None or config.devices is not None
+        )
         if needs_partitions and _partitions_needed(grid, strategy, start.resumed):
             # Partial sampling draws from nodes in partition order, which needs the partitions
             # before round 1 (with full training, round 1's replies tell them in time for the
             # evaluation sample). Fault labels need them too: a crashed client's error reply
-            # names no partition. A resumed run asks again: simulated node ids are new per run.
+            # names no partition; simulated devices are looked up by partition. A resumed run
+            # asks again: simulated node ids are new per run.
             found = strategy.learn_partitions(
                 grid,
                 _arrays(global_weights),

@@ -61,7 +61,7 @@ from flwr.serverapp.strategy.multikrum import select_multikrum
 
 from protos.report_pb2 import FAILED, OK, REJECTED, ClientResult, RoundReport
 
-from . import attribution
+from . import attribution, clock
 from .aggregation import (
     apply_server_step,
     cosine_similarity,
@@ -128,6 +128,11 @@ class _RoundState:
     report: RoundReport = field(default_factory=RoundReport)
     evaluate_nodes: list[int] = field(default_factory=list)
     bytes_per_evaluate_message: int = 0
+    # Device simulation: node -> (profile, speed this round, fuel budget); the model payload.
+    device_plan: dict[int, tuple[clock.DeviceProfile | None, float, int]] = field(
+        default_factory=dict
+    )
+    payload_bytes: int = 0
 
 
 class DeltaStrategy(Strategy):
@@ -143,6 +148,7 @@ class DeltaStrategy(Strategy):
     max_delta_norm : replies whose delta has a larger L2 norm are rejected.
     fraction_train, fraction_evaluate : sampling fractions.
     rule_name : the strategy's name as the run config gives it (for report notes).
+    devices : the simulated devices (clock, deadline, straggler policy); None: none.
     """
 
     def __init__(
@@ -159,8 +165,11 @@ class DeltaStrategy(Strategy):
         weight_policy: WeightPolicy | None = None,
         expected_num_examples: ExpectedExamples | None = None,
         fault_labels: FaultLabels | None = None,
+        devices: clock.DeviceSimulation | None = None,
     ) -> None:
         self.flower_strategy = flower_strategy
+        self.devices = devices
+        self.sim_elapsed_seconds = 0.0
         self.clip_delta_norm = float(clip_delta_norm)
         self.weight_policy = weight_policy or WeightPolicy()
         self.expected_num_examples = expected_num_examples
@@ -208,6 +217,12 @@ class DeltaStrategy(Strategy):
     ) -> Iterable[Message]:
         """Sample nodes for ``server_round`` and send each the global arrays and the config."""
         node_ids = self._wait_for_nodes(grid)
+        offline: list[int] = []
+        if self.devices is not None:
+            # An offline device cannot be asked: only the online ones are sampled.
+            online = {node for node in node_ids if self._device_round(server_round, node)[0]}
+            offline = [node for node in node_ids if node not in online]
+            node_ids = [node for node in node_ids if node in online]
         sampled = sample_nodes(
             node_ids,
             fraction=self.fraction_train,
@@ -228,10 +243,13 @@ class DeltaStrategy(Strategy):
         state.report.round = server_round
         state.report.clients_sampled = len(sampled)
         state.report.sampled_node_ids.extend(str(node_id) for node_id in sampled)
+        state.report.clients_offline = len(offline)
         self._rounds[server_round] = state
         logger.info(
             "round %d: training on %d of %d nodes", server_round, len(sampled), len(node_ids)
         )
+        if self.devices is not None:
+            return self._device_messages(state, record, server_round)
         return _messages(record, sampled, MessageType.TRAIN, server_round)
 
     def aggregate_train(
@@ -248,6 +266,11 @@ class DeltaStrategy(Strategy):
         """
         state = self._state(server_round)
         shapes = {name: array.shape for name, array in state.global_weights.items()}
+        replies = list(replies)
+        work: dict[int, tuple[int, int] | None] = {}
+        for reply in replies:
+            # The first reply of a node counts (as in _admit): a duplicate cannot overwrite it.
+            work.setdefault(int(reply.metadata.src_node_id), _work_done(reply))
         checked = _admit(
             [
                 check_train_reply(reply, shapes, self.max_delta_norm, server_round=server_round)
@@ -262,6 +285,10 @@ class DeltaStrategy(Strategy):
         self._remember_partitions(checked)
         checked.sort(key=lambda reply: self.node_order_key(reply.node_id))
         claimed = {reply.node_id: reply.num_examples for reply in checked}
+        device_results: dict[int, dict] = {}
+        if self.devices is not None:
+            # The clock first: a straggler it drops is FAILED before weights are bounded.
+            checked, device_results = self._apply_clock(state, checked, work)
         checked, weight_notes = self._bound_weights(checked, "train")
         checked, clip_factors = self._clip_deltas(checked)
         usable = [reply for reply in checked if reply.ok]
@@ -285,8 +312,21 @@ class DeltaStrategy(Strategy):
             clients[reply.node_id].num_examples_note = weight_notes.get(reply.node_id, "")
             clients[reply.node_id].clip_factor = clip_factors.get(reply.node_id, 1.0)
             self._label(clients[reply.node_id], reply.node_id, server_round)
+            for name, value in device_results.get(reply.node_id, {}).items():
+                setattr(clients[reply.node_id], name, value)
         report.bytes_downloaded += state.bytes_per_train_message * len(state.train_nodes)
         report.bytes_uploaded = _int64(sum(reply.bytes_uploaded for reply in checked))
+        if (
+            not usable
+            and self.devices is not None
+            and (report.clients_dropped or not state.train_nodes)
+        ):
+            # Every client was offline or too slow: the round ends at its deadline with the
+            # model unchanged (FedAvg's fate at a high straggler share), not as a failure.
+            logger.info("round %d: no client made the deadline; model unchanged", server_round)
+            report.update_norm = 0.0
+            unchanged = {name: array.copy() for name, array in state.global_weights.items()}
+            return ArrayRecord({name: Array(array) for name, array in unchanged.items()}), None
         if not usable:
             reasons = (
                 "; ".join(f"{self._client_name(r.node_id)}: {r.reason}" for r in checked)
@@ -442,6 +482,109 @@ class DeltaStrategy(Strategy):
         checked = [check_evaluate_reply(reply) for reply in replies]
         self._remember_partitions(checked)
         return sum(reply.partition_id != NO_PARTITION for reply in checked)
+
+    # -- the simulated device clock (coordinator/clock.py) -------------------------------------
+    def _device_round(self, server_round: int, node_id: int) -> tuple[bool, float]:
+        assert self.devices is not None
+        return self.devices.round_state(self.seed, server_round, self.partition_of(node_id))
+
+    def _device_messages(
+        self, state: _RoundState, record: RecordDict, server_round: int
+    ) -> list[Message]:
+        """One message per node: the shared record plus its fuel budget and memory cap."""
+        assert self.devices is not None
+        state.payload_bytes = clock.payload_bytes(state.global_weights)
+        messages = []
+        for node_id in state.train_nodes:
+            profile = self.devices.profile(self.partition_of(node_id))
+            _, speed = self._device_round(server_round, node_id)
+            budget = (
+                self.devices.fuel_budget(profile, speed, state.payload_bytes)
+                if profile is not None
+                else -1
+            )
+            state.device_plan[node_id] = (profile, speed, budget)
+            config = ConfigRecord(dict(record[CONFIG_KEY]))
+            config["meter-fuel"] = True
+            config["fuel-budget"] = int(budget)
+            if profile is not None:
+                config["device-memory-mb"] = int(profile.memory_mb)
+            node_record = RecordDict({ARRAYS_KEY: record[ARRAYS_KEY], CONFIG_KEY: config})
+            messages += _messages(node_record, [node_id], MessageType.TRAIN, server_round)
+        return messages
+
+    def _apply_clock(
+        self,
+        state: _RoundState,
+        checked: list[TrainReply],
+        work: Mapping[int, tuple[int, int] | None],
+    ) -> tuple[list[TrainReply], dict[int, dict]]:
+        """Charge each reply its simulated time; drop the stragglers the policy drops.
+
+        Returns the replies (dropped ones turned FAILED with the reason) and, per node, the
+        ClientResult fields of the clock.
+        """
+        devices = self.devices
+        assert devices is not None
+        deadline = devices.deadline_seconds
+        report = state.report
+        results: dict[int, dict] = {}
+        kept_times: list[float] = []
+        out: list[TrainReply] = []
+        for reply in checked:
+            profile, speed, budget = state.device_plan.get(reply.node_id, (None, math.inf, -1))
+            done, planned = work.get(reply.node_id) or (0, 0)
+            if not reply.ok:
+                out.append(reply)
+                results[reply.node_id] = {"fuel_budget": budget}
+                continue
+            if work.get(reply.node_id) is None:
+                out.append(
+                    dataclasses.replace(
+                        reply,
+                        status=FAILED,
+                        reason="device simulation: the reply lacks valid steps-done and "
+                        "steps-planned metrics",
+                        delta=None,
+                    )
+                )
+                continue
+            times = devices.client_time(profile, speed, state.payload_bytes, reply.fuel_used)
+            fields = {
+                "sim_seconds": times.total,
+                "sim_download_seconds": times.download,
+                "sim_compute_seconds": times.compute,
+                "sim_upload_seconds": times.upload,
+                "fuel_budget": budget,
+                "steps_done": done,
+                "steps_planned": planned,
+            }
+            late = times.total > deadline
+            partial = done < planned
+            if late or partial:
+                report.stragglers += 1
+            if late or (partial and done == 0):
+                why = (
+                    f"straggler: {times.total:.4g} simulated s > deadline {deadline:.4g} s"
+                    if late
+                    else "straggler: not one minibatch step fits before the deadline"
+                )
+                report.clients_dropped += 1
+                fields["device_status"] = clock.DEVICE_DROPPED
+                reply = dataclasses.replace(reply, status=FAILED, reason=why, delta=None)
+            else:
+                kept_times.append(times.total)
+                if partial:
+                    report.clients_partial += 1
+                fields["device_status"] = clock.DEVICE_PARTIAL if partial else clock.DEVICE_ON_TIME
+            results[reply.node_id] = fields
+            out.append(reply)
+        report.sim_round_seconds = clock.round_seconds(
+            kept_times, report.clients_dropped > 0, deadline
+        )
+        self.sim_elapsed_seconds += report.sim_round_seconds
+        report.sim_elapsed_seconds = self.sim_elapsed_seconds
+        return out, results
 
     # -- internals ----------------------------------------------------------------------------
     def _state(self, server_round: int) -> _RoundState:
@@ -609,6 +752,24 @@ def _admit(replies: list[Reply], expected_nodes: Sequence[int]) -> list[Reply]:
         seen.add(reply.node_id)
         admitted.append(reply)
     return admitted
+
+
+def _work_done(message: Message) -> tuple[int, int] | None:
+    """(steps done, steps planned) from a train reply's metrics; None when absent or invalid
+    (never trusted: both must be ints with 0 <= done <= planned)."""
+    if message.has_error() or not message.has_content():
+        return None
+    for record in message.content.metric_records.values():
+        done, planned = record.get("steps-done"), record.get("steps-planned")
+        if (
+            isinstance(done, int)
+            and isinstance(planned, int)
+            and not isinstance(done, bool)
+            and not isinstance(planned, bool)
+            and 0 <= done <= planned
+        ):
+            return int(done), int(planned)
+    return None
 
 
 def _no_delta(reply: Reply) -> dict[str, None]:

@@ -333,6 +333,35 @@ def train(
 
     ``params`` is not modified.
     """
+    params, loss, _ = train_budget(
+        spec, params, global_params, x, labels,
+        epochs=epochs, batch_size=batch_size, lr=lr, mu=mu, seed=seed, max_steps=None,
+    )  # fmt: skip
+    return params, loss
+
+
+def train_budget(
+    spec: ModelSpec | np.ndarray,
+    params: np.ndarray,
+    global_params: np.ndarray | None,
+    x: np.ndarray,
+    labels: np.ndarray,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    mu: float,
+    seed: int,
+    max_steps: int | None,
+) -> tuple[np.ndarray, float, int]:
+    """``sf_train_budget``: ``sf_train`` stopped after ``max_steps`` minibatch steps.
+
+    Returns ``(new params, mean per-sample loss over the steps done, steps done)``; the loss is
+    0 when no step ran. ``max_steps=None`` is ``sf_train`` (no budget). ``params`` is not
+    modified.
+    """
+    if max_steps is not None and max_steps < 0:
+        raise ReferenceStatusError(SF_BAD_ARGUMENT, f"max_steps = {max_steps}")
     model = decode_spec(spec)
     if x.shape[0] <= 0 or epochs < 0 or batch_size <= 0:
         raise ReferenceStatusError(
@@ -346,8 +375,14 @@ def train(
     labels = np.asarray(labels)
     params = params.copy()
     loss_sum = 0.0
-    for perm in epoch_permutations(n, epochs, seed):
+    samples_done = 0
+    steps_done = 0
+    # The shuffle of an epoch is drawn only when a step of it runs, as in the kernel (the
+    # permutations are lazy, so stopping early draws no further epoch).
+    for perm in epoch_permutations(n, epochs if max_steps != 0 else 0, seed):
         for start in range(0, n, batch_size):
+            if steps_done == max_steps:
+                break
             batch = perm[start : start + batch_size]
             activations = _forward(model, params, x[batch])
             losses, dlogits = softmax_xent_per_sample(
@@ -356,5 +391,9 @@ def train(
             loss_sum += float(losses.astype(np.float64).sum())
             grads = _backward(model, params, activations, dlogits)
             params = sgd_update(params, grads, global_params, lr, mu)
-    loss = loss_sum / (n * epochs) if epochs > 0 else 0.0
-    return params, loss
+            samples_done += len(batch)
+            steps_done += 1
+        if steps_done == max_steps:
+            break
+    loss = loss_sum / samples_done if samples_done > 0 else 0.0
+    return params, loss, steps_done

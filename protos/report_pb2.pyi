@@ -23,7 +23,7 @@ FAILED: ClientStatus
 REJECTED: ClientStatus
 
 class ClientResult(_message.Message):
-    __slots__ = ("node_id", "partition_id", "status", "reason", "num_examples", "train_loss", "kernel_seconds", "fuel_used", "bytes_uploaded", "bytes_downloaded", "delta_norm", "cosine_to_update", "aggregation_weight", "selected", "aggregation_note", "eval_loss", "eval_accuracy", "eval_num_examples", "eval_status", "claimed_num_examples", "num_examples_note", "clip_factor", "injected_fault", "attack", "claimed_eval_num_examples")
+    __slots__ = ("node_id", "partition_id", "status", "reason", "num_examples", "train_loss", "kernel_seconds", "fuel_used", "bytes_uploaded", "bytes_downloaded", "delta_norm", "cosine_to_update", "aggregation_weight", "selected", "aggregation_note", "eval_loss", "eval_accuracy", "eval_num_examples", "eval_status", "claimed_num_examples", "num_examples_note", "clip_factor", "injected_fault", "attack", "claimed_eval_num_examples", "sim_seconds", "sim_download_seconds", "sim_compute_seconds", "sim_upload_seconds", "fuel_budget", "steps_done", "steps_planned", "device_status")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     PARTITION_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +49,14 @@ class ClientResult(_message.Message):
     INJECTED_FAULT_FIELD_NUMBER: _ClassVar[int]
     ATTACK_FIELD_NUMBER: _ClassVar[int]
     CLAIMED_EVAL_NUM_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SIM_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SIM_DOWNLOAD_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SIM_COMPUTE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SIM_UPLOAD_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FUEL_BUDGET_FIELD_NUMBER: _ClassVar[int]
+    STEPS_DONE_FIELD_NUMBER: _ClassVar[int]
+    STEPS_PLANNED_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_STATUS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     partition_id: int
     status: ClientStatus
@@ -74,10 +82,18 @@ class ClientResult(_message.Message):
     injected_fault: str
     attack: str
     claimed_eval_num_examples: int
-    def __init__(self, node_id: _Optional[str] = ..., partition_id: _Optional[int] = ..., status: _Optional[_Union[ClientStatus, str]] = ..., reason: _Optional[str] = ..., num_examples: _Optional[int] = ..., train_loss: _Optional[float] = ..., kernel_seconds: _Optional[float] = ..., fuel_used: _Optional[int] = ..., bytes_uploaded: _Optional[int] = ..., bytes_downloaded: _Optional[int] = ..., delta_norm: _Optional[float] = ..., cosine_to_update: _Optional[float] = ..., aggregation_weight: _Optional[float] = ..., selected: _Optional[bool] = ..., aggregation_note: _Optional[str] = ..., eval_loss: _Optional[float] = ..., eval_accuracy: _Optional[float] = ..., eval_num_examples: _Optional[int] = ..., eval_status: _Optional[_Union[ClientStatus, str]] = ..., claimed_num_examples: _Optional[int] = ..., num_examples_note: _Optional[str] = ..., clip_factor: _Optional[float] = ..., injected_fault: _Optional[str] = ..., attack: _Optional[str] = ..., claimed_eval_num_examples: _Optional[int] = ...) -> None: ...
+    sim_seconds: float
+    sim_download_seconds: float
+    sim_compute_seconds: float
+    sim_upload_seconds: float
+    fuel_budget: int
+    steps_done: int
+    steps_planned: int
+    device_status: str
+    def __init__(self, node_id: _Optional[str] = ..., partition_id: _Optional[int] = ..., status: _Optional[_Union[ClientStatus, str]] = ..., reason: _Optional[str] = ..., num_examples: _Optional[int] = ..., train_loss: _Optional[float] = ..., kernel_seconds: _Optional[float] = ..., fuel_used: _Optional[int] = ..., bytes_uploaded: _Optional[int] = ..., bytes_downloaded: _Optional[int] = ..., delta_norm: _Optional[float] = ..., cosine_to_update: _Optional[float] = ..., aggregation_weight: _Optional[float] = ..., selected: _Optional[bool] = ..., aggregation_note: _Optional[str] = ..., eval_loss: _Optional[float] = ..., eval_accuracy: _Optional[float] = ..., eval_num_examples: _Optional[int] = ..., eval_status: _Optional[_Union[ClientStatus, str]] = ..., claimed_num_examples: _Optional[int] = ..., num_examples_note: _Optional[str] = ..., clip_factor: _Optional[float] = ..., injected_fault: _Optional[str] = ..., attack: _Optional[str] = ..., claimed_eval_num_examples: _Optional[int] = ..., sim_seconds: _Optional[float] = ..., sim_download_seconds: _Optional[float] = ..., sim_compute_seconds: _Optional[float] = ..., sim_upload_seconds: _Optional[float] = ..., fuel_budget: _Optional[int] = ..., steps_done: _Optional[int] = ..., steps_planned: _Optional[int] = ..., device_status: _Optional[str] = ...) -> None: ...
 
 class RoundReport(_message.Message):
-    __slots__ = ("round", "clients_sampled", "clients_succeeded", "clients_failed", "clients_rejected", "train_loss", "federated_eval_loss", "federated_eval_accuracy", "central_loss", "central_accuracy", "bytes_uploaded", "bytes_downloaded", "wall_seconds", "update_norm", "sampled_node_ids", "clients", "clients_clipped", "clients_weight_clipped")
+    __slots__ = ("round", "clients_sampled", "clients_succeeded", "clients_failed", "clients_rejected", "train_loss", "federated_eval_loss", "federated_eval_accuracy", "central_loss", "central_accuracy", "bytes_uploaded", "bytes_downloaded", "wall_seconds", "update_norm", "sampled_node_ids", "clients", "clients_clipped", "clients_weight_clipped", "sim_round_seconds", "sim_elapsed_seconds", "stragglers", "clients_dropped", "clients_partial", "clients_offline")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     CLIENTS_SAMPLED_FIELD_NUMBER: _ClassVar[int]
     CLIENTS_SUCCEEDED_FIELD_NUMBER: _ClassVar[int]
@@ -96,6 +112,12 @@ class RoundReport(_message.Message):
     CLIENTS_FIELD_NUMBER: _ClassVar[int]
     CLIENTS_CLIPPED_FIELD_NUMBER: _ClassVar[int]
     CLIENTS_WEIGHT_CLIPPED_FIELD_NUMBER: _ClassVar[int]
+    SIM_ROUND_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SIM_ELAPSED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    STRAGGLERS_FIELD_NUMBER: _ClassVar[int]
+    CLIENTS_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    CLIENTS_PARTIAL_FIELD_NUMBER: _ClassVar[int]
+    CLIENTS_OFFLINE_FIELD_NUMBER: _ClassVar[int]
     round: int
     clients_sampled: int
     clients_succeeded: int
@@ -114,7 +136,13 @@ class RoundReport(_message.Message):
     clients: _containers.RepeatedCompositeFieldContainer[ClientResult]
     clients_clipped: int
     clients_weight_clipped: int
-    def __init__(self, round: _Optional[int] = ..., clients_sampled: _Optional[int] = ..., clients_succeeded: _Optional[int] = ..., clients_failed: _Optional[int] = ..., clients_rejected: _Optional[int] = ..., train_loss: _Optional[float] = ..., federated_eval_loss: _Optional[float] = ..., federated_eval_accuracy: _Optional[float] = ..., central_loss: _Optional[float] = ..., central_accuracy: _Optional[float] = ..., bytes_uploaded: _Optional[int] = ..., bytes_downloaded: _Optional[int] = ..., wall_seconds: _Optional[float] = ..., update_norm: _Optional[float] = ..., sampled_node_ids: _Optional[_Iterable[str]] = ..., clients: _Optional[_Iterable[_Union[ClientResult, _Mapping]]] = ..., clients_clipped: _Optional[int] = ..., clients_weight_clipped: _Optional[int] = ...) -> None: ...
+    sim_round_seconds: float
+    sim_elapsed_seconds: float
+    stragglers: int
+    clients_dropped: int
+    clients_partial: int
+    clients_offline: int
+    def __init__(self, round: _Optional[int] = ..., clients_sampled: _Optional[int] = ..., clients_succeeded: _Optional[int] = ..., clients_failed: _Optional[int] = ..., clients_rejected: _Optional[int] = ..., train_loss: _Optional[float] = ..., federated_eval_loss: _Optional[float] = ..., federated_eval_accuracy: _Optional[float] = ..., central_loss: _Optional[float] = ..., central_accuracy: _Optional[float] = ..., bytes_uploaded: _Optional[int] = ..., bytes_downloaded: _Optional[int] = ..., wall_seconds: _Optional[float] = ..., update_norm: _Optional[float] = ..., sampled_node_ids: _Optional[_Iterable[str]] = ..., clients: _Optional[_Iterable[_Union[ClientResult, _Mapping]]] = ..., clients_clipped: _Optional[int] = ..., clients_weight_clipped: _Optional[int] = ..., sim_round_seconds: _Optional[float] = ..., sim_elapsed_seconds: _Optional[float] = ..., stragglers: _Optional[int] = ..., clients_dropped: _Optional[int] = ..., clients_partial: _Optional[int] = ..., clients_offline: _Optional[int] = ...) -> None: ...
 
 class Versions(_message.Message):
     __slots__ = ("sandflower", "flwr", "wasmtime", "python")

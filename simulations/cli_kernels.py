@@ -104,6 +104,7 @@ def print_figures(console: Console, figures: dict) -> None:
         ("sgemm_call_us", "one sf_sgemm call on 1x1 (us)"),
         ("fuel_slowdown", "fuel metering slowdown"),
         ("deadline_slowdown", "deadline (epoch) slowdown"),
+        ("fuel_budget_slowdown", "fuel budget (probes + sf_train_budget) slowdown"),
     ):
         table.add_row(label, f"{figures[key]:.3f}", "", "")
     console.print(table)

@@ -212,6 +212,32 @@ class FaultsSection:
         return FaultConfig(**{f.name: getattr(self, f.name) for f in fields(self)})
 
 
+DEVICE_POLICIES = ("none", "drop", "partial")
+
+
+@dataclass(frozen=True)
+class DevicesSection:
+    """Simulated devices (coordinator/clock.py, simulations/devices.py); policy "none": off."""
+
+    policy: str = _rule(
+        "str", f"one of {', '.join(DEVICE_POLICIES)}", DEVICE_POLICIES.__contains__, "none"
+    )
+    profiles: str = _rule("str", "a CSV file path, or '' to draw from the seed", default="")
+    speed: float = _rule("float", "a float > 0 (fuel per simulated second)", _positive, 1e8)
+    speed_sigma: float = _rule("float", "a float >= 0", lambda v: 0 <= v < math.inf, 0.0)
+    speed_jitter: float = _rule("float", "a float >= 0", lambda v: 0 <= v < math.inf, 0.0)
+    memory_mb: int = _rule("int", "an int >= 1", lambda v: v >= 1, default=512)
+    uplink: float = _rule("float", "a float > 0 (bytes per simulated second)", _positive, 1e6)
+    downlink: float = _rule("float", "a float > 0 (bytes per simulated second)", _positive, 1e7)
+    bandwidth_sigma: float = _rule("float", "a float >= 0", lambda v: 0 <= v < math.inf, 0.0)
+    availability: float = _rule("float", "a float in [0, 1]", lambda v: 0 <= v <= 1, 1.0)
+    deadline_seconds: float = _rule("float", "a float > 0 (inf: none)", lambda v: v > 0, math.inf)
+    # >= 0: calibrate the deadline so that this share of the clients straggles (nominal speeds).
+    straggler_share: float = _rule(
+        "float", "-1 or a float in [0, 1)", lambda v: v == -1 or 0 <= v < 1, -1.0
+    )
+
+
 _SECTIONS: dict[str, type] = {
     "scenario": ScenarioSection,
     "data": DataSection,
@@ -219,6 +245,7 @@ _SECTIONS: dict[str, type] = {
     "training": TrainingSection,
     "model": ModelSection,
     "faults": FaultsSection,
+    "devices": DevicesSection,
 }
 
 # Strategy parameters a scenario may set under [federation.strategy_params], by strategy: the
@@ -276,6 +303,7 @@ class Scenario:
     training: TrainingSection
     model: ModelSection
     faults: FaultsSection = field(default_factory=FaultsSection)
+    devices: DevicesSection = DevicesSection()
     source: str = "<scenario>"
 
     @property
@@ -371,7 +399,50 @@ class Scenario:
                 run_config[name.replace("_", "-")] = value
         run_config.update(self.data_config().to_mapping())
         run_config.update(self.faults.fault_config().to_run_config())
+        if self.devices.policy != "none":
+            run_config["devices"] = self.device_simulation(run_config).to_json()
         return run_config
+
+    def device_simulation(self, run_config: Mapping[str, Any]):
+        """The scenario's devices as a ``coordinator.clock.DeviceSimulation`` (deadline
+        calibrated when ``straggler_share`` >= 0: runs every client's job once, metered)."""
+        from simulations import devices
+
+        section = self.devices
+        clients = self.federation.clients
+        try:
+            if section.profiles:
+                path = Path(section.profiles)
+                if not path.is_absolute() and self.source not in ("<scenario>", ""):
+                    path = Path(self.source).parent / path
+                profiles = devices.read_profiles(path, clients)
+            else:
+                distribution = devices.DeviceDistribution(
+                    speed=section.speed,
+                    speed_sigma=section.speed_sigma,
+                    memory_mb=section.memory_mb,
+                    uplink=section.uplink,
+                    downlink=section.downlink,
+                    bandwidth_sigma=section.bandwidth_sigma,
+                    availability=section.availability,
+                )
+                profiles = devices.draw_profiles(distribution, clients, self.seed)
+            deadline = section.deadline_seconds
+            if section.straggler_share >= 0:
+                fuel = devices.job_fuel(run_config, clients)
+                payload = self.model_spec().num_params() * 4
+                times = devices.nominal_times(profiles, fuel, payload)
+                deadline = devices.calibrate_deadline(times, section.straggler_share)
+        except devices.DevicesError as error:
+            raise ScenarioError(self.source, "devices", str(error)) from error
+        from coordinator.clock import DeviceSimulation
+
+        return DeviceSimulation(
+            profiles=tuple(profiles),
+            deadline_seconds=deadline,
+            policy="drop" if section.policy == "drop" else "partial",
+            speed_jitter=section.speed_jitter,
+        )
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """The scenario as nested tables, in the TOML file's shape (lists for arrays)."""

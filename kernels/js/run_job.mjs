@@ -1,5 +1,5 @@
 // node kernels/js/run_job.mjs JOB.json
-// Runs one evaluate + train job described by a JSON file (arrays base64, little-endian) with
+// Runs one evaluate + train (+ optional step-budget) job described by a JSON file (arrays base64, little-endian) with
 // the JS host and prints the results as JSON: the portability check used by tests/kernels/.
 import { readFileSync } from "node:fs";
 import { loadKernel } from "./sandflower.mjs";
@@ -17,4 +17,10 @@ const labels = new Int32Array(bytes(job.labels));
 const evaluation = kernel.evaluate(spec, params, x, labels);
 const trained = kernel.train(spec, params, x, labels, job.train);
 const b64 = (f32) => Buffer.from(f32.buffer, f32.byteOffset, f32.byteLength).toString("base64");
-console.log(JSON.stringify({ evaluation, train_loss: trained.loss, params: b64(trained.params) }));
+const result = { evaluation, train_loss: trained.loss, params: b64(trained.params) };
+if (job.budget) {
+  // The same job stopped after job.budget.maxSteps minibatch steps (sf_train_budget).
+  const stopped = kernel.trainBudget(spec, params, x, labels, { ...job.train, ...job.budget });
+  result.budget = { loss: stopped.loss, steps: stopped.steps, params: b64(stopped.params) };
+}
+console.log(JSON.stringify(result));

@@ -64,4 +64,25 @@ class Kernel {
     this.check(status, "sf_train");
     return { params: this.readF32(paramsPtr, params.length), loss: this.readF32(out, 1)[0] };
   }
+
+  // sf_train stopped after maxSteps minibatch steps (ABI.md, "Step budgets"): returns the
+  // steps done as well.
+  trainBudget(spec, params, x, labels, { epochs, batchSize, lr, mu, seed, maxSteps }) {
+    this.exports.sf_heap_reset();
+    const n = labels.length;
+    const paramsPtr = this.put(params);
+    const globalPtr = this.put(params);
+    const out = this.put(new Float32Array(1));
+    const steps = this.put(new Int32Array(1));
+    const status = this.exports.sf_train_budget(
+      this.put(spec), paramsPtr, globalPtr, this.put(x), this.put(labels), n,
+      epochs, batchSize, lr, mu, BigInt(seed), maxSteps, out, steps,
+    );
+    this.check(status, "sf_train_budget");
+    return {
+      params: this.readF32(paramsPtr, params.length),
+      loss: this.readF32(out, 1)[0],
+      steps: new Int32Array(this.exports.memory.buffer, steps, 1)[0],
+    };
+  }
 }

@@ -179,3 +179,39 @@ def test_both_builds_run_in_headless_chromium(tmp_path, relaxed):
     text = match.group(1).replace("&quot;", '"')
     assert not text.startswith(("ERROR", "pending")), text
     _compare(_decode(json.loads(text)), _wasmtime(wasm, arrays), exact=not relaxed)
+
+
+def test_step_budget_gives_the_same_bits_in_node_and_wasmtime(tmp_path):
+    # sf_train_budget through the JS host stops where wasmtime's does, with the same bits.
+    node = _tool("node")
+    wasm = default_kernel_path(relaxed_simd=False)
+    job, arrays = _job(wasm)
+    max_steps = 25  # 300 samples / 16 = 19 steps per epoch: stops 6 steps into epoch 2
+    job["budget"] = {"maxSteps": max_steps}
+    job_file = tmp_path / "job.json"
+    job_file.write_text(json.dumps(job))
+    completed = subprocess.run(
+        [node, str(JS_DIR / "run_job.mjs"), str(job_file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    outside = json.loads(completed.stdout)["budget"]
+    inside = KernelRunner(KernelModule.from_file(wasm)).train(
+        SPEC,
+        arrays["params"],
+        arrays["x"],
+        arrays["y"],
+        epochs=TRAIN["epochs"],
+        batch_size=TRAIN["batchSize"],
+        lr=TRAIN["lr"],
+        mu=TRAIN["mu"],
+        seed=TRAIN["seed"],
+        max_steps=max_steps,
+    )
+    assert outside["steps"] == inside.steps_done == max_steps < inside.steps_planned
+    assert np.float32(outside["loss"]) == np.float32(inside.loss)
+    params = np.frombuffer(base64.b64decode(outside["params"]), dtype=np.float32)
+    np.testing.assert_array_equal(params, SPEC.flatten(inside.params))

@@ -68,15 +68,25 @@ def _write(tmp_path, text: str, name: str = "scenario.toml"):
 
 # -- the bundled scenarios --------------------------------------------------------------------
 def test_the_bundled_scenarios_are_there():
-    assert bundled_scenarios() == [
-        "digits-mlp-byzantine-scaling",
-        "digits-mlp-byzantine-signflip",
-        "digits-mlp-dirichlet",
-        "digits-mlp-dropout-crash",
-        "digits-mlp-iid",
-        "synthetic-1-1-fedavg",
-        "synthetic-1-1-fedprox",
+    # Issue 13 adds the FedProx heterogeneity grid: 3 data sets x 3 straggler shares x 2.
+    stragglers = [
+        f"synthetic-{data}-stragglers-{share}-{algorithm}"
+        for data in ("0-0", "0.5-0.5", "1-1")
+        for share in (0, 50, 90)
+        for algorithm in ("fedavg", "fedprox")
     ]
+    assert bundled_scenarios() == sorted(
+        [
+            "digits-mlp-byzantine-scaling",
+            "digits-mlp-byzantine-signflip",
+            "digits-mlp-dirichlet",
+            "digits-mlp-dropout-crash",
+            "digits-mlp-iid",
+            "synthetic-1-1-fedavg",
+            "synthetic-1-1-fedprox",
+        ]
+        + stragglers
+    )
     assert default_scenario_path() == SCENARIO_DIR / "digits-mlp-dirichlet.toml"
 
 
