@@ -577,6 +577,7 @@ def _client_result(reply: TrainReply, bytes_downloaded: int) -> ClientResult:
         bytes_uploaded=reply.bytes_uploaded,
         bytes_downloaded=bytes_downloaded,
         delta_norm=reply.delta_norm,
+        kernel_sha256=reply.kernel_sha256,
         cosine_to_update=math.nan,
         aggregation_weight=0.0,
         selected=False,

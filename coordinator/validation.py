@@ -38,6 +38,7 @@ class TrainReply:
     fuel_used: int = 0
     bytes_uploaded: int = 0
     delta_norm: float = math.nan
+    kernel_sha256: str = ""  # the kernel the client says it trained on ("" if it did not say)
     delta: dict[str, np.ndarray] | None = field(default=None, repr=False, compare=False)
     # The delta of a rejected reply when it has the right layout (for cosine to the update).
     rejected_delta: dict[str, np.ndarray] | None = field(default=None, repr=False, compare=False)
@@ -132,6 +133,7 @@ def check_train_reply(
     if metrics is not None:
         metrics_problem = _metrics_problem(metrics)
     base = {"node_id": node_id, "bytes_uploaded": bytes_uploaded, **facts}
+    base["kernel_sha256"] = reply_kernel_sha256(message)
 
     deltas, layout_problem = _delta_arrays(message, expected_shapes)
     if layout_problem:
@@ -188,6 +190,19 @@ def check_evaluate_reply(message: Message) -> EvaluateReply:
 
 
 # -- pieces -----------------------------------------------------------------------------------
+def reply_kernel_sha256(message: Message) -> str:
+    """The kernel sha256 a train reply names (ConfigRecord ``kernel``, key ``sha256``).
+
+    Only 64 lowercase hex digits are taken; anything else is "" (a reply is never trusted to
+    put arbitrary text into a report).
+    """
+    record = message.content.config_records.get("kernel")
+    value = record.get("sha256") if record is not None else None
+    if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+        return value
+    return ""
+
+
 def _single_metric_record(message: Message) -> tuple[MetricRecord | None, str]:
     records = message.content.metric_records
     if len(records) != 1:

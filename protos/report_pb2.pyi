@@ -23,7 +23,7 @@ FAILED: ClientStatus
 REJECTED: ClientStatus
 
 class ClientResult(_message.Message):
-    __slots__ = ("node_id", "partition_id", "status", "reason", "num_examples", "train_loss", "kernel_seconds", "fuel_used", "bytes_uploaded", "bytes_downloaded", "delta_norm", "cosine_to_update", "aggregation_weight", "selected", "aggregation_note", "eval_loss", "eval_accuracy", "eval_num_examples", "eval_status")
+    __slots__ = ("node_id", "partition_id", "status", "reason", "num_examples", "train_loss", "kernel_seconds", "fuel_used", "bytes_uploaded", "bytes_downloaded", "delta_norm", "cosine_to_update", "aggregation_weight", "selected", "aggregation_note", "eval_loss", "eval_accuracy", "eval_num_examples", "eval_status", "kernel_sha256")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     PARTITION_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +43,7 @@ class ClientResult(_message.Message):
     EVAL_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     EVAL_NUM_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     EVAL_STATUS_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_SHA256_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     partition_id: int
     status: ClientStatus
@@ -62,7 +63,8 @@ class ClientResult(_message.Message):
     eval_accuracy: float
     eval_num_examples: int
     eval_status: ClientStatus
-    def __init__(self, node_id: _Optional[str] = ..., partition_id: _Optional[int] = ..., status: _Optional[_Union[ClientStatus, str]] = ..., reason: _Optional[str] = ..., num_examples: _Optional[int] = ..., train_loss: _Optional[float] = ..., kernel_seconds: _Optional[float] = ..., fuel_used: _Optional[int] = ..., bytes_uploaded: _Optional[int] = ..., bytes_downloaded: _Optional[int] = ..., delta_norm: _Optional[float] = ..., cosine_to_update: _Optional[float] = ..., aggregation_weight: _Optional[float] = ..., selected: _Optional[bool] = ..., aggregation_note: _Optional[str] = ..., eval_loss: _Optional[float] = ..., eval_accuracy: _Optional[float] = ..., eval_num_examples: _Optional[int] = ..., eval_status: _Optional[_Union[ClientStatus, str]] = ...) -> None: ...
+    kernel_sha256: str
+    def __init__(self, node_id: _Optional[str] = ..., partition_id: _Optional[int] = ..., status: _Optional[_Union[ClientStatus, str]] = ..., reason: _Optional[str] = ..., num_examples: _Optional[int] = ..., train_loss: _Optional[float] = ..., kernel_seconds: _Optional[float] = ..., fuel_used: _Optional[int] = ..., bytes_uploaded: _Optional[int] = ..., bytes_downloaded: _Optional[int] = ..., delta_norm: _Optional[float] = ..., cosine_to_update: _Optional[float] = ..., aggregation_weight: _Optional[float] = ..., selected: _Optional[bool] = ..., aggregation_note: _Optional[str] = ..., eval_loss: _Optional[float] = ..., eval_accuracy: _Optional[float] = ..., eval_num_examples: _Optional[int] = ..., eval_status: _Optional[_Union[ClientStatus, str]] = ..., kernel_sha256: _Optional[str] = ...) -> None: ...
 
 class RoundReport(_message.Message):
     __slots__ = ("round", "clients_sampled", "clients_succeeded", "clients_failed", "clients_rejected", "train_loss", "federated_eval_loss", "federated_eval_accuracy", "central_loss", "central_accuracy", "bytes_uploaded", "bytes_downloaded", "wall_seconds", "update_norm", "sampled_node_ids", "clients")
