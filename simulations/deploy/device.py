@@ -33,16 +33,11 @@ class DeviceRuntimeError(RuntimeError):
 def device_requirements() -> list[str]:
     """The pip requirements of the device runtime, e.g. ``["flwr==1.42.0", ...]``.
 
-    Read from the installed sandflower's metadata, or from the source tree's pyproject.toml
-    when sandflower is not installed. Only requirements without an extra marker count.
+    Read from the source tree's pyproject.toml when this code runs from one (a checkout or
+    an editable install, whose installed metadata may be older than the file), else from the
+    installed sandflower's metadata. Only requirements without an extra marker count.
     """
-    try:
-        declared = [
-            req for req in importlib.metadata.requires("sandflower") or [] if "extra" not in req
-        ]
-    except importlib.metadata.PackageNotFoundError:
-        declared = []
-    if not declared:
+    if PYPROJECT.is_file():
         try:
             project = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]
         except (OSError, KeyError, tomllib.TOMLDecodeError) as error:
@@ -50,11 +45,25 @@ def device_requirements() -> list[str]:
                 f"{PYPROJECT}: cannot read the [project] dependencies: {error}"
             ) from None
         declared = list(project.get("dependencies", []))
+    else:
+        try:
+            requires = importlib.metadata.requires("sandflower") or []
+        except importlib.metadata.PackageNotFoundError:
+            raise DeviceRuntimeError(
+                "sandflower is neither a source tree here nor installed: cannot read the "
+                "device runtime's requirements"
+            ) from None
+        declared = [req for req in requires if "extra" not in req]
     by_name = {_requirement_name(req): req.replace(" ", "") for req in declared}
     missing = [name for name in DEVICE_DISTRIBUTIONS if name not in by_name]
     if missing:
         raise DeviceRuntimeError(
             f"sandflower's dependencies lack {missing}: expected {list(DEVICE_DISTRIBUTIONS)}"
+        )
+    extras = [by_name[name] for name in DEVICE_DISTRIBUTIONS if "[" in by_name[name]]
+    if extras:
+        raise DeviceRuntimeError(
+            f"the device runtime must not pull extras (Ray comes with flwr[simulation]): {extras}"
         )
     return [by_name[name] for name in DEVICE_DISTRIBUTIONS]
 
