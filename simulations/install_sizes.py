@@ -38,10 +38,15 @@ ROLES = {
 DEVICE_IMPORTS = "import flwr.clientapp, flwr.app, wasmtime, numpy, google.protobuf"
 
 
-def site_packages_bytes(venv: Path) -> int:
-    """Bytes on disk of the venv's site-packages (``du -sb``)."""
+def site_packages_bytes(venv: Path, *, bytecode: bool = True) -> int:
+    """Bytes of the venv's site-packages (``du -sb``; without ``__pycache__`` if not bytecode).
+
+    pip compiles every module to bytecode at install time; without it, Python writes the
+    bytecode of the modules a process imports when it first imports them.
+    """
     site = next((venv / "lib").glob("python*/site-packages"))
-    result = subprocess.run(["du", "-sb", str(site)], capture_output=True, text=True, check=True)
+    argv = ["du", "-sb", str(site)] + ([] if bytecode else ["--exclude=__pycache__"])
+    result = subprocess.run(argv, capture_output=True, text=True, check=True)
     return int(result.stdout.split()[0])
 
 
@@ -66,6 +71,7 @@ def measure_role(role: str, scratch: Path) -> dict[str, object]:
         "role": role,
         "install": "pip install " + " ".join(packages if target is None else [target]),
         "site_packages_mb": round(site_packages_bytes(venv) / 1e6, 1),
+        "without_bytecode_mb": round(site_packages_bytes(venv, bytecode=False) / 1e6, 1),
         "distributions": len(distributions),
         "has_ray": "ray" in distributions,
         "has_sandflower": "sandflower" in distributions,
@@ -94,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             figures = measure_role(role, Path(scratch))
             results.append(figures)
             print(
-                f"{role:12s} {figures['site_packages_mb']:8.1f} MB  "
+                f"{role:12s} {figures['site_packages_mb']:8.1f} MB "
+                f"({figures['without_bytecode_mb']:.1f} MB without bytecode)  "
                 f"{figures['distributions']:3d} distributions  ray={figures['has_ray']}  "
                 f"sandflower={figures['has_sandflower']}  ({figures['install']})",
                 flush=True,
