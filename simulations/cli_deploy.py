@@ -140,6 +140,15 @@ def local(
     The SuperNodes run COMMANDS.txt's device commands from a virtualenv that holds only the
     device runtime (flwr, wasmtime, numpy): the app bundle brings the ClientApp and kernel.
     """
+    from rich.markup import escape
+
+    from simulations.roles import RoleNotInstalled, require_role
+
+    try:  # the node data files are partitions of the scenario; the ServerApp runs here
+        require_role("simulation", "sandflower deploy local")
+    except RoleNotInstalled as error:
+        Console().print(f"[red]error:[/] {escape(str(error))}")
+        raise typer.Exit(2) from None
     from simulations.cli_simulate import parse_sets
     from simulations.deploy.device import DeviceRuntimeError, default_device_venv
     from simulations.deploy.layout import DeploymentError

@@ -127,6 +127,23 @@ def test_the_device_venv_has_the_runtime_and_nothing_of_sandflower(device_bin, t
     }  # fmt: skip
     assert (device_bin / "flower-supernode").is_file()
     assert (device_bin / "flwr-clientapp").is_file()
+    # With the app's code on the path (as a SuperNode has the bundle's), the ClientApp and
+    # the ServerApp modules import with the device runtime alone: simulation-only packages
+    # (Ray, flwr-datasets, scikit-learn, matplotlib) are imported only where they are used.
+    result = subprocess.run(
+        [
+            str(device_bin / "python"),
+            "-c",
+            "import client.client_app, simulations.flower_app, sys; "
+            "print(sorted({'ray', 'sklearn', 'matplotlib', 'flwr_datasets'} & set(sys.modules)))",
+        ],
+        cwd=tmp_path,
+        env={"PATH": str(device_bin), "PYTHONPATH": str(REPO), "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 def test_devices_train_from_the_bundle_and_take_a_new_kernel_in_the_next_run(device_bin, tmp_path):
