@@ -183,7 +183,9 @@ def test_devices_train_from_the_bundle_and_take_a_new_kernel_in_the_next_run(dev
         for round_report in report.rounds:
             assert round_report.clients_succeeded == NUM_NODES
             assert [c.kernel_sha256 for c in round_report.clients] == [SIMD128_SHA] * NUM_NODES
-        assert report.final_central_accuracy > 0.3
+        # it trains: the central loss falls round over round, accuracy is above chance (1/10)
+        assert report.rounds[1].central_loss < report.rounds[0].central_loss
+        assert report.final_central_accuracy > 0.1
 
         # 3. a bundle whose kernel bytes were altered under the pinned hash
         tampered = dataclasses.replace(
