@@ -302,7 +302,8 @@ def submit_run(federation: Federation, run_config: Mapping[str, Any], config_pat
         str(config_path),
         "--format",
         "json",
-        timeout_s=max(CLI_TIMEOUT_S, 120.0),  # builds and uploads the app bundle
+        # builds and uploads the app bundle: ~10 s of CPU, minutes on a loaded machine
+        timeout_s=max(CLI_TIMEOUT_S, 300.0),
     )
     payload = _json_payload(result, "flwr run")
     if not payload.get("success") or payload.get("run-id") is None:
