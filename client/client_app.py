@@ -25,10 +25,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.app.error import Error
 from flwr.clientapp import ClientApp
 
+from client import kernel_source
 from client.data import (
     DEFAULT_MAX_DATA_BYTES,
     DataFileError,
@@ -38,8 +47,8 @@ from client.data import (
     split_local,
 )
 from client.delta import delta
-from client.runner import KernelRunner, default_kernel_path
-from client.sandbox import KernelModule, Limits, SandboxError
+from client.runner import KernelRunner
+from client.sandbox import KERNEL_FEATURES, Limits, SandboxError
 from kernels.spec import ModelSpec, ModelSpecError
 
 # Error codes of Sandflower's error replies (Flower's own codes are 0..8).
@@ -48,10 +57,13 @@ ERROR_DATA = 1002
 ERROR_KERNEL_MISMATCH = 1003
 ERROR_KERNEL_FAILED = 1004
 ERROR_NOTHING_TO_EVALUATE = 1005  # the local held-out split is empty (e.g. a 1-sample client)
+ERROR_KERNEL_UNSUPPORTED = 1006  # this device's runtime lacks a feature the kernel needs
 
 # Node config keys a device owner may set (flower-supernode --node-config).
 NODE_DATA_PATH = "data-path"
-NODE_KERNEL_PATH = "kernel-path"  # run another build of the kernel, e.g. the simd128 one
+NODE_KERNEL_PATH = "kernel-path"  # the device's own .wasm instead of the app bundle's
+# WebAssembly features this device's runtime must not use, e.g. "relaxed-simd" (comma-separated)
+NODE_DISABLED_FEATURES = "disabled-wasm-features"
 NODE_MEMORY_MB = "memory-mb"  # linear-memory cap of the sandbox
 NODE_FUEL = "fuel"  # deterministic compute budget per job (absent: derived; 0: unmetered)
 NODE_DEADLINE_S = "deadline-seconds"  # wall-clock limit per job (absent: derived; 0: none)
@@ -154,7 +166,9 @@ def _train(message: Message, context: Context) -> RecordDict:
         }
     )
     arrays = ArrayRecord({name: Array(array) for name, array in update.items()})
-    return RecordDict({"arrays": arrays, "metrics": metrics})
+    # Which kernel trained this delta: a MetricRecord holds numbers only, so a ConfigRecord.
+    kernel = ConfigRecord({"sha256": runner.module.sha256})
+    return RecordDict({"arrays": arrays, "metrics": metrics, "kernel": kernel})
 
 
 def _evaluate(message: Message, context: Context) -> RecordDict:
@@ -331,27 +345,37 @@ def _device_data(path: str, test_fraction: float, seed: int, max_bytes: int) -> 
 
 
 # -- the kernel -----------------------------------------------------------------------------
-@functools.lru_cache(maxsize=4)
-def _kernel_module(path: str) -> KernelModule:
-    return KernelModule.from_file(path)
-
-
 def _runner(
     node_config: Mapping[str, Any], config: Mapping[str, Any], limits: Limits
 ) -> KernelRunner:
-    path = str(node_config.get(NODE_KERNEL_PATH) or default_kernel_path())
+    # The kernel arrives in the app bundle (client/kernel_source.py): hashed against the
+    # coordinator's pin and checked against this runtime's features BEFORE it is compiled.
+    pin = str(config.get("kernel-sha256") or "")
+    own_path = str(node_config.get(NODE_KERNEL_PATH) or "") or None
     try:
-        module = _kernel_module(path)
-    except (SandboxError, OSError) as error:
-        raise ClientJobError(ERROR_KERNEL_FAILED, f"kernel {path}: {error}") from error
-    pinned = str(config.get("kernel-sha256") or "")
-    if pinned and module.sha256 != pinned:
-        raise ClientJobError(
-            ERROR_KERNEL_MISMATCH,
-            f"kernel {path} has sha256 {module.sha256}, the coordinator pinned {pinned}: "
-            "refusing to train on a kernel that is not the pinned one",
-        )
+        kernel = kernel_source.pinned_kernel(pin, own_path)
+        kernel_source.check_runtime_supports(kernel, _unavailable_features(node_config))
+        module = kernel_source.compiled_module(kernel)
+    except kernel_source.KernelMismatch as error:
+        raise ClientJobError(ERROR_KERNEL_MISMATCH, str(error)) from error
+    except kernel_source.KernelUnsupported as error:
+        raise ClientJobError(ERROR_KERNEL_UNSUPPORTED, str(error)) from error
+    except (kernel_source.KernelSourceError, SandboxError) as error:
+        raise ClientJobError(ERROR_KERNEL_FAILED, f"kernel: {error}") from error
     return KernelRunner(module, limits)
+
+
+def _unavailable_features(node_config: Mapping[str, Any]) -> frozenset[str]:
+    text = str(node_config.get(NODE_DISABLED_FEATURES) or "")
+    features = frozenset(part.strip() for part in text.split(",") if part.strip())
+    unknown = sorted(features - set(KERNEL_FEATURES))
+    if unknown:
+        raise ClientJobError(
+            ERROR_BAD_CONFIG,
+            f"node config {NODE_DISABLED_FEATURES!r}: unknown features {unknown}, "
+            f"expected a comma-separated subset of {list(KERNEL_FEATURES)}",
+        )
+    return features
 
 
 # -- job limits -----------------------------------------------------------------------------
@@ -420,7 +444,11 @@ def _node_number(node_config: Mapping[str, Any], key: str, default: Any) -> floa
 
 def kernel_sha256(path: str | os.PathLike | None = None) -> str:
     """The sha256 a coordinator pins for the kernel at ``path`` (default: the bundled one)."""
-    return _kernel_module(str(path or default_kernel_path())).sha256
+    if path is None:
+        return kernel_source.read_shipped(
+            kernel_source.shipped_path(kernel_source.DEFAULT_FLAVOUR)
+        ).sha256
+    return kernel_source.read_wasm_file(path).sha256
 
 
 __all__ = ["app", "default_limits", "estimated_fuel", "kernel_sha256", "ClientJobError"]

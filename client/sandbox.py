@@ -21,6 +21,7 @@ raw ctypes). It knows the kernel ABI's surface (kernels/ABI.md: export names, si
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import logging
 import math
@@ -1040,3 +1041,33 @@ __all__ = [
     "clear_compiled_cache",
     "default_cache_dir",
 ]
+
+
+# -- runtime features -------------------------------------------------------------------------
+# The WebAssembly proposals a kernel may use, by the names kernels/build.py records (wasmtime's
+# Config attribute is ``wasm_`` + the name with "_" for "-"). Turning "simd" off turns off
+# "relaxed-simd" too: wasmtime refuses relaxed SIMD without SIMD.
+KERNEL_FEATURES = ("simd", "relaxed-simd", "bulk-memory")
+
+
+@functools.lru_cache(maxsize=16)
+def features_needed(wasm_sha256: str, wasm: bytes) -> tuple[str, ...]:
+    """The features of KERNEL_FEATURES that ``wasm`` cannot validate without.
+
+    Found by validating the module (no compilation) under engines that each lack one feature,
+    so the answer comes from the bytes themselves, not from what a manifest claims. Cached by
+    ``wasm_sha256``, which the caller computed from ``wasm``.
+    """
+    return tuple(feature for feature in KERNEL_FEATURES if not _validates_without(wasm, feature))
+
+
+def _validates_without(wasm: bytes, feature: str) -> bool:
+    config = wasmtime.Config()
+    config.wasm_simd = feature != "simd"
+    config.wasm_relaxed_simd = feature not in ("simd", "relaxed-simd")
+    config.wasm_bulk_memory = feature != "bulk-memory"
+    try:
+        wasmtime.Module.validate(wasmtime.Engine(config), wasm)
+    except wasmtime.WasmtimeError:
+        return False
+    return True

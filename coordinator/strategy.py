@@ -845,6 +845,7 @@ def _client_result(reply: TrainReply, bytes_downloaded: int) -> ClientResult:
         bytes_uploaded=_int64(reply.bytes_uploaded),
         bytes_downloaded=_int64(bytes_downloaded),
         delta_norm=reply.delta_norm,
+        kernel_sha256=reply.kernel_sha256,
         cosine_to_update=math.nan,
         aggregation_weight=0.0,
         selected=False,

@@ -55,6 +55,7 @@ class TrainReply:
     fuel_used: int = 0
     bytes_uploaded: int = 0
     delta_norm: float = math.nan
+    kernel_sha256: str = ""  # the kernel the client says it trained on ("" if it did not say)
     delta: dict[str, np.ndarray] | None = field(default=None, repr=False, compare=False)
     # The delta of a rejected reply when it has the right layout (for cosine to the update).
     rejected_delta: dict[str, np.ndarray] | None = field(default=None, repr=False, compare=False)
@@ -168,6 +169,7 @@ def _check_train_reply(
     if metrics is not None:
         metrics_problem = _train_metrics_problem(metrics)
     base = {"node_id": node_id, "bytes_uploaded": bytes_uploaded, **facts}
+    base["kernel_sha256"] = reply_kernel_sha256(message)
     if problem:
         return TrainReply(status=REJECTED, reason=problem, **base)
 
@@ -343,6 +345,19 @@ def _envelope_problem(message: Message, message_type: str, server_round: int | N
         return f"a reply to round {_show_text(metadata.group_id)}, expected round {server_round}"
     # Records the contract has no place for (a ConfigRecord; arrays in an evaluate reply) are
     # ignored: nothing reads them, and their bytes are counted in bytes_uploaded.
+    return ""
+
+
+def reply_kernel_sha256(message: Message) -> str:
+    """The kernel sha256 a train reply names (ConfigRecord ``kernel``, key ``sha256``).
+
+    Only 64 lowercase hex digits are taken; anything else is "" (a reply is never trusted to
+    put arbitrary text into a report).
+    """
+    record = message.content.config_records.get("kernel")
+    value = record.get("sha256") if record is not None else None
+    if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+        return value
     return ""
 
 

@@ -1,6 +1,8 @@
 """Build the kernels: kernels/*.c -> kernels/wasm/*.wasm with the ziglang package from PyPI.
 
-``python -m kernels.build`` rebuilds both .wasm files and kernels/wasm/manifest.json;
+``python -m kernels.build`` rebuilds both .wasm files, kernels/wasm/manifest.json and the
+shipped copy of each build (``<build>.json``: the bytes in base64 with their sha256, because a
+Flower 1.42 app bundle carries .json files but never .wasm ones, client/kernel_source.py);
 ``python -m kernels.build --check`` rebuilds into a temporary directory and exits 1 when a hash
 differs from the committed .wasm. The bytes depend on the compiler, so the ziglang version is
 pinned (pyproject.toml) and recorded in the manifest; the build is byte-reproducible.
@@ -9,6 +11,7 @@ pinned (pyproject.toml) and recorded in the manifest; the build is byte-reproduc
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import json
 import subprocess
@@ -56,6 +59,19 @@ BUILDS: dict[str, tuple[str, ...]] = {
     "sandflower-relaxed.wasm": ("-mrelaxed-simd",),
     "sandflower-simd128.wasm": (),
 }
+# The flavour a coordinator names (run config ``kernel-flavour``) -> its build.
+FLAVOURS: dict[str, str] = {
+    "relaxed": "sandflower-relaxed.wasm",
+    "simd128": "sandflower-simd128.wasm",
+}
+# The WebAssembly features each build needs from the runtime that runs it (wasmtime's names
+# without the ``wasm_`` prefix); a device that lacks one says which (client/kernel_source.py).
+FEATURES: dict[str, tuple[str, ...]] = {
+    "sandflower-relaxed.wasm": ("simd", "bulk-memory", "relaxed-simd"),
+    "sandflower-simd128.wasm": ("simd", "bulk-memory"),
+}
+SHIPPED_SUFFIX = ".json"
+SHIPPED_FORMAT = "sandflower-kernel/1"
 
 
 class KernelBuildError(RuntimeError):
@@ -124,7 +140,40 @@ def build(out_dir: Path = WASM_DIR, *, write_manifest: bool = True) -> dict[str,
         built[name] = BuiltKernel(name, output, sha256_file(output), output.stat().st_size)
     if write_manifest:
         (out_dir / MANIFEST_NAME).write_text(manifest_text(built, version))
+        for name, kernel in built.items():
+            shipped_path(name, out_dir).write_text(shipped_text(name, kernel.path.read_bytes()))
     return built
+
+
+def shipped_path(name: str, out_dir: Path = WASM_DIR) -> Path:
+    """Where the shipped (JSON) copy of build ``name`` lives: ``<name>.json``."""
+    return Path(out_dir) / f"{name}{SHIPPED_SUFFIX}"
+
+
+def flavour_of(name: str) -> str:
+    """The flavour name of build ``name`` (a key of BUILDS)."""
+    return next(flavour for flavour, build_name in FLAVOURS.items() if build_name == name)
+
+
+def shipped_text(name: str, wasm: bytes) -> str:
+    """The shipped copy of a build: its bytes in base64 with their sha256 and size.
+
+    Generated next to the .wasm so that ``flwr build`` puts the kernel into the app bundle
+    (Flower 1.42 bundles .json files, never .wasm ones); the device decodes it, checks the
+    size and the sha256 against the coordinator's pin, and only then compiles it.
+    """
+    shipped = {
+        "format": SHIPPED_FORMAT,
+        "generated_by": "python -m kernels.build (or `sandflower kernels build`): do not edit",
+        "name": name,
+        "flavour": flavour_of(name),
+        "abi_version": ABI_VERSION,
+        "features": list(FEATURES[name]),
+        "bytes": len(wasm),
+        "sha256": hashlib.sha256(wasm).hexdigest(),
+        "wasm_base64": base64.b64encode(wasm).decode("ascii"),
+    }
+    return json.dumps(shipped, indent=1) + "\n"
 
 
 def manifest_text(built: dict[str, BuiltKernel], version: str) -> str:
@@ -158,6 +207,13 @@ def check(committed_dir: Path = WASM_DIR) -> list[str]:
             if committed_sha != kernel.sha256:
                 problems.append(
                     f"{committed}: sha256 {committed_sha}, rebuilt from sources {kernel.sha256}"
+                )
+            shipped = shipped_path(name, committed_dir)
+            rebuilt_shipped = shipped_path(name, Path(scratch)).read_text()
+            if not shipped.exists() or shipped.read_text() != rebuilt_shipped:
+                problems.append(
+                    f"{shipped}: differs from the rebuilt shipped kernel "
+                    "(run `sandflower kernels build`)"
                 )
         manifest = committed_dir / MANIFEST_NAME
         rebuilt_manifest = (Path(scratch) / MANIFEST_NAME).read_text()

@@ -23,7 +23,7 @@ FAILED: ClientStatus
 REJECTED: ClientStatus
 
 class ClientResult(_message.Message):
-    __slots__ = ("node_id", "partition_id", "status", "reason", "num_examples", "train_loss", "kernel_seconds", "fuel_used", "bytes_uploaded", "bytes_downloaded", "delta_norm", "cosine_to_update", "aggregation_weight", "selected", "aggregation_note", "eval_loss", "eval_accuracy", "eval_num_examples", "eval_status", "claimed_num_examples", "num_examples_note", "clip_factor", "injected_fault", "attack", "claimed_eval_num_examples", "sim_seconds", "sim_download_seconds", "sim_compute_seconds", "sim_upload_seconds", "fuel_budget", "steps_done", "steps_planned", "device_status")
+    __slots__ = ("node_id", "partition_id", "status", "reason", "num_examples", "train_loss", "kernel_seconds", "fuel_used", "bytes_uploaded", "bytes_downloaded", "delta_norm", "cosine_to_update", "aggregation_weight", "selected", "aggregation_note", "eval_loss", "eval_accuracy", "eval_num_examples", "eval_status", "claimed_num_examples", "num_examples_note", "clip_factor", "injected_fault", "attack", "claimed_eval_num_examples", "sim_seconds", "sim_download_seconds", "sim_compute_seconds", "sim_upload_seconds", "fuel_budget", "steps_done", "steps_planned", "device_status", "kernel_sha256")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     PARTITION_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +57,7 @@ class ClientResult(_message.Message):
     STEPS_DONE_FIELD_NUMBER: _ClassVar[int]
     STEPS_PLANNED_FIELD_NUMBER: _ClassVar[int]
     DEVICE_STATUS_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_SHA256_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     partition_id: int
     status: ClientStatus
@@ -90,7 +91,8 @@ class ClientResult(_message.Message):
     steps_done: int
     steps_planned: int
     device_status: str
-    def __init__(self, node_id: _Optional[str] = ..., partition_id: _Optional[int] = ..., status: _Optional[_Union[ClientStatus, str]] = ..., reason: _Optional[str] = ..., num_examples: _Optional[int] = ..., train_loss: _Optional[float] = ..., kernel_seconds: _Optional[float] = ..., fuel_used: _Optional[int] = ..., bytes_uploaded: _Optional[int] = ..., bytes_downloaded: _Optional[int] = ..., delta_norm: _Optional[float] = ..., cosine_to_update: _Optional[float] = ..., aggregation_weight: _Optional[float] = ..., selected: _Optional[bool] = ..., aggregation_note: _Optional[str] = ..., eval_loss: _Optional[float] = ..., eval_accuracy: _Optional[float] = ..., eval_num_examples: _Optional[int] = ..., eval_status: _Optional[_Union[ClientStatus, str]] = ..., claimed_num_examples: _Optional[int] = ..., num_examples_note: _Optional[str] = ..., clip_factor: _Optional[float] = ..., injected_fault: _Optional[str] = ..., attack: _Optional[str] = ..., claimed_eval_num_examples: _Optional[int] = ..., sim_seconds: _Optional[float] = ..., sim_download_seconds: _Optional[float] = ..., sim_compute_seconds: _Optional[float] = ..., sim_upload_seconds: _Optional[float] = ..., fuel_budget: _Optional[int] = ..., steps_done: _Optional[int] = ..., steps_planned: _Optional[int] = ..., device_status: _Optional[str] = ...) -> None: ...
+    kernel_sha256: str
+    def __init__(self, node_id: _Optional[str] = ..., partition_id: _Optional[int] = ..., status: _Optional[_Union[ClientStatus, str]] = ..., reason: _Optional[str] = ..., num_examples: _Optional[int] = ..., train_loss: _Optional[float] = ..., kernel_seconds: _Optional[float] = ..., fuel_used: _Optional[int] = ..., bytes_uploaded: _Optional[int] = ..., bytes_downloaded: _Optional[int] = ..., delta_norm: _Optional[float] = ..., cosine_to_update: _Optional[float] = ..., aggregation_weight: _Optional[float] = ..., selected: _Optional[bool] = ..., aggregation_note: _Optional[str] = ..., eval_loss: _Optional[float] = ..., eval_accuracy: _Optional[float] = ..., eval_num_examples: _Optional[int] = ..., eval_status: _Optional[_Union[ClientStatus, str]] = ..., claimed_num_examples: _Optional[int] = ..., num_examples_note: _Optional[str] = ..., clip_factor: _Optional[float] = ..., injected_fault: _Optional[str] = ..., attack: _Optional[str] = ..., claimed_eval_num_examples: _Optional[int] = ..., sim_seconds: _Optional[float] = ..., sim_download_seconds: _Optional[float] = ..., sim_compute_seconds: _Optional[float] = ..., sim_upload_seconds: _Optional[float] = ..., fuel_budget: _Optional[int] = ..., steps_done: _Optional[int] = ..., steps_planned: _Optional[int] = ..., device_status: _Optional[str] = ..., kernel_sha256: _Optional[str] = ...) -> None: ...
 
 class RoundReport(_message.Message):
     __slots__ = ("round", "clients_sampled", "clients_succeeded", "clients_failed", "clients_rejected", "train_loss", "federated_eval_loss", "federated_eval_accuracy", "central_loss", "central_accuracy", "bytes_uploaded", "bytes_downloaded", "wall_seconds", "update_norm", "sampled_node_ids", "clients", "clients_clipped", "clients_weight_clipped", "sim_round_seconds", "sim_elapsed_seconds", "stragglers", "clients_dropped", "clients_partial", "clients_offline")

@@ -13,11 +13,14 @@ from simulations.partitions import load_central_test
 
 
 def make_central_evaluate(
-    run_config: Mapping[str, Any], spec: ModelSpec
+    run_config: Mapping[str, Any], spec: ModelSpec, runner: KernelRunner | None = None
 ) -> Callable[[dict[str, np.ndarray]], tuple[float, float]]:
-    """``arrays -> (loss, accuracy)`` on the central test set of ``run_config``'s data set."""
+    """``arrays -> (loss, accuracy)`` on the central test set of ``run_config``'s data set.
+
+    ``runner`` runs the evaluation (default: the bundled kernel).
+    """
     x_test, y_test = load_central_test(run_config)
-    runner = KernelRunner()
+    runner = runner if runner is not None else KernelRunner()
 
     def central_evaluate(arrays: dict[str, np.ndarray]) -> tuple[float, float]:
         result = runner.evaluate(spec, arrays, x_test, y_test, job_name="central evaluation")

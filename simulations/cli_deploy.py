@@ -130,9 +130,39 @@ def local(
             help="Continue this run folder from its latest checkpoint (--rounds N extends it).",
         ),
     ] = None,
+    device_venv: Annotated[
+        Path | None,
+        typer.Option(
+            "--device-venv",
+            help="The device runtime's virtualenv the SuperNodes run from, built there with "
+            "pip on first use (default: $SANDFLOWER_CACHE_DIR/device-venv, else "
+            "~/.cache/sandflower/device-venv).",
+        ),
+    ] = None,
+    supernodes_here: Annotated[
+        bool,
+        typer.Option(
+            "--supernodes-here",
+            help="Run the SuperNodes from this environment instead of a device runtime venv.",
+        ),
+    ] = False,
 ) -> None:
-    """Run a scenario through a real SuperLink and SuperNodes on this machine (TLS, auth)."""
+    """Run a scenario through a real SuperLink and SuperNodes on this machine (TLS, auth).
+
+    The SuperNodes run COMMANDS.txt's device commands from a virtualenv that holds only the
+    device runtime (flwr, wasmtime, numpy): the app bundle brings the ClientApp and kernel.
+    """
+    from rich.markup import escape
+
+    from simulations.roles import RoleNotInstalled, require_role
+
+    try:  # the node data files are partitions of the scenario; the ServerApp runs here
+        require_role("simulation", "sandflower deploy local")
+    except RoleNotInstalled as error:
+        Console().print(f"[red]error:[/] {escape(str(error))}")
+        raise typer.Exit(2) from None
     from simulations.cli_simulate import parse_sets
+    from simulations.deploy.device import DeviceRuntimeError, default_device_venv
     from simulations.deploy.layout import DeploymentError
     from simulations.deploy.local import LocalDeploymentError, Timeouts, run_local_deployment
     from simulations.deploy.processes import ProcessError
@@ -185,8 +215,9 @@ def local(
             app_dir,
             timeouts=Timeouts(run=timeout),
             on_status=lambda text: console.print(f"  {text}"),
+            device_venv=None if supernodes_here else (device_venv or default_device_venv()),
         )
-    except (DeploymentError, LocalDeploymentError, ProcessError) as error:
+    except (DeploymentError, LocalDeploymentError, ProcessError, DeviceRuntimeError) as error:
         console.print(f"[red]the deployment failed:[/] {error}")
         console.print(f"process logs: {Path(out_dir) / 'logs'}")
         raise typer.Exit(1) from None

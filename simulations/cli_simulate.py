@@ -52,6 +52,15 @@ def simulate(
     ),
 ) -> None:
     """Train a scenario across simulated clients, each in its own Wasm sandbox."""
+    from rich.markup import escape
+
+    from simulations.roles import RoleNotInstalled, require_role
+
+    try:
+        require_role("simulation", "sandflower simulate")
+    except RoleNotInstalled as error:
+        Console().print(f"[red]error:[/] {escape(str(error))}")
+        raise typer.Exit(2) from None
     from simulations.engine.stopping import EXIT_INTERRUPTED, stop_on_signals
     from simulations.scenario import ScenarioError, default_scenario_path, find_scenario
     from simulations.simulate import ENGINES, SimulationError, run_federation

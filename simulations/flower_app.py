@@ -18,22 +18,39 @@ from flwr.serverapp import Grid, ServerApp
 # while the simulation engine loads `client.client_app:app` hands the engine a half-initialised
 # module (LoadClientAppError, seen in about 1 run in 4). Importing it while this module loads
 # happens under Flower's import lock.
-from client.client_app import kernel_sha256
-from coordinator.config import FederationConfig
+import client.client_app  # noqa: F401  (imported eagerly: see the comment above)
+from client import kernel_source
+from client.runner import KernelRunner
+from coordinator.config import FederationConfig, RunConfigError
 from coordinator.server_app import run_federation
 from simulations.central import make_central_evaluate
 from simulations.faults import fault_labels
 from simulations.partitions import DataConfig, build_federated_data
 
+KERNEL_FLAVOUR_KEY = "kernel-flavour"
+
 
 def resolve_run_config(run_config: Mapping[str, Any]) -> dict[str, Any]:
     """The run config with the defaults filled in that only this layer knows.
 
-    An empty ``kernel-sha256`` pins the bundled kernel: clients refuse to train on any other.
+    An empty ``kernel-sha256`` pins the kernel build named by ``kernel-flavour`` ("relaxed",
+    the default, or "simd128" for devices whose runtime has no relaxed SIMD), as shipped in
+    the app bundle (kernels/wasm/<build>.json): clients refuse to train on any other. The
+    flavour is resolved into the pin here, so ``kernel-flavour`` does not go further.
+
+    Raises
+    ------
+    RunConfigError
+        ``kernel-flavour`` is unknown, or its shipped kernel is unreadable or altered.
     """
     resolved = dict(run_config)
+    flavour = str(resolved.pop(KERNEL_FLAVOUR_KEY, "") or kernel_source.DEFAULT_FLAVOUR)
     if not str(resolved.get("kernel-sha256") or ""):
-        resolved["kernel-sha256"] = kernel_sha256()
+        try:
+            shipped = kernel_source.read_shipped(kernel_source.shipped_path(flavour.strip()))
+        except kernel_source.KernelSourceError as error:
+            raise RunConfigError(KERNEL_FLAVOUR_KEY, str(error)) from error
+        resolved["kernel-sha256"] = shipped.sha256
     return resolved
 
 
@@ -57,6 +74,19 @@ def partition_sizes(run_config: Mapping[str, Any]) -> Callable[[int, str], int |
     return expected
 
 
+def pinned_runner(pin: str) -> KernelRunner:
+    """A runner on the pinned kernel, for central evaluation: the one the clients run.
+
+    A pin that no shipped build has (the operator's own kernel) falls back to the bundled
+    kernel: central evaluation computes the same function whatever build runs it.
+    """
+    try:
+        kernel = kernel_source.pinned_kernel(pin)
+    except kernel_source.KernelMismatch:
+        return KernelRunner()
+    return KernelRunner(kernel_source.compiled_module(kernel))
+
+
 def build_server_app(
     *,
     run_config_override: Mapping[str, Any] | None = None,
@@ -74,7 +104,9 @@ def build_server_app(
         run_federation(
             grid,
             config,
-            central_evaluate=make_central_evaluate(run_config, config.model),
+            central_evaluate=make_central_evaluate(
+                run_config, config.model, runner=pinned_runner(config.kernel_sha256)
+            ),
             on_round=on_round,
             expected_num_examples=partition_sizes(run_config),
             fault_labels=fault_labels(run_config),

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import tomli_w
 
-from simulations.deploy import certs
+from simulations.deploy import certs, device
 from simulations.environment import FLOWER_ENV
 
 CONNECTION_NAME = "sandflower"
@@ -241,12 +241,17 @@ def format_node_config(values: dict[str, str]) -> str:
     return " ".join(f"{key}={_toml_string(str(value))}" for key, value in values.items())
 
 
+# The device runtime's virtualenv, relative to the folder the device commands run in.
+DEVICE_VENV = ".venv"
+
+
 def render_commands(layout: DeploymentLayout, plan: DeploymentPlan) -> str:
     """The text of COMMANDS.txt: every command line, in order, ready to paste."""
     env_line = " ".join(
         f"{key}={shlex.quote(value)}"
         for key, value in {**FLOWER_ENV, "FLWR_HOME": str(layout.flwr_home)}.items()
     )
+    device_env_line = " ".join(f"{key}={shlex.quote(value)}" for key, value in FLOWER_ENV.items())
     lines = [
         "# Sandflower deployment: run these in order. Paths are this folder's; on a device,",
         "# use the paths you copied the files to. Every shell first needs:",
@@ -259,7 +264,11 @@ def render_commands(layout: DeploymentLayout, plan: DeploymentPlan) -> str:
         *(_shell(register_argv(layout, node)) for node in range(plan.num_nodes)),
         "",
         "# 3. On each device K: copy certificates/ca.crt, keys/supernode-K and data/node-K.npz",
-        "#    there (pip install sandflower first), then start its SuperNode.",
+        "#    there, install the device runtime once (no sandflower: `flwr run` sends the",
+        "#    ClientApp and the kernel), activate it and start the SuperNode (it starts",
+        "#    flower-superexec by name, so the venv's bin must be on PATH).",
+        device.install_command(DEVICE_VENV),
+        f'. {DEVICE_VENV}/bin/activate && export {device_env_line} FLWR_HOME="$PWD/flwr-home"',
         *(
             f"# device {node}\n" + _shell(supernode_argv(layout, plan, node))
             for node in range(plan.num_nodes)

@@ -13,6 +13,7 @@ config's ``out-dir``), the run's log and one log file per process.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -29,6 +30,7 @@ import numpy as np
 import tomli_w
 
 from simulations.deploy import layout as deploy_layout
+from simulations.deploy.device import build_device_venv
 from simulations.deploy.layout import DeploymentError, DeploymentLayout, DeploymentPlan
 from simulations.deploy.processes import (
     ManagedProcess,
@@ -148,20 +150,29 @@ def start_supernode(
     node: int,
     log_dir: Path,
     node_config: Mapping[str, str] | None = None,
+    device_bin: Path | None = None,
 ) -> ManagedProcess:
     """Start ``flower-supernode`` K (does not wait: see :func:`wait_nodes_online`).
 
     Like a device, each SuperNode has its own FLWR_HOME, where it installs the app bundle.
+    With ``device_bin`` (a device runtime's virtualenv, simulations/deploy/device.py) it runs
+    COMMANDS.txt's device command from there, as on a device: that venv's executables first
+    on PATH (the SuperNode starts ``flower-superexec`` by name) and no PYTHONPATH, so the
+    ClientApp can import nothing of Sandflower but what the app bundle brings.
     """
     argv = deploy_layout.supernode_argv(layout, plan, node, dict(node_config or {}))
     flwr_home = layout.node_flwr_home(node)
     flwr_home.mkdir(parents=True, exist_ok=True)
+    overrides = {"FLWR_HOME": str(flwr_home)}
+    if device_bin is not None:
+        overrides["PATH"] = os.pathsep.join([str(device_bin), supervisor.env.get("PATH", "")])
+        overrides["PYTHONPATH"] = ""
     return supervisor.start(
         f"supernode-{node}",
-        _resolve(argv, supervisor.env),
+        _resolve(argv, {**supervisor.env, **overrides}),
         log_dir / f"supernode-{node}.log",
         cwd=flwr_home,
-        env_overrides={"FLWR_HOME": str(flwr_home)},
+        env_overrides=overrides,
     )
 
 
@@ -193,15 +204,19 @@ def start_federation(
     log_dir: Path,
     node_configs: Mapping[int, Mapping[str, str]] | None = None,
     timeouts: Timeouts = Timeouts(),
+    device_bin: Path | None = None,
 ) -> Federation:
-    """SuperLink up, every node key registered, every SuperNode up and online."""
+    """SuperLink up, every node key registered, every SuperNode up and online.
+
+    ``device_bin``: run the SuperNodes from that device-runtime venv (see start_supernode).
+    """
     superlink = start_superlink(layout, plan, supervisor, log_dir, timeouts.startup)
     federation = Federation(layout, plan, dict(supervisor.env), supervisor, superlink)
     federation.node_ids = [register_node(federation.env, layout, n) for n in range(plan.num_nodes)]
     for node in range(plan.num_nodes):
         config = (node_configs or {}).get(node)
         federation.supernodes.append(
-            start_supernode(layout, plan, supervisor, node, log_dir, config)
+            start_supernode(layout, plan, supervisor, node, log_dir, config, device_bin)
         )
     wait_nodes_online(federation, federation.node_ids, timeouts.startup)
     return federation
@@ -254,12 +269,10 @@ def check_run_config_keys(app_dir: Path, run_config: Mapping[str, Any]) -> None:
 def check_sandflower_installed(
     env: Mapping[str, str], cwd: Path, distribution: str = "sandflower"
 ) -> None:
-    """The ServerApp and ClientApps need an installed sandflower: say so before starting.
+    """The coordinator side needs an installed sandflower: say so before starting.
 
-    Flower runs both from the app bundle (FAB), which cannot carry .wasm files (flwr 1.42's
-    built-in include patterns win over ``fab-include``), so the kernel comes from the
-    sandflower distribution installed where the SuperLink and SuperNodes run
-    (client.runner.default_kernel_path). ``cwd`` must not hold a sandflower source tree.
+    The SuperLink runs the ServerApp with this environment's packages (the coordinator role:
+    ``pip install -e ".[coordinator]"``, or more). ``cwd`` must not hold a source tree.
     """
     probe = "import importlib.metadata as m, sys; print(m.distribution(sys.argv[1]).version)"
     result = subprocess.run(
@@ -272,10 +285,9 @@ def check_sandflower_installed(
     )
     if result.returncode != 0:
         raise DeploymentError(
-            f"{distribution} is not installed in {sys.prefix}: the SuperLink's ServerApp and the "
-            "SuperNodes' ClientApps load the kernel from the installed package (a Flower app "
-            "bundle cannot carry .wasm files); install it first, e.g. `pip install -e .` in "
-            "the source folder"
+            f"{distribution} is not installed in {sys.prefix}: the SuperLink runs the ServerApp "
+            "with this environment's packages; install the coordinator role first, e.g. "
+            '`pip install -e ".[coordinator]"` in the source folder'
         )
 
 
@@ -290,7 +302,8 @@ def submit_run(federation: Federation, run_config: Mapping[str, Any], config_pat
         str(config_path),
         "--format",
         "json",
-        timeout_s=max(CLI_TIMEOUT_S, 120.0),  # builds and uploads the app bundle
+        # builds and uploads the app bundle: ~10 s of CPU, minutes on a loaded machine
+        timeout_s=max(CLI_TIMEOUT_S, 300.0),
     )
     payload = _json_payload(result, "flwr run")
     if not payload.get("success") or payload.get("run-id") is None:
@@ -340,6 +353,7 @@ def run_local_deployment(
     node_configs: Mapping[int, Mapping[str, str]] | None = None,
     timeouts: Timeouts = Timeouts(),
     on_status: Callable[[str], None] | None = None,
+    device_venv: Path | None = None,
 ) -> LocalRunResult:
     """Run ``run_config`` through a SuperLink and ``num_nodes`` SuperNodes on loopback.
 
@@ -353,6 +367,9 @@ def run_local_deployment(
     node_configs : extra node config per node, on top of ``data-path`` (tests use it to
         give one node a missing data file or a tampered kernel).
     on_status : called with a short progress text at each stage.
+    device_venv : a virtualenv with only the device runtime (built there first if it is not,
+        :func:`simulations.deploy.device.build_device_venv`): the SuperNodes run from it, as
+        COMMANDS.txt tells a device to. None: from this environment.
 
     Raises
     ------
@@ -380,9 +397,15 @@ def run_local_deployment(
         env = flower_environment(layout.flwr_home)
         if read_app_config(app_dir).get("project", {}).get("name") == "sandflower":
             check_sandflower_installed(env, layout.root)
+        device_bin = None
+        if device_venv is not None:
+            say(f"device runtime: {device_venv}")
+            device_bin = build_device_venv(Path(device_venv))
         with _stop_on_sigterm(), ProcessSupervisor(env) as supervisor:
             say("starting the SuperLink and SuperNodes")
-            federation = start_federation(layout, plan, supervisor, log_dir, node_configs, timeouts)
+            federation = start_federation(
+                layout, plan, supervisor, log_dir, node_configs, timeouts, device_bin
+            )
             say(f"{num_nodes} SuperNodes online; submitting the run")
             run_id = submit_run(federation, config, log_dir / "run-config.toml")
             say(f"run {run_id} submitted; waiting for it to finish")
