@@ -8,9 +8,9 @@ so a 1000-client round is a few dozen pipe writes.
 Why pickle (protocol 5) and not Flower's protobuf serde: measured on 1000 replies of the
 logreg 60-10 model, ``message_from_proto`` took ~3 s and ``message_to_proto`` ~1 s (Flower's
 ``Array`` constructor and its per-attribute dirty tracking); packing and unpacking them with
-pickle took ~0.15 s each (README, "Engines"). Pickle restores the objects' state without running their
-constructors, which is also what Flower's Ray engine does between its processes. The arrays'
-bytes travel inside the buffer as they are.
+pickle took ~0.15 s each (README, "Engines"). Pickle restores the objects' state without
+running their constructors, which is also what Flower's Ray engine does between its
+processes. The arrays' bytes travel inside the buffer as they are.
 
 The workers run the user's ClientApp, so a reply is data from code we did not write: the
 unpickler admits only Flower's record classes and plain builtins (:class:`_RecordUnpickler`),

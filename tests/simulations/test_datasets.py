@@ -30,8 +30,7 @@ def test_synthetic_follows_the_fedprox_protocol():
         assert y.min() >= 0 and y.max() < 10
     # n_k = int(lognormal(4, 2)) + 50: the first draw of device k's own generator.
     expected_sizes = [
-        int(np.random.default_rng([0, 0x5E7, device]).lognormal(4, 2)) + 50
-        for device in range(30)
+        int(np.random.default_rng([0, 0x5E7, device]).lognormal(4, 2)) + 50 for device in range(30)
     ]
     assert [len(y) for _, y in devices] == expected_sizes
 
