@@ -184,21 +184,24 @@ def test_a_kernel_is_compiled_once_per_sha256(tmp_path, monkeypatch):
 
 
 # -- the ClientApp's use of it ----------------------------------------------------------------
+LIMITS = sandbox.Limits(memory_bytes=64 << 20)
+
+
 def _job_error(node_config: dict, config: dict) -> client_app.ClientJobError:
     with pytest.raises(client_app.ClientJobError) as raised:
-        client_app._runner(node_config, config)
+        client_app._runner(node_config, config, LIMITS)
     return raised.value
 
 
 def test_the_client_maps_each_kernel_problem_to_its_error_code(bundle, tmp_path):
     pin = {"kernel-sha256": _sha(RELAXED)}
-    runner = client_app._runner({}, pin)
+    runner = client_app._runner({}, pin, LIMITS)
     assert runner.module.sha256 == _sha(RELAXED)
 
     no_relaxed = {client_app.NODE_DISABLED_FEATURES: "relaxed-simd"}
     error = _job_error(no_relaxed, pin)
     assert error.code == client_app.ERROR_KERNEL_UNSUPPORTED and "relaxed-simd" in str(error)
-    simd128 = client_app._runner(no_relaxed, {"kernel-sha256": _sha(SIMD128)})
+    simd128 = client_app._runner(no_relaxed, {"kernel-sha256": _sha(SIMD128)}, LIMITS)
     assert simd128.module.sha256 == _sha(SIMD128)
 
     error = _job_error({client_app.NODE_DISABLED_FEATURES: "threads"}, pin)

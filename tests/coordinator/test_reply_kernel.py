@@ -17,7 +17,7 @@ SHA = "0123456789abcdef" * 4
 def _reply(kernel: ConfigRecord | None) -> Message:
     records = {
         "arrays": ArrayRecord({"w": Array(np.zeros(2, np.float32))}),
-        "metrics": MetricRecord({"num-examples": 3}),
+        "metrics": MetricRecord({"num-examples": 3, "train-loss": 0.5}),
     }
     if kernel is not None:
         records["kernel"] = kernel
