@@ -63,35 +63,32 @@ def run_federation(
     on_round=None,
 ):
     """``simulations.simulate.run_federation`` on an :class:`InProcessGrid`: the same
-    arguments, the same run folder, the same RunReport."""
+    arguments, the same ServerApp (``simulations.flower_app.build_server_app``: central
+    evaluation, the kernel pin, partition sizes and fault labels), the same run folder and
+    RunReport."""
     from flwr.supercore.task_identity import TaskIdentity
 
-    from coordinator.config import FederationConfig
     from coordinator.report_io import load_report
-    from coordinator.server_app import run_federation as run_rounds
-    from simulations.central import make_central_evaluate
-    from simulations.flower_app import resolve_run_config
+    from simulations.engine.worker import load_client_app
+    from simulations.environment import apply_flower_env
+    from simulations.flower_app import build_server_app, resolve_run_config
+    from simulations.simulate import SimulationError, default_client_app
 
-    if client_app is None:
-        from client.client_app import app as client_app
-
+    apply_flower_env()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    run_config = resolve_run_config(dict(run_config) | {"out-dir": str(out_dir)})
-    config = FederationConfig.from_run_config(run_config)
+    config = resolve_run_config(dict(run_config) | {"out-dir": str(out_dir)})
+    if client_app is None:
+        client_app = default_client_app(config)
+    if isinstance(client_app, str) or not hasattr(client_app, "_call"):
+        client_app = load_client_app(client_app)
     # Flower's engine sets the process-wide task identity that new messages read.
     TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = 1, 1, 1
-    grid = InProcessGrid(client_app, int(run_config["num-partitions"]), config.seed)
-    central = make_central_evaluate(run_config, config.model)
-    run_rounds(
-        grid, config, central_evaluate=central, on_round=on_round, write_report=_write_report
-    )
+    grid = InProcessGrid(client_app, int(config["num-partitions"]), int(config["seed"]))
+    server_app = build_server_app(run_config_override=config, on_round=on_round)
+    context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=config)
+    try:
+        server_app(grid, context)
+    except Exception as error:  # the ServerApp's own error (its report is written)
+        raise SimulationError(f"{type(error).__name__}: {error}") from error
     return load_report(out_dir)
-
-
-def _write_report(out_dir: Path, report) -> None:
-    # report.json and the CSVs every round; report.html (its plots take about a second) once,
-    # when the run ends.
-    from coordinator.report_writer import write_run
-
-    write_run(out_dir, report, render_html=report.status != "running")

@@ -11,11 +11,10 @@ It prints a markdown table of final central accuracies (the README's) and writes
 ``robustness.json`` and each run's folder under ``--out``. Accuracies are deterministic
 (seeded), so the machine's load does not change them.
 
-Engine: ``--engine inprocess`` (default) joins the real ServerApp logic
-(``coordinator.server_app.run_federation``) and the real ClientApp (wasmtime sandbox) by a
-minimal in-process grid, one client after the other: the same bits as Flower's engines (see
-DESIGN.md) at a fraction of the time; ``--engine ray`` runs each cell on Flower's simulation
-engine (``simulations.simulate.run_federation``).
+Engine: ``--engine local`` (default) runs each cell on the local multi-process engine,
+``--engine ray`` on Flower's simulation engine (both ``simulations.simulate.run_federation``),
+``--engine inprocess`` on ``simulations.inprocess`` (the same ServerApp and ClientApp, one
+client after the other in one process). All three give the same bits.
 """
 
 from __future__ import annotations
@@ -25,11 +24,9 @@ import json
 import math
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 # (label, strategy, strategy params, clip-delta-norm). The robust rules are told the number
 # of attackers they must tolerate (4 of 20), as their papers assume it is known.
@@ -77,81 +74,14 @@ def cell_run_config(
 
 
 def run_cell(run_config: Mapping[str, Any], out_dir: Path, engine: str):
-    """Run one cell; return its RunReport."""
-    if engine == "ray":
-        from simulations.simulate import run_federation as run_on_ray
+    """Run one cell on ``engine`` (local, ray or inprocess); return its RunReport."""
+    if engine == "inprocess":
+        from simulations.inprocess import run_federation as run_in_process
 
-        return run_on_ray(run_config, out_dir)
-    return run_in_process(run_config, out_dir)
+        return run_in_process(run_config, out_dir)
+    from simulations.simulate import run_federation as run_on_engine
 
-
-def run_in_process(run_config: Mapping[str, Any], out_dir: Path):
-    """The ServerApp logic and the ClientApp (with faults when configured), one process."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    from coordinator.config import FederationConfig
-    from coordinator.report_io import REPORT_FILE_NAME, report_to_json
-    from coordinator.server_app import run_federation
-    from simulations.central import make_central_evaluate
-    from simulations.environment import apply_flower_env
-    from simulations.faults import FaultConfig, fault_labels
-    from simulations.flower_app import partition_sizes, resolve_run_config
-
-    apply_flower_env()
-    # Instruction messages read Flower's process-wide task identity, which an engine sets.
-    TaskIdentity._run_id = 1
-    TaskIdentity._node_id = 1
-    TaskIdentity._task_id = 1
-    if FaultConfig.from_mapping(run_config).active:
-        from simulations.faults import app as client_app
-    else:
-        from client.client_app import app as client_app
-    config_map = resolve_run_config(dict(run_config) | {"out-dir": str(out_dir)})
-    config = FederationConfig.from_run_config(config_map)
-
-    def write_json(folder: Path, report) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / REPORT_FILE_NAME).write_text(report_to_json(report), encoding="utf-8")
-
-    grid = _InProcessGrid(client_app, int(config_map["num-partitions"]), seed=config.seed)
-    return run_federation(
-        grid,
-        config,
-        central_evaluate=make_central_evaluate(config_map, config.model),
-        write_report=write_json,
-        expected_num_examples=partition_sizes(config_map),
-        fault_labels=fault_labels(config_map),
-    )
-
-
-class _InProcessGrid:
-    """Hands each message to the ClientApp in this process (node ids random, as in Flower)."""
-
-    def __init__(self, client_app, num_nodes: int, *, seed: int) -> None:
-        from flwr.app import Context, RecordDict
-
-        rng = np.random.default_rng([seed, 0x6121D])
-        node_ids = [int(n) + 1 for n in rng.choice(2**40, size=num_nodes, replace=False)]
-        self.client_app = client_app
-        self.contexts = {
-            node_id: Context(
-                run_id=1,
-                node_id=node_id,
-                node_config={"partition-id": partition, "num-partitions": num_nodes},
-                state=RecordDict(),
-                run_config={},
-            )
-            for partition, node_id in enumerate(node_ids)
-        }
-
-    def get_node_ids(self) -> list[int]:
-        return list(self.contexts)
-
-    def send_and_receive(self, messages: Iterable, *, timeout: float | None = None) -> list:
-        return [
-            self.client_app(message, self.contexts[message.metadata.dst_node_id])
-            for message in messages
-        ]
+    return run_on_engine(run_config, out_dir, engine=engine)
 
 
 def _inline_table(params: Mapping[str, Any]) -> str:
@@ -161,7 +91,7 @@ def _inline_table(params: Mapping[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/robustness"))
-    parser.add_argument("--engine", choices=("inprocess", "ray"), default="inprocess")
+    parser.add_argument("--engine", choices=("local", "ray", "inprocess"), default="local")
     parser.add_argument("--rounds", type=int, default=None, help="default: the scenarios' 30")
     args = parser.parse_args(argv)
 

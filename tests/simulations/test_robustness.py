@@ -7,7 +7,8 @@ import math
 
 from protos.report_pb2 import OK
 from simulations.faults import FaultConfig
-from simulations.robustness import cell_run_config, markdown_table, run_in_process
+from simulations.inprocess import run_federation as run_in_process
+from simulations.robustness import cell_run_config, markdown_table
 
 
 def test_a_clean_cell_is_the_attack_scenario_without_attackers():
