@@ -392,11 +392,10 @@ class Scenario:
             "max-delta-norm": self.federation.max_delta_norm,
             "out-dir": str(Path("runs") / self.name),
         }
-        defaults = FederationSection.__dataclass_fields__
+        # Always present, defaults included: the Flower App declares them (pyproject.toml), so
+        # `flwr run --run-config` (and a resumed deployment) may pass them.
         for name in ("clip_delta_norm", "max_num_examples", "max_examples_ratio"):
-            value = getattr(self.federation, name)
-            if value != defaults[name].default:
-                run_config[name.replace("_", "-")] = value
+            run_config[name.replace("_", "-")] = getattr(self.federation, name)
         run_config.update(self.data_config().to_mapping())
         run_config.update(self.faults.fault_config().to_run_config())
         if self.devices.policy != "none":

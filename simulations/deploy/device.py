@@ -101,7 +101,8 @@ def build_device_venv(venv: Path, python: str = sys.executable) -> Path:
     marker = venv / "sandflower-device-runtime.txt"
     requirements = device_requirements()
     wanted = "\n".join(requirements) + "\n"
-    if marker.is_file() and marker.read_text() == wanted:
+    supernode = venv_bin(venv) / "flower-supernode"
+    if marker.is_file() and marker.read_text() == wanted and supernode.is_file():
         return venv_bin(venv)
     if venv.exists():
         shutil.rmtree(venv)
@@ -115,6 +116,11 @@ def build_device_venv(venv: Path, python: str = sys.executable) -> Path:
                 f"`{shlex.join(argv)}` failed (exit {result.returncode}):\n"
                 f"{result.stdout[-2000:]}{result.stderr[-4000:]}"
             )
+    if not supernode.is_file():  # pip said yes but installed nothing: never reuse such a venv
+        raise DeviceRuntimeError(
+            f"{venv}: pip exited 0 but {supernode.name} is not in {venv_bin(venv)}:\n"
+            f"{result.stdout[-2000:]}{result.stderr[-4000:]}"
+        )
     marker.write_text(wanted)
     return venv_bin(venv)
 

@@ -83,7 +83,9 @@ def test_a_device_venv_with_its_pins_is_reused_and_a_stale_one_rebuilt(tmp_path,
     def fake_run(argv, **kwargs):
         calls.append(argv)
         if argv[1:3] == ["-m", "venv"]:
-            Path(argv[3]).mkdir(parents=True)
+            device.venv_bin(Path(argv[3])).mkdir(parents=True)
+        if argv[1:3] == ["-m", "pip"]:
+            (Path(argv[0]).parent / "flower-supernode").write_text("")
         return device.subprocess.CompletedProcess(argv, 0, "", "")
 
     monkeypatch.setattr(device.subprocess, "run", fake_run)
@@ -109,3 +111,16 @@ def test_a_failing_pip_is_reported_with_its_output(tmp_path, monkeypatch):
     monkeypatch.setattr(device.subprocess, "run", failing)
     with pytest.raises(device.DeviceRuntimeError, match="No matching distribution"):
         device.build_device_venv(tmp_path / "venv")
+
+
+def test_a_pip_that_installs_nothing_is_an_error_and_the_venv_is_not_reused(tmp_path, monkeypatch):
+    def empty_pip(argv, **kwargs):
+        if argv[1:3] == ["-m", "venv"]:
+            device.venv_bin(Path(argv[3])).mkdir(parents=True)
+        return device.subprocess.CompletedProcess(argv, 0, "", "nothing to do")
+
+    monkeypatch.setattr(device.subprocess, "run", empty_pip)
+    venv = tmp_path / "venv"
+    with pytest.raises(device.DeviceRuntimeError, match="flower-supernode is not in"):
+        device.build_device_venv(venv)
+    assert not (venv / "sandflower-device-runtime.txt").exists()
