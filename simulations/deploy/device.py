@@ -110,7 +110,9 @@ def build_device_venv(venv: Path, python: str = sys.executable) -> Path:
         [python, "-m", "venv", str(venv)],
         [str(venv_bin(venv) / "python"), "-m", "pip", "install", "-q", *requirements],
     ):
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
+        result = subprocess.run(
+            argv, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, env=_clean_environment()
+        )
         if result.returncode != 0:
             raise DeviceRuntimeError(
                 f"`{shlex.join(argv)}` failed (exit {result.returncode}):\n"
@@ -123,6 +125,21 @@ def build_device_venv(venv: Path, python: str = sys.executable) -> Path:
         )
     marker.write_text(wanted)
     return venv_bin(venv)
+
+
+def _clean_environment() -> dict[str, str]:
+    """This process's environment without what would show pip another Python's packages.
+
+    Flower's Ray backend sets PYTHONPATH to the whole ``sys.path`` of the process that ran a
+    Ray simulation (flwr/server/superlink/fleet/vce/backend/raybackend.py), and every later
+    child inherits it: pip in the new venv then finds flwr, wasmtime and numpy "already
+    installed" in the coordinator's site-packages and installs nothing.
+    """
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONUSERBASE")
+    }
 
 
 def _requirement_name(requirement: str) -> str:

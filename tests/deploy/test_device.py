@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import tomllib
 from pathlib import Path
@@ -124,3 +125,23 @@ def test_a_pip_that_installs_nothing_is_an_error_and_the_venv_is_not_reused(tmp_
     with pytest.raises(device.DeviceRuntimeError, match="flower-supernode is not in"):
         device.build_device_venv(venv)
     assert not (venv / "sandflower-device-runtime.txt").exists()
+
+
+def test_pip_runs_without_the_pythonpath_a_ray_simulation_leaves_behind(tmp_path, monkeypatch):
+    # Flower's Ray backend exports the driver's sys.path as PYTHONPATH; through it pip would
+    # see this environment's flwr/numpy as installed and put nothing in the device venv.
+    monkeypatch.setenv("PYTHONPATH", "/somewhere/site-packages")
+    seen = []
+
+    def fake_run(argv, **kwargs):
+        seen.append(kwargs["env"])
+        if argv[1:3] == ["-m", "venv"]:
+            device.venv_bin(Path(argv[3])).mkdir(parents=True)
+        if argv[1:3] == ["-m", "pip"]:
+            (Path(argv[0]).parent / "flower-supernode").write_text("")
+        return device.subprocess.CompletedProcess(argv, 0, "", "")
+
+    monkeypatch.setattr(device.subprocess, "run", fake_run)
+    device.build_device_venv(tmp_path / "venv")
+    assert len(seen) == 2 and all("PYTHONPATH" not in env for env in seen)
+    assert all(env["PATH"] == os.environ["PATH"] for env in seen)
