@@ -130,15 +130,7 @@ def run_federation(
     write = write_report or _write_run
     engine = _engine_of(grid)
     strategy = DeltaStrategy(
-        build_flower_strategy(
-            config.strategy,
-            config.strategy_params,
-            fraction_train=config.fraction_train,
-            fraction_evaluate=config.fraction_evaluate,
-            server_lr=config.server_lr,
-            proximal_mu=config.proximal_mu,
-            lr=config.lr,
-        ),
+        flower_strategy_of(config),
         seed=config.seed,
         server_lr=config.server_lr,
         max_delta_norm=config.max_delta_norm,
@@ -265,6 +257,19 @@ def _partitions_needed(grid: Grid, strategy: DeltaStrategy, resumed: bool) -> bo
     if not resumed:
         return True
     return any(node_id not in strategy.node_partitions for node_id in grid.get_node_ids())
+
+
+def flower_strategy_of(config: FederationConfig):
+    """The Flower strategy (the aggregation rule) that ``config`` names, with its parameters."""
+    return build_flower_strategy(
+        config.strategy,
+        config.strategy_params,
+        fraction_train=config.fraction_train,
+        fraction_evaluate=config.fraction_evaluate,
+        server_lr=config.server_lr,
+        proximal_mu=config.proximal_mu,
+        lr=config.lr,
+    )
 
 
 def _run_round(

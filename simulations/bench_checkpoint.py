@@ -17,8 +17,8 @@ from pathlib import Path
 from coordinator import strategy_state
 from coordinator.checkpoint import load_latest
 from coordinator.config import FederationConfig
-from coordinator.flower_strategies import build_flower_strategy
 from coordinator.report_io import load_report
+from coordinator.server_app import flower_strategy_of
 from simulations.resume import saved_run_config
 
 
@@ -29,15 +29,7 @@ def measure(run_dir: Path) -> dict[str, float]:
     config = FederationConfig.from_run_config(
         saved_run_config(run_dir)[0] | {"out-dir": str(run_dir), "resume-from": ""}
     )
-    flower_strategy = build_flower_strategy(
-        config.strategy,
-        config.strategy_params,
-        fraction_train=config.fraction_train,
-        fraction_evaluate=config.fraction_evaluate,
-        server_lr=config.server_lr,
-        proximal_mu=config.proximal_mu,
-        lr=config.lr,
-    )
+    flower_strategy = flower_strategy_of(config)
     started = time.perf_counter()
     load_latest(
         run_dir,

@@ -8,7 +8,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from coordinator import strategy_state
 from coordinator.config import FederationConfig
 from coordinator.flower_strategies import build_flower_strategy
-from coordinator.server_app import run_federation
+from coordinator.server_app import flower_strategy_of, run_federation
 from kernels.spec import ModelSpec
 from tests.coordinator.test_checkpoint import STRATEGIES
 from tests.coordinator.test_server_app import (
@@ -49,15 +49,7 @@ def test_no_strategy_keeps_state_the_checkpoint_misses(tmp_path, monkeypatch, na
         InProcessGrid(1), config, central_evaluate=central_evaluate, write_report=write_json_only
     )
     used = seen[-1]
-    fresh = build_flower_strategy(
-        name,
-        config.strategy_params,
-        fraction_train=config.fraction_train,
-        fraction_evaluate=config.fraction_evaluate,
-        server_lr=config.server_lr,
-        proximal_mu=config.proximal_mu,
-        lr=config.lr,
-    )
+    fresh = flower_strategy_of(config)
     captured = {SLOT_ATTRIBUTES[slot] for slot in strategy_state.state_slots(fresh)}
     changed = [
         attribute
