@@ -69,8 +69,8 @@ def _same(left, right) -> bool:
     return left == right
 
 
-def test_capture_and_restore_round_trip_bit_for_bit():
-    strategy = build_flower_strategy(
+def _fedadam():
+    return build_flower_strategy(
         "fedadam",
         {"beta_1": 0.9},
         fraction_train=1.0,
@@ -79,19 +79,15 @@ def test_capture_and_restore_round_trip_bit_for_bit():
         proximal_mu=0.0,
         lr=0.1,
     )
+
+
+def test_capture_and_restore_round_trip_bit_for_bit():
+    strategy = _fedadam()
     rng = np.random.default_rng(0)
     strategy.m_t = {n: rng.standard_normal(s).astype(np.float32) for n, s in SHAPES.items()}
     strategy.v_t = {n: rng.random(s).astype(np.float32) for n, s in SHAPES.items()}
     state = strategy_state.capture(strategy, list(SHAPES))
-    other = build_flower_strategy(
-        "fedadam",
-        {"beta_1": 0.9},
-        fraction_train=1.0,
-        fraction_evaluate=0.0,
-        server_lr=0.1,
-        proximal_mu=0.0,
-        lr=0.1,
-    )
+    other = _fedadam()
     strategy_state.restore(other, state, SHAPES)
     for name in SHAPES:
         assert other.m_t[name].tobytes() == strategy.m_t[name].tobytes()
