@@ -101,7 +101,7 @@ def big_body(size: int) -> bytes:
 def compile_heavy() -> bytes:
     # br_table-heavy bodies, each just under the body bound, the module under the size bound:
     # the slowest pattern to compile that was found (~1.3 s for 256 KiB on a loaded 2-core box).
-    from client.sandbox_bounds import ModuleBounds
+    from client.sandbox.bounds import ModuleBounds
 
     bounds = ModuleBounds()
     case = b"\x02\x40\x20\x00\x0e" + leb(40) + b"\x00" * 41 + b"\x0b"

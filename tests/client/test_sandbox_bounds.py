@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from client.runner import default_kernel_path
 from client.sandbox import KernelModule, Limits
-from client.sandbox_bounds import ModuleBounds, ModuleBoundsError, check_module_bounds
+from client.sandbox.bounds import ModuleBounds, ModuleBoundsError, check_module_bounds
 from tests.client.hostile_modules import many_exports, version_module
 
 

@@ -8,8 +8,8 @@ raw ctypes). It knows the kernel ABI's surface (kernels/ABI.md: export names, si
   wasmtime's serialized form, keyed by the module's sha256, the wasmtime version, the machine
   and the engine flags. A corrupt or stale cache entry is recompiled, never trusted.
 - A module is refused before it is compiled if its bytes declare more than
-  :class:`~client.sandbox_bounds.ModuleBounds` allows (size, imports, exports, functions,
-  tables, memories, globals, segments, a start function; client/sandbox_bounds.py), and before
+  :class:`~client.sandbox.bounds.ModuleBounds` allows (size, imports, exports, functions,
+  tables, memories, globals, segments, a start function; client/sandbox/bounds.py), and before
   anything of it runs if it is not valid wasm, lacks a required export (or has the wrong
   signature), or reports another ``sf_abi_version``. Only an accepted module is written to the
   disk cache or kept in this process.
@@ -42,7 +42,7 @@ import wasmtime
 from wasmtime import _ffi as wasmtime_ffi
 from wasmtime._extern import wrap_extern
 
-from client.sandbox_bounds import ModuleBounds, ModuleBoundsError, check_module_bounds
+from client.sandbox.bounds import ModuleBounds, ModuleBoundsError, check_module_bounds
 
 log = logging.getLogger(__name__)
 
