@@ -55,7 +55,7 @@ class ModuleBounds:
 
     The bundled kernel (kernels/wasm, 28 KB) has 1 memory of 25 pages, 1 table of 1 element,
     15 exports, 31 functions, bodies up to 13 KB and 127 locals;
-    ``tests/client/test_sandbox_bounds.py`` checks it fits. Module and body sizes bound compile
+    ``tests/client/test_bounds.py`` checks it fits. Module and body sizes bound compile
     time: the slowest 256 KiB module found (br_table-heavy bodies) compiled in ~1.3 s.
     A count bound of 0 refuses the item outright (imports, start function).
     """

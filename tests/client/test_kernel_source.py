@@ -62,7 +62,7 @@ def test_an_empty_pin_takes_the_relaxed_build_and_a_pin_finds_its_build(bundle):
 
 def test_altered_bytes_under_the_declared_hash_are_refused_before_compiling(bundle, monkeypatch):
     compiled = []
-    monkeypatch.setattr(sandbox, "_compile", lambda *args: compiled.append(args))
+    monkeypatch.setattr(sandbox.cache, "_compile", lambda *args: compiled.append(args))
     shipped = bundle / "sandflower-relaxed.wasm.json"
     _rewrite(shipped, wasm_base64=base64.b64encode(_tampered_wasm()).decode())
     with pytest.raises(kernel_source.KernelMismatch) as raised:
@@ -160,14 +160,14 @@ def test_a_kernel_is_compiled_once_per_sha256(tmp_path, monkeypatch):
     monkeypatch.setenv(sandbox.CACHE_DIR_ENV, str(tmp_path / "cache"))
     kernel_source._compiled_by_sha256.cache_clear()
     sandbox.clear_compiled_cache()
-    real_compile = sandbox._compile
+    real_compile = sandbox.cache._compile
     compiled = []
 
     def counting_compile(engine, wasm):
         compiled.append(hashlib.sha256(wasm).hexdigest())
         return real_compile(engine, wasm)
 
-    monkeypatch.setattr(sandbox, "_compile", counting_compile)
+    monkeypatch.setattr(sandbox.cache, "_compile", counting_compile)
     first = kernel_source.compiled_module(kernel_source.pinned_kernel(_sha(SIMD128)))
     # one compilation per engine configuration the load uses (the ABI probe runs metered)
     assert compiled and set(compiled) == {_sha(SIMD128)}

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from client.runner import default_kernel_path
 from client.sandbox import KernelModule, Limits
 from client.sandbox.bounds import ModuleBounds, ModuleBoundsError, check_module_bounds
-from tests.client.hostile_modules import many_exports, version_module
+from tests.client.sandbox.hostile_modules import many_exports, version_module
 
 
 @pytest.mark.parametrize("relaxed_simd", [True, False])

@@ -3,7 +3,7 @@
 Each case says how it must end: refused at load (``refused``, with a pattern of the reason), or
 loaded and then one job entry fails with a typed error (``job``), or loaded and contained
 (``contained``: a job runs and returns within its limits). ``hostile_harness.py`` runs one case
-in a fresh process and measures its time and memory; ``test_sandbox_hostile.py`` asserts.
+in a fresh process and measures its time and memory; ``test_hostile.py`` asserts.
 """
 
 from __future__ import annotations

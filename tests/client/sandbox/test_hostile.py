@@ -1,4 +1,4 @@
-"""The hostile-module corpus (tests/client/hostile_modules.py), each case in a fresh process.
+"""The hostile-module corpus (hostile_modules.py next to this file), each in a fresh process.
 
 Every case must end as its corpus entry says (refused with a reason, or a typed job error, or
 contained), within the issue's budget of 2 s and 256 MB over the baseline, leave no compiled
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.client.hostile_modules import CASES
+from tests.client.sandbox.hostile_modules import CASES
 
 HARNESS = Path(__file__).with_name("hostile_harness.py")
 SECONDS = 2.0

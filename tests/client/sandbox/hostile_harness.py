@@ -1,9 +1,9 @@
 """Run one hostile-module case in this fresh process and print what happened as JSON.
 
-Usage: ``python tests/client/hostile_harness.py CASE CACHE_DIR``. The baseline (peak RSS, after
-importing everything and running one normal job) is taken before the case; the case's wall
-and CPU time and the growth of peak RSS are measured around it alone; then a normal job runs
-again and its result is checked. ``test_sandbox_hostile.py`` asserts on the output.
+Usage: ``python tests/client/sandbox/hostile_harness.py CASE CACHE_DIR``. The baseline (peak
+RSS, after importing everything and running one normal job) is taken before the case; the
+case's wall and CPU time and the growth of peak RSS are measured around it alone; then a
+normal job runs again and its result is checked. ``test_hostile.py`` asserts on the output.
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
 from client import sandbox  # noqa: E402
 from client.sandbox import KernelModule, Limits, SandboxError  # noqa: E402
-from tests.client.hostile_modules import CASES  # noqa: E402
+from tests.client.sandbox.hostile_modules import CASES  # noqa: E402
 
 NORMAL = """(module (memory (export "memory") 1)
   (func (export "sf_abi_version") (result i32) (i32.const 1))
