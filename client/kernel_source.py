@@ -13,7 +13,7 @@ pins one build's sha256 in every message (``kernel-sha256``); the device
 3. checks that its runtime has every WebAssembly feature the bytes need (``KernelUnsupported``
    names the missing one, e.g. relaxed SIMD, and how the coordinator ships another flavour);
 4. and only then compiles it, once per sha256: the process keeps the compiled module, and
-   client/sandbox.py's disk cache (keyed by the sha256) spares a new process the compilation.
+   client/sandbox/'s disk cache (keyed by the sha256) spares a new process the compilation.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The public Python API of the kernels: forward, gradient, local training, evaluation.
 
 Each method validates its inputs, opens one sandbox job (a fresh Store and Instance, see
-client/sandbox.py), copies the model spec, parameters and data into linear memory, makes ONE
+client/sandbox/), copies the model spec, parameters and data into linear memory, makes ONE
 model-level kernel call (kernels/ABI.md, "Model entries") and copies the results out.
 Results agree with kernels/reference.py (the numpy reference, same semantics and shuffle)
 to float32 rounding.

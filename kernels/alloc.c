@@ -44,11 +44,11 @@ uintptr_t sf__heap_mark(void) { return heap_top; }
 
 void sf__heap_release(uintptr_t mark) { heap_top = mark; }
 
-SF_EXPORT("sf_abi_version") int32_t sf_abi_version(void) { return SF_ABI_VERSION; }
+int32_t sf_abi_version(void) { return SF_ABI_VERSION; }
 
-SF_EXPORT("sf_alloc") int32_t sf_alloc(int32_t nbytes) {
+int32_t sf_alloc(int32_t nbytes) {
     if (nbytes < 0) return 0;
     return (int32_t)(uintptr_t)sf__alloc((uint64_t)nbytes);
 }
 
-SF_EXPORT("sf_heap_reset") void sf_heap_reset(void) { heap_top = heap_start(); }
+void sf_heap_reset(void) { heap_top = heap_start(); }

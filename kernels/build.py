@@ -1,11 +1,15 @@
 """Build the kernels: kernels/*.c -> kernels/wasm/*.wasm with the ziglang package from PyPI.
 
-``python -m kernels.build`` rebuilds both .wasm files, kernels/wasm/manifest.json and the
-shipped copy of each build (``<build>.json``: the bytes in base64 with their sha256, because a
-Flower 1.42 app bundle carries .json files but never .wasm ones, client/kernel_source.py);
+``python -m kernels.build`` writes the files generated from the ABI's one table
+(kernels/registry.py: ``kernels/sandflower_abi.h``, ``kernels/js/registry.mjs``), rebuilds both
+.wasm files, checks that each exports exactly the registry's functions with the registry's
+signatures, and writes kernels/wasm/manifest.json and the shipped copy of each build
+(``<build>.json``: the bytes in base64 with their sha256, because a Flower 1.42 app bundle
+carries .json files but never .wasm ones, client/kernel_source.py).
 ``python -m kernels.build --check`` rebuilds into a temporary directory and exits 1 when a hash
-differs from the committed .wasm. The bytes depend on the compiler, so the ziglang version is
-pinned (pyproject.toml) and recorded in the manifest; the build is byte-reproducible.
+differs from the committed .wasm, or a generated file from what the registry gives. The bytes
+depend on the compiler, so the ziglang version is pinned (pyproject.toml) and recorded in the
+manifest; the build is byte-reproducible.
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from kernels import registry
+
 KERNEL_DIR = Path(__file__).resolve().parent
 WASM_DIR = KERNEL_DIR / "wasm"
 MANIFEST_NAME = "manifest.json"
-ABI_VERSION = 1
+ABI_VERSION = registry.ABI_VERSION
 ZIGLANG_VERSION = "0.17.1"
 
 # Fixed order: the object order is part of the bytes.
@@ -41,7 +47,8 @@ SOURCES = (
     "train.c",
 )
 # Freestanding wasm32 with SIMD128 and bulk memory (no memset import), no libc, no entry point
-# (kernels/ABI.md); exports come from SF_EXPORT in the sources, so no --export list to drift.
+# (kernels/ABI.md); the exports are declared, with their names, in the generated
+# sandflower_abi.h (kernels/registry.py), so there is no --export list to drift.
 COMMON_FLAGS = (
     "--target=wasm32-freestanding",
     "-O3",
@@ -110,13 +117,27 @@ def sha256_file(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def build(out_dir: Path = WASM_DIR, *, write_manifest: bool = True) -> dict[str, BuiltKernel]:
+def build(
+    out_dir: Path = WASM_DIR, *, write_manifest: bool = True, write_generated: bool = True
+) -> dict[str, BuiltKernel]:
     """Compile every build into ``out_dir``; returns them by file name.
+
+    Parameters
+    ----------
+    out_dir
+        Where the .wasm files (and, with ``write_manifest``, the manifest and shipped copies)
+        go.
+    write_manifest
+        Also write the manifest and the shipped (JSON) copy of each build.
+    write_generated
+        First write the files generated from kernels/registry.py into the source tree (the C
+        header the sources include); ``check`` compiles the committed header instead.
 
     Raises
     ------
     KernelBuildError
-        The compiler is missing, not the pinned version, or fails (its output is included).
+        The compiler is missing, not the pinned version, or fails (its output is included), or
+        a built module's exports differ from kernels/registry.py.
     """
     version = compiler_version()
     if version != ZIGLANG_VERSION:
@@ -124,6 +145,8 @@ def build(out_dir: Path = WASM_DIR, *, write_manifest: bool = True) -> dict[str,
             f"ziglang {version} is installed, expected {ZIGLANG_VERSION}: "
             "the .wasm bytes depend on the compiler version"
         )
+    if write_generated:
+        registry.write_generated()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     built: dict[str, BuiltKernel] = {}
@@ -136,6 +159,11 @@ def build(out_dir: Path = WASM_DIR, *, write_manifest: bool = True) -> dict[str,
         if result.returncode != 0:
             raise KernelBuildError(
                 f"building {name} failed (exit {result.returncode}):\n{result.stderr}"
+            )
+        mismatches = export_mismatches(output.read_bytes())
+        if mismatches:
+            raise KernelBuildError(
+                f"{name} does not export what kernels/registry.py says: " + "; ".join(mismatches)
             )
         built[name] = BuiltKernel(name, output, sha256_file(output), output.stat().st_size)
     if write_manifest:
@@ -196,8 +224,8 @@ def check(committed_dir: Path = WASM_DIR) -> list[str]:
     """Rebuild into a temporary directory; one message per file that differs (none: all match)."""
     committed_dir = Path(committed_dir)
     with tempfile.TemporaryDirectory(prefix="sandflower-build-") as scratch:
-        built = build(Path(scratch), write_manifest=True)
-        problems = []
+        built = build(Path(scratch), write_manifest=True, write_generated=False)
+        problems = registry.stale_generated()
         for name, kernel in built.items():
             committed = committed_dir / name
             if not committed.exists():
@@ -219,6 +247,94 @@ def check(committed_dir: Path = WASM_DIR) -> list[str]:
         rebuilt_manifest = (Path(scratch) / MANIFEST_NAME).read_text()
         if not manifest.exists() or manifest.read_text() != rebuilt_manifest:
             problems.append(f"{manifest}: differs from the rebuilt manifest")
+    return problems
+
+
+# -- the built module's exports -----------------------------------------------------------------
+# Read from the binary format by hand (WebAssembly core spec, "Binary Format": type, import,
+# function and export sections): kernels/ knows no host runtime, and ~40 lines of stdlib here
+# keep `sandflower kernels build` from needing one. tests/kernels/test_registry.py reads the
+# same exports through wasmtime, independently.
+_VALUE_TYPES = {0x7F: "i32", 0x7E: "i64", 0x7D: "f32", 0x7C: "f64", 0x7B: "v128"}
+_WASM_MAGIC = b"\0asm\x01\0\0\0"
+
+
+def _leb(data: bytes, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, at
+
+
+def module_exports(wasm: bytes) -> tuple[dict[str, tuple[tuple[str, ...], ...]], list[str]]:
+    """The function exports of ``wasm`` with their signatures, and its other exports' names.
+
+    Raises
+    ------
+    KernelBuildError
+        The bytes are not a wasm module, or the module imports something (a kernel imports
+        nothing, and imported functions would shift the function indices read here).
+    """
+    if wasm[:8] != _WASM_MAGIC:
+        raise KernelBuildError("not a wasm module (magic and version)")
+    types: list[tuple[tuple[str, ...], ...]] = []
+    function_types: list[int] = []
+    exports: list[tuple[str, int, int]] = []
+    at = 8
+    while at < len(wasm):
+        section, at = wasm[at], at + 1
+        size, at = _leb(wasm, at)
+        end, cursor = at + size, at
+        if section == 1:
+            count, cursor = _leb(wasm, cursor)
+            for _ in range(count):
+                cursor += 1  # 0x60: a function type
+                signature = []
+                for _ in range(2):  # params, then results
+                    n, cursor = _leb(wasm, cursor)
+                    signature.append(
+                        tuple(_VALUE_TYPES.get(b, hex(b)) for b in wasm[cursor : cursor + n])
+                    )
+                    cursor += n
+                types.append(tuple(signature))
+        elif section == 2:
+            raise KernelBuildError("the module imports something; a kernel imports nothing")
+        elif section == 3:
+            count, cursor = _leb(wasm, cursor)
+            for _ in range(count):
+                index, cursor = _leb(wasm, cursor)
+                function_types.append(index)
+        elif section == 7:
+            count, cursor = _leb(wasm, cursor)
+            for _ in range(count):
+                length, cursor = _leb(wasm, cursor)
+                name = wasm[cursor : cursor + length].decode("utf-8")
+                kind, cursor = wasm[cursor + length], cursor + length + 1
+                index, cursor = _leb(wasm, cursor)
+                exports.append((name, kind, index))
+        at = end
+    functions = {name: types[function_types[index]] for name, kind, index in exports if kind == 0}
+    others = [name for name, kind, _ in exports if kind != 0]
+    return functions, others
+
+
+def export_mismatches(wasm: bytes) -> list[str]:
+    """How the exports of ``wasm`` differ from kernels/registry.py (empty: they agree)."""
+    functions, others = module_exports(wasm)
+    expected = registry.wasm_signatures()
+    problems = [f"missing export {name}" for name in expected if name not in functions]
+    problems += [f"unexpected export {name}" for name in functions if name not in expected]
+    problems += [
+        f"export {name} has signature {functions[name]}, expected {signature}"
+        for name, signature in expected.items()
+        if name in functions and functions[name] != signature
+    ]
+    if others != [registry.MEMORY_EXPORT]:
+        problems.append(f"non-function exports {others}, expected [{registry.MEMORY_EXPORT!r}]")
     return problems
 
 

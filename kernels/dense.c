@@ -40,13 +40,11 @@ void sf__dense_backward(const float *x, const float *w, const float *dy, float *
     if (dx) sf__sgemm_fused(0, 1, batch, in_dim, out_dim, dy, w, dx, 0, NULL, 0, relu_output);
 }
 
-SF_EXPORT("sf_dense_forward")
 void sf_dense_forward(const float *x, const float *w, const float *b, float *y, int32_t batch,
                       int32_t in_dim, int32_t out_dim) {
     sf__dense_forward(x, w, b, y, batch, in_dim, out_dim, 0);
 }
 
-SF_EXPORT("sf_dense_backward")
 void sf_dense_backward(const float *x, const float *w, const float *dy, float *dx, float *dw,
                        float *db, int32_t batch, int32_t in_dim, int32_t out_dim) {
     sf__dense_backward(x, w, dy, dx, dw, db, batch, in_dim, out_dim, 0, NULL);

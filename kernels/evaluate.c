@@ -14,7 +14,6 @@ static int32_t check_rows(const sf_model *model, int32_t n) {
     return SF_OK;
 }
 
-SF_EXPORT("sf_model_forward")
 int32_t sf_model_forward(const int32_t *spec, const float *params, const float *x, int32_t n,
                          float *logits) {
     sf_model model;
@@ -36,7 +35,6 @@ int32_t sf_model_forward(const int32_t *spec, const float *params, const float *
     return status;
 }
 
-SF_EXPORT("sf_model_loss_grad")
 int32_t sf_model_loss_grad(const int32_t *spec, const float *params, const float *x,
                            const int32_t *labels, int32_t n, float *grads, float *out_loss) {
     sf_model model;
@@ -70,7 +68,6 @@ static int32_t argmax_row(const float *z, int32_t classes) {
     return best;
 }
 
-SF_EXPORT("sf_evaluate")
 int32_t sf_evaluate(const int32_t *spec, const float *params, const float *x,
                     const int32_t *labels, int32_t n, float *out) {
     sf_model model;

@@ -389,7 +389,6 @@ void sf__sgemm(int trans_a, int trans_b, int32_t m, int32_t n, int32_t k, const 
     sf__sgemm_fused(trans_a, trans_b, m, n, k, a, b, c, accumulate, NULL, 0, NULL);
 }
 
-SF_EXPORT("sf_sgemm")
 void sf_sgemm(int32_t trans_a, int32_t trans_b, int32_t m, int32_t n, int32_t k, const float *a,
               const float *b, float *c, int32_t accumulate) {
     sf__sgemm(trans_a != 0, trans_b != 0, m, n, k, a, b, c, accumulate != 0);

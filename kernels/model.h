@@ -4,10 +4,7 @@
 
 #include "sandflower.h"
 
-#define SF_SPEC_MAGIC 0x53464D31u /* "SFM1" */
-#define SF_MAX_LAYERS 64
-#define SF_KIND_DENSE 1
-#define SF_KIND_RELU 2
+/* SF_SPEC_MAGIC, SF_MAX_LAYERS and the SF_KIND_* codes come from sandflower_abi.h. */
 /* Largest element count of any one buffer the kernels index: 2^28 floats = the heap cap. */
 #define SF_MAX_ELEMENTS (1 << 28)
 

@@ -17,12 +17,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kernels import registry
 from kernels.spec import KIND_DENSE, KIND_RELU, MAX_LAYERS, SPEC_MAGIC, ModelSpec
 
-SF_OK = 0
-SF_BAD_SPEC = 1
-SF_NO_MEMORY = 2
-SF_BAD_ARGUMENT = 3
+# The status codes the kernels return, from the ABI's one table (kernels/registry.py).
+SF_OK = registry.STATUS_CODES["SF_OK"]
+SF_BAD_SPEC = registry.STATUS_CODES["SF_BAD_SPEC"]
+SF_NO_MEMORY = registry.STATUS_CODES["SF_NO_MEMORY"]
+SF_BAD_ARGUMENT = registry.STATUS_CODES["SF_BAD_ARGUMENT"]
 
 # Largest element count of one buffer the kernels index (model.h): 2^28 floats, the heap cap.
 MAX_ELEMENTS = 1 << 28

@@ -39,9 +39,8 @@ void sf__relu_backward(const float *y, const float *dy, float *dx, int32_t n) {
                        n - i);
 }
 
-SF_EXPORT("sf_relu") void sf_relu(const float *x, float *y, int32_t n) { sf__relu(x, y, n); }
+void sf_relu(const float *x, float *y, int32_t n) { sf__relu(x, y, n); }
 
-SF_EXPORT("sf_relu_backward")
 void sf_relu_backward(const float *y, const float *dy, float *dx, int32_t n) {
     sf__relu_backward(y, dy, dx, n);
 }

@@ -1,7 +1,8 @@
 /* Shared declarations of the Sandflower kernels (kernels/ABI.md, version 1).
  *
- * Freestanding C99 for wasm32: no libc, no libm, no imports. Every export is named here with
- * SF_EXPORT so the build needs no list of -Wl,--export flags that could drift from the code.
+ * Freestanding C99 for wasm32: no libc, no libm, no imports. Every export is declared, with its
+ * export name, in the generated sandflower_abi.h (kernels/registry.py), so the build needs no
+ * list of -Wl,--export flags and the sources no export names that could drift from the table.
  */
 #ifndef SANDFLOWER_H
 #define SANDFLOWER_H
@@ -9,14 +10,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SF_ABI_VERSION 1
-#define SF_EXPORT(name) __attribute__((export_name(name), visibility("default")))
-
-/* Status codes of the model-level entries (ABI.md, "Status codes"). */
-#define SF_OK 0
-#define SF_BAD_SPEC 1
-#define SF_NO_MEMORY 2
-#define SF_BAD_ARGUMENT 3
+/* The ABI version, status codes, spec constants and every export's prototype (with its export
+ * name): generated from kernels/registry.py, the one table of the ABI. */
+#include "sandflower_abi.h"
 
 /* The module never hands out more than this much heap, whatever the host allows. */
 #define SF_HEAP_CAP_BYTES (1u << 30)

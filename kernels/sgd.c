@@ -42,7 +42,6 @@ void sf__sgd_update(float *w, const float *grad, const float *w_global, int32_t 
                        n - i);
 }
 
-SF_EXPORT("sf_sgd_update")
 void sf_sgd_update(float *w, const float *grad, const float *w_global, int32_t n, float lr,
                    float mu) {
     sf__sgd_update(w, grad, w_global, n, lr, mu);

@@ -138,7 +138,6 @@ double sf__softmax_xent_sum(const float *logits, const int32_t *labels, int32_t 
     return total;
 }
 
-SF_EXPORT("sf_softmax_xent")
 float sf_softmax_xent(const float *logits, const int32_t *labels, int32_t batch, int32_t classes,
                       float *dlogits) {
     if (batch <= 0 || classes <= 0) return __builtin_nanf("");

@@ -12,11 +12,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SPEC_MAGIC = 0x53464D31  # "SFM1"
-MAX_LAYERS = 64
+from kernels import registry
 
-KIND_DENSE = 1
-KIND_RELU = 2
+# The encoding's constants come from the ABI's one table (kernels/registry.py).
+SPEC_MAGIC = registry.SPEC_MAGIC  # "SFM1"
+MAX_LAYERS = registry.MAX_LAYERS
+
+KIND_DENSE = registry.LAYER_KINDS["SF_KIND_DENSE"]
+KIND_RELU = registry.LAYER_KINDS["SF_KIND_RELU"]
 
 
 class ModelSpecError(ValueError):

@@ -74,7 +74,6 @@ static int32_t train_steps(const int32_t *spec, float *params, const float *glob
     return SF_OK;
 }
 
-SF_EXPORT("sf_train")
 int32_t sf_train(const int32_t *spec, float *params, const float *global_params, const float *x,
                  const int32_t *labels, int32_t n, int32_t epochs, int32_t batch_size, float lr,
                  float mu, uint64_t seed, float *out_loss) {
@@ -82,7 +81,6 @@ int32_t sf_train(const int32_t *spec, float *params, const float *global_params,
                        seed, -1, out_loss, 0);
 }
 
-SF_EXPORT("sf_train_budget")
 int32_t sf_train_budget(const int32_t *spec, float *params, const float *global_params,
                         const float *x, const int32_t *labels, int32_t n, int32_t epochs,
                         int32_t batch_size, float lr, float mu, uint64_t seed, int32_t max_steps,

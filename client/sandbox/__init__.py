@@ -18,7 +18,7 @@ raw ctypes). It knows the kernel ABI's surface (kernels/ABI.md: export names, si
   the process and the next job are unaffected.
 
 The package, one module per concept: ``errors`` (the typed errors), ``limits`` (what a job may
-use), ``abi`` (the exports, signatures and status codes), ``bounds``
+use), ``abi`` (the exports, signatures and status codes, from kernels/registry.py), ``bounds``
 (what a module may declare, read from its bytes), ``ffi`` (the raw wasmtime C API calls),
 ``engine`` (one Engine per configuration, the epoch ticker, runtime features), ``cache``
 (compiled modules in this process and on disk), ``module`` (:class:`KernelModule`: the checks

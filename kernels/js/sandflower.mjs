@@ -1,12 +1,36 @@
 // A minimal JavaScript host for the Sandflower kernels (kernels/ABI.md), for Node and browsers.
 // It proves the same .wasm runs outside wasmtime: it instantiates the module with NO imports
-// and runs sf_evaluate / sf_train on arrays the caller gives.
+// and runs sf_evaluate / sf_train on arrays the caller gives. The ABI version, the exports and
+// the status codes come from registry.mjs, generated from kernels/registry.py.
+import { ABI_VERSION, EXPORTS, MEMORY_EXPORT, STATUS_CODES } from "./registry.mjs";
 
-export const ABI_VERSION = 1;
+export { ABI_VERSION };
+
+const STATUS_NAMES = Object.fromEntries(
+  Object.entries(STATUS_CODES).map(([name, code]) => [code, name]),
+);
+
+// Every export of the registry, with its parameter count (a wasm export's JS function has
+// `length` = its parameter count), and the memory: a module that differs is refused.
+export function exportMismatches(exports) {
+  const problems = [];
+  for (const [name, { params }] of Object.entries(EXPORTS)) {
+    if (typeof exports[name] !== "function") problems.push(`missing export ${name}`);
+    else if (exports[name].length !== params.length) {
+      problems.push(`export ${name} takes ${exports[name].length} arguments, expected ${params.length}`);
+    }
+  }
+  if (!(exports[MEMORY_EXPORT] instanceof WebAssembly.Memory)) {
+    problems.push(`missing memory export ${MEMORY_EXPORT}`);
+  }
+  return problems;
+}
 
 export async function loadKernel(bytes) {
   const { instance } = await WebAssembly.instantiate(bytes, {});
   const exports = instance.exports;
+  const problems = exportMismatches(exports);
+  if (problems.length) throw new Error(`not a Sandflower kernel: ${problems.join("; ")}`);
   if (exports.sf_abi_version() !== ABI_VERSION) {
     throw new Error(`kernel ABI ${exports.sf_abi_version()}, expected ${ABI_VERSION}`);
   }
@@ -34,7 +58,9 @@ class Kernel {
   }
 
   check(status, entry) {
-    if (status !== 0) throw new Error(`${entry} returned status ${status}`);
+    if (status !== STATUS_CODES.SF_OK) {
+      throw new Error(`${entry} returned status ${status} (${STATUS_NAMES[status] ?? "unknown status"})`);
+    }
   }
 
   // spec: Int32Array (kernels/spec.py ModelSpec.encode), params: Float32Array (flat),

@@ -157,7 +157,10 @@ def test_both_builds_run_in_headless_chromium(tmp_path, relaxed):
     wasm = default_kernel_path(relaxed_simd=relaxed)
     job, arrays = _job(wasm)
     job["wasm_b64"] = base64.b64encode(wasm.read_bytes()).decode()
-    host = re.sub(r"^export ", "", (JS_DIR / "sandflower.mjs").read_text(), flags=re.MULTILINE)
+    # One inline script: the generated registry, then the host without its import of it.
+    sources = (JS_DIR / "registry.mjs").read_text() + (JS_DIR / "sandflower.mjs").read_text()
+    sources = re.sub(r"^(import .*;|export \{.*\};)$", "", sources, flags=re.MULTILINE)
+    host = re.sub(r"^export ", "", sources, flags=re.MULTILINE)
     page = tmp_path / "kernel.html"
     page.write_text(PAGE.format(host=host, job=json.dumps(job)))
     completed = subprocess.run(

@@ -1,4 +1,4 @@
-"""client/sandbox_bounds.py: the section reader that bounds a module before it is compiled."""
+"""client/sandbox/bounds.py: the section reader that bounds a module before it is compiled."""
 
 from __future__ import annotations
 
