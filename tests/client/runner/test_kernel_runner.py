@@ -1,4 +1,4 @@
-"""client/runner.py: the kernels in the sandbox agree with kernels/reference.py.
+"""client/runner/ (KernelRunner): the kernels in the sandbox agree with kernels/reference.py.
 
 Both builds of the kernel (relaxed-SIMD FMA and plain SIMD128) run every case. The wasm
 sums in another order than numpy (SIMD lanes, FMA), so float32 results agree to a tolerance,

@@ -1,135 +1,29 @@
-"""The public Python API of the kernels: forward, gradient, local training, evaluation.
-
-Each method validates its inputs, opens one sandbox job (a fresh Store and Instance, see
-client/sandbox/), copies the model spec, parameters and data into linear memory, makes ONE
-model-level kernel call (kernels/ABI.md, "Model entries") and copies the results out.
-Results agree with kernels/reference.py (the numpy reference, same semantics and shuffle)
-to float32 rounding.
-"""
+"""KernelRunner: one sandbox job per call of a model-level kernel entry."""
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import importlib.metadata
-import json
 import math
-import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-import kernels
+from client.runner.fuel import _PROBE_CACHE_SIZE, _PROBED_FUEL, _UNCAPPED_FUEL, steps_within_fuel
+from client.runner.inputs import (
+    _features,
+    _finite_at_least,
+    _flat_params,
+    _fuel,
+    _int_at_least,
+    _labels,
+    _seed,
+)
+from client.runner.kernel_path import _bundled_module, default_kernel_path
+from client.runner.results import EvalResult, TrainResult
 from client.sandbox import KernelModule, Limits
 from kernels.spec import ModelSpec
 
-RELAXED_KERNEL = "sandflower-relaxed.wasm"
-SIMD128_KERNEL = "sandflower-simd128.wasm"
-
-_UINT64_END = 2**64
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
 _DEFAULT_LIMITS = Limits()
-# The fuel a metered job gets when its Limits set none: far more than any job can use (a
-# 2^62-instruction job would run for decades), so metering only counts.
-_UNCAPPED_FUEL = 2**62
-# Fuel depends on the job's shapes, not its values (kernels/ABI.md, "Step budgets"): the probes
-# of a fuel budget are measured once per shape and module. A device runs the same shapes every
-# round, and three extra kernel calls cost as much as a small job.
-_PROBED_FUEL: dict[tuple, tuple[int, int]] = {}
-_PROBE_CACHE_SIZE = 4096
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """The outcome of one local training job.
-
-    Attributes
-    ----------
-    params
-        The NEW local parameters, by name (``ModelSpec.array_shapes()``).
-    loss
-        Mean per-sample training loss over all minibatches of all epochs.
-    seconds
-        Wall time spent inside kernel calls.
-    fuel_used
-        Fuel the job consumed, None when it ran unmetered. With a budget or ``meter``: the
-        fuel of the training call alone (what the simulated clock charges).
-    num_examples
-        Training samples (per epoch).
-    steps_done
-        Minibatch steps run (fewer than ``steps_planned`` when a budget stopped the job).
-    steps_planned
-        Minibatch steps of the whole job (``epochs * ceil(n / batch_size)``).
-    fuel_planning
-        Fuel of the metered probes (a warm-up, 0 steps, 1 step) that turned a fuel budget into
-        a step budget (not part of ``fuel_used``); 0 without a fuel budget; the warm-up only
-        when this process already probed a job of the same shapes.
-    """
-
-    params: dict[str, np.ndarray]
-    loss: float
-    seconds: float
-    fuel_used: int | None
-    num_examples: int
-    steps_done: int = 0
-    steps_planned: int = 0
-    fuel_planning: int = 0
-
-    @property
-    def partial(self) -> bool:
-        """True when a budget stopped the job before all its planned steps."""
-        return self.steps_done < self.steps_planned
-
-
-@dataclass(frozen=True)
-class EvalResult:
-    """Mean loss and accuracy (argmax, first max wins) over ``num_examples`` samples."""
-
-    loss: float
-    accuracy: float
-    num_examples: int
-
-
-def default_kernel_path(relaxed_simd: bool = True) -> Path:
-    """The bundled kernel: the relaxed-SIMD build, or the plain SIMD128 one.
-
-    Looked for next to the running code first (a source tree, a regular install), then in the
-    installed ``sandflower`` distribution. The second place matters on a SuperNode: Flower 1.42
-    runs the ClientApp from the app bundle (FAB), and a FAB carries only .py/.toml/.md/.json
-    files (its built-in include patterns win over ``fab-include``), so the .wasm comes from the
-    sandflower that is installed on the device, and the coordinator's sha256 pin checks it.
-    """
-    name = RELAXED_KERNEL if relaxed_simd else SIMD128_KERNEL
-    beside_code = Path(kernels.__file__).resolve().parent / "wasm" / name
-    if beside_code.is_file():
-        return beside_code
-    installed = _installed_kernel_dir()
-    if installed is not None and (installed / name).is_file():
-        return installed / name
-    return beside_code  # missing: loading it raises an error that names this path
-
-
-def _installed_kernel_dir() -> Path | None:
-    """kernels/wasm of the installed sandflower distribution (regular or editable install)."""
-    try:
-        distribution = importlib.metadata.distribution("sandflower")
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    candidates = [Path(str(distribution.locate_file("kernels/wasm")))]
-    direct_url = distribution.read_text("direct_url.json")
-    if direct_url:  # an editable install points at its source tree
-        url = json.loads(direct_url).get("url", "")
-        if url.startswith("file://"):
-            source_tree = Path(urllib.parse.unquote(url.removeprefix("file://")))
-            candidates.append(source_tree / "kernels" / "wasm")
-    return next((path for path in candidates if path.is_dir()), None)
-
-
-@functools.lru_cache(maxsize=2)
-def _bundled_module(path: str) -> KernelModule:
-    return KernelModule.from_file(path)
 
 
 class KernelRunner:
@@ -388,119 +282,3 @@ class KernelRunner:
             )
             loss, accuracy = job.read(out_ptr, (2,), np.float32)
         return EvalResult(loss=float(loss), accuracy=float(accuracy), num_examples=num_examples)
-
-
-def steps_within_fuel(fuel_budget: int, fuel_no_step: int, fuel_one_step: int) -> int:
-    """How many minibatch steps of a job surely fit in ``fuel_budget``.
-
-    ``fuel_no_step`` and ``fuel_one_step`` are the measured fuel of the same job stopped after
-    0 and 1 steps. Fuel is deterministic and the kernels' instruction counts depend on shapes
-    only, not on values; a step costs at most the first one (a full minibatch plus an epoch's
-    shuffle; a later step has at most that, kernels/ABI.md "Step budgets"), so k steps cost at
-    most ``fuel_no_step + k * (fuel_one_step - fuel_no_step)``.
-    """
-    per_step = fuel_one_step - fuel_no_step
-    if per_step <= 0:
-        raise ValueError(
-            f"fuel_one_step: expected more than fuel_no_step = {fuel_no_step}, "
-            f"given {fuel_one_step}"
-        )
-    if fuel_budget < fuel_no_step:
-        return 0
-    return (fuel_budget - fuel_no_step) // per_step
-
-
-# -- input validation -----------------------------------------------------------------------
-def _fuel(value: int, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
-        raise ValueError(f"{what}: expected an int >= 0, given {value!r}")
-    if value >= _UNCAPPED_FUEL:
-        raise ValueError(f"{what}: expected an int < 2**62, given {value}")
-    return int(value)
-
-
-def _flat_params(spec: ModelSpec, params: Mapping[str, np.ndarray], what: str) -> np.ndarray:
-    if not isinstance(params, Mapping):
-        raise ValueError(f"{what}: expected a mapping of name -> array, given {type(params)}")
-    try:
-        flat = spec.flatten(params)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{what}: {error}") from error
-    if not np.isfinite(flat).all():
-        bad = [
-            name
-            for name, array in params.items()
-            if not np.isfinite(np.asarray(array, np.float32)).all()
-        ]
-        raise ValueError(f"{what}: expected finite values, {bad} have NaN or inf")
-    return flat
-
-
-def _features(spec: ModelSpec, x: np.ndarray) -> np.ndarray:
-    try:
-        features = np.asarray(x, dtype=np.float32)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"x: expected float32-convertible features, given {error}") from error
-    if features.ndim != 2 or features.shape[0] < 1 or features.shape[1] != spec.input_dim:
-        raise ValueError(
-            f"x: expected shape [n >= 1, {spec.input_dim}] for model {spec}, "
-            f"given {list(np.shape(x))}"
-        )
-    if not np.isfinite(features).all():
-        raise ValueError("x: expected finite features, given NaN or inf (after float32 conversion)")
-    return np.ascontiguousarray(features)
-
-
-def _labels(spec: ModelSpec, y: np.ndarray, num_examples: int) -> np.ndarray:
-    labels = np.asarray(y)
-    if labels.dtype == bool or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"y: expected integer class labels, given dtype {labels.dtype}")
-    if labels.shape != (num_examples,):
-        raise ValueError(
-            f"y: expected shape [{num_examples}] (one label per row of x), "
-            f"given {list(labels.shape)}"
-        )
-    low, high = int(labels.min()), int(labels.max())
-    if low < 0 or high >= spec.num_classes:
-        raise ValueError(
-            f"y: expected labels in [0, {spec.num_classes}) for model {spec}, "
-            f"given values in [{low}, {high}]"
-        )
-    return labels.astype(np.int32)
-
-
-def _int_at_least(value: int, minimum: int, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{what}: expected an int >= {minimum}, given {value!r}")
-    if value >= 2**31:
-        raise ValueError(f"{what}: expected an int < 2**31, given {value}")
-    return int(value)
-
-
-def _finite_at_least(value: float, minimum: float, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise ValueError(f"{what}: expected a number, given {value!r}")
-    value = float(value)
-    # The kernels take float32: a value that overflows float32 is not finite for them.
-    if not (math.isfinite(value) and abs(value) <= _FLOAT32_MAX and value >= minimum):
-        raise ValueError(f"{what}: expected a finite number >= {minimum}, given {value!r}")
-    return value
-
-
-def _seed(seed: int) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-        raise ValueError(f"seed: expected an int, given {seed!r}")
-    seed = int(seed)
-    if not -(2**63) <= seed < _UINT64_END:
-        raise ValueError(f"seed: expected an int in [-2**63, 2**64), given {seed}")
-    # The ABI reads the seed as uint64; the sandbox passes the i64 bits unchanged.
-    return seed % _UINT64_END
-
-
-__all__ = [
-    "EvalResult",
-    "KernelRunner",
-    "TrainResult",
-    "default_kernel_path",
-    "steps_within_fuel",
-]
