@@ -87,6 +87,8 @@ class KernelBuildError(RuntimeError):
 
 @dataclass(frozen=True)
 class BuiltKernel:
+    """One built module: its file name, path, sha256 and size in bytes."""
+
     name: str
     path: Path
     sha256: str
@@ -94,7 +96,7 @@ class BuiltKernel:
 
 
 def compiler_version() -> str:
-    """The installed ziglang package version (the compiler that makes the bytes)."""
+    """Return the installed ziglang package version (the compiler that makes the bytes)."""
     try:
         return metadata.version("ziglang")
     except metadata.PackageNotFoundError as error:
@@ -104,7 +106,7 @@ def compiler_version() -> str:
 
 
 def compile_command(name: str, output: Path | str) -> list[str]:
-    """The command line that builds ``name`` (a key of BUILDS); run it from KERNEL_DIR."""
+    """Return the command line that builds ``name`` (a key of BUILDS); run it in KERNEL_DIR."""
     if name not in BUILDS:
         raise KernelBuildError(f"unknown build {name!r}, expected one of {sorted(BUILDS)}")
     return [
@@ -114,6 +116,7 @@ def compile_command(name: str, output: Path | str) -> list[str]:
 
 
 def sha256_file(path: Path) -> str:
+    """Return the hex sha256 of the file at ``path``."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
@@ -179,12 +182,12 @@ def shipped_path(name: str, out_dir: Path = WASM_DIR) -> Path:
 
 
 def flavour_of(name: str) -> str:
-    """The flavour name of build ``name`` (a key of BUILDS)."""
+    """Return the flavour name of build ``name`` (a key of BUILDS)."""
     return next(flavour for flavour, build_name in FLAVOURS.items() if build_name == name)
 
 
 def shipped_text(name: str, wasm: bytes) -> str:
-    """The shipped copy of a build: its bytes in base64 with their sha256 and size.
+    """Return the shipped copy of a build: its bytes in base64 with their sha256 and size.
 
     Generated next to the .wasm so that ``flwr build`` puts the kernel into the app bundle
     (Flower 1.42 bundles .json files, never .wasm ones); the device decodes it, checks the
@@ -205,6 +208,7 @@ def shipped_text(name: str, wasm: bytes) -> str:
 
 
 def manifest_text(built: dict[str, BuiltKernel], version: str) -> str:
+    """Return the manifest: the compiler, the command and each build's sha256 and size."""
     manifest = {
         "generated_by": "python -m kernels.build (or `sandflower kernels build`): do not edit",
         "abi_version": ABI_VERSION,
@@ -271,7 +275,7 @@ def _leb(data: bytes, at: int) -> tuple[int, int]:
 
 
 def module_exports(wasm: bytes) -> tuple[dict[str, tuple[tuple[str, ...], ...]], list[str]]:
-    """The function exports of ``wasm`` with their signatures, and its other exports' names.
+    """Read the function exports of ``wasm`` with their signatures, and its other exports.
 
     Raises
     ------
@@ -339,6 +343,7 @@ def export_mismatches(wasm: bytes) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``python -m kernels.build [--check]``; returns the exit code."""
     parser = argparse.ArgumentParser(prog="python -m kernels.build", description=__doc__)
     parser.add_argument(
         "--check", action="store_true", help="rebuild into a temp dir and compare hashes"

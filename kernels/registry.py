@@ -96,7 +96,7 @@ class Export:
         return tuple(p.wasm_type for p in self.params), (() if result is None else (result,))
 
     def c_prototype(self) -> str:
-        """The C declaration, with its export name, as the generated header writes it."""
+        """Return the C declaration, with its export name, as the generated header has it."""
         params = ", ".join(p.c_declaration() for p in self.params) or "void"
         return f'SF_EXPORT("{self.name}") {self.result} {self.name}({params});'
 
@@ -227,7 +227,7 @@ def export_names() -> tuple[str, ...]:
 
 
 def c_header() -> str:
-    """The text of ``kernels/sandflower_abi.h``: constants and every export's prototype.
+    """Return the text of ``kernels/sandflower_abi.h``: constants and every prototype.
 
     Macros and declarations only: they do not change the compiled bytes (the committed .wasm
     hashes stay what they were before this header existed).
@@ -263,7 +263,7 @@ def c_header() -> str:
 
 
 def js_module() -> str:
-    """The text of ``kernels/js/registry.mjs``: the table for the JavaScript host."""
+    """Return the text of ``kernels/js/registry.mjs``: the table for the JavaScript host."""
     exports = ",\n".join(
         f"  {json.dumps(export.name)}: "
         + json.dumps(

@@ -16,7 +16,7 @@ SIMD128_KERNEL = "sandflower-simd128.wasm"
 
 
 def default_kernel_path(relaxed_simd: bool = True) -> Path:
-    """The bundled kernel: the relaxed-SIMD build, or the plain SIMD128 one.
+    """Find the bundled kernel: the relaxed-SIMD build, or the plain SIMD128 one.
 
     Looked for next to the running code first (a source tree, a regular install), then in the
     installed ``sandflower`` distribution. The second place matters on a SuperNode: Flower 1.42

@@ -220,7 +220,7 @@ class KernelRunner:
         self, spec, flat, global_flat, features, labels, epochs, batch_size, lr, mu, seed,
         job_name, steps_planned,
     ) -> TrainResult:  # fmt: skip
-        """The plain ``sf_train`` path (no budget): what hosts without budgets have always run."""
+        """Run the plain ``sf_train`` path (no budget): what hosts without budgets always ran."""
         num_examples = features.shape[0]
         with self.module.job(job_name, self.limits) as job:
             spec_ptr = job.put(spec.encode())

@@ -117,8 +117,9 @@ def _write_cache(path: Path, module: wasmtime.Module, sha256: str) -> None:
 def _load_compiled(
     wasm: bytes, sha256: str, name: str, flags: _EngineFlags, cache_dir: Path, *, accepted: bool
 ) -> tuple[wasmtime.Module, bool]:
-    """The module compiled for ``flags`` (from this process, the disk cache, or compiled), and
-    whether it was compiled by this call.
+    """Get the module compiled for ``flags``, and whether this call compiled it.
+
+    From this process, the disk cache, or compiled now.
 
     Only an ``accepted`` module (one that passed every check) is kept in this process and
     written to the disk cache: a refused module leaves nothing behind.

@@ -116,7 +116,7 @@ KERNEL_FEATURES = ("simd", "relaxed-simd", "bulk-memory")
 
 @functools.lru_cache(maxsize=16)
 def features_needed(wasm_sha256: str, wasm: bytes) -> tuple[str, ...]:
-    """The features of KERNEL_FEATURES that ``wasm`` cannot validate without.
+    """Find the features of KERNEL_FEATURES that ``wasm`` cannot validate without.
 
     Found by validating the module (no compilation) under engines that each lack one feature,
     so the answer comes from the bytes themselves, not from what a manifest claims. Cached by

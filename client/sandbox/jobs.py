@@ -92,9 +92,11 @@ class Job:
 
     # -- lifecycle --------------------------------------------------------------------------
     def __enter__(self) -> Job:
+        """Open the job's context (the job is already open)."""
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        """Close the job."""
         self.close()
 
     def close(self) -> None:
@@ -276,7 +278,7 @@ class Job:
             ctypes.memmove(address, array.ctypes.data, array.nbytes)
 
     def read(self, ptr: int, shape: int | tuple[int, ...], dtype: Any) -> np.ndarray:
-        """A copy of the array of ``shape`` and ``dtype`` stored at ``ptr``."""
+        """Copy out the array of ``shape`` and ``dtype`` stored at ``ptr``."""
         dtype = np.dtype(dtype).newbyteorder("<")
         if dtype.hasobject:
             raise ValueError(f"read: expected a plain numeric dtype, given {dtype}")
@@ -287,7 +289,7 @@ class Job:
         return out
 
     def memory_size(self) -> int:
-        """Current size of linear memory in bytes."""
+        """Return the current size of linear memory in bytes."""
         store = self._open_store("memory")
         memory = self._find_memory()
         if memory is None:

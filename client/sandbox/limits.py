@@ -34,6 +34,7 @@ class Limits:
     deadline_seconds: float | None = None
 
     def __post_init__(self) -> None:
+        """Check every limit: a bad one raises ValueError naming it."""
         if isinstance(self.memory_bytes, bool) or not isinstance(self.memory_bytes, int):
             raise ValueError(f"memory_bytes: expected an int, given {self.memory_bytes!r}")
         if not WASM_PAGE_BYTES <= self.memory_bytes <= MAX_MEMORY_BYTES:

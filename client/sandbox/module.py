@@ -148,10 +148,11 @@ class KernelModule:
         )
 
     def __repr__(self) -> str:
+        """Name the module and the start of its sha256."""
         return f"KernelModule(name={self.name!r}, sha256={self.sha256[:12]}...)"
 
     def job(self, name: str, limits: Limits = _DEFAULT_LIMITS) -> Job:
-        """A fresh Store and Instance for one unit of work; use it as a context manager."""
+        """Open a fresh Store and Instance for one unit of work; use it as a context manager."""
         return Job(self, name, limits)
 
     # -- internals --------------------------------------------------------------------------
