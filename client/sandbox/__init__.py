@@ -1,8 +1,9 @@
 """The wasm sandbox: load a kernel module once, run each job in a fresh, capped Store.
 
-This is the only module of the project that imports wasmtime (and the only one that touches
-raw ctypes). It knows the kernel ABI's surface (kernels/ABI.md: export names, signatures,
-``sf_abi_version``, ``sf_alloc``, status codes) but nothing about models.
+This is the only package of the project that imports wasmtime; its raw C API calls are
+confined to ``ffi``. It knows the kernel ABI's surface (kernels/registry.py, kernels/ABI.md:
+export names, signatures, ``sf_abi_version``, ``sf_alloc``, status codes) but nothing about
+models.
 
 - A module is compiled once per process and engine configuration, and cached on disk as
   wasmtime's serialized form, keyed by the module's sha256, the wasmtime version, the machine
