@@ -12,11 +12,12 @@ import pytest
 from client.runner import _PROBED_FUEL, KernelRunner, steps_within_fuel
 from client.sandbox import KernelModule, Limits
 from kernels import reference as ref
+from kernels import registry
 from kernels.spec import ModelSpec
 
 from .test_train import LOSS_RTOL, PARAM_ATOL, make_data, run_sf_train
 
-STATUS_BAD_ARGUMENT = 3
+STATUS_BAD_ARGUMENT = registry.STATUS_CODES["SF_BAD_ARGUMENT"]
 
 
 def run_budget(
