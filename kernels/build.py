@@ -121,7 +121,7 @@ def sha256_file(path: Path) -> str:
 
 
 def build(
-    out_dir: Path = WASM_DIR, *, write_manifest: bool = True, write_generated: bool = True
+    out_dir: Path = WASM_DIR, *, write_manifest: bool = True, write_generated: bool | None = None
 ) -> dict[str, BuiltKernel]:
     """Compile every build into ``out_dir``; returns them by file name.
 
@@ -134,7 +134,9 @@ def build(
         Also write the manifest and the shipped (JSON) copy of each build.
     write_generated
         First write the files generated from kernels/registry.py into the source tree (the C
-        header the sources include); ``check`` compiles the committed header instead.
+        header the sources include). Default: only when building into ``WASM_DIR`` (the real
+        build); a build elsewhere (``check``, tests) compiles the committed header and leaves
+        the source tree alone, so a stale header is reported rather than silently rewritten.
 
     Raises
     ------
@@ -148,6 +150,8 @@ def build(
             f"ziglang {version} is installed, expected {ZIGLANG_VERSION}: "
             "the .wasm bytes depend on the compiler version"
         )
+    if write_generated is None:
+        write_generated = Path(out_dir).resolve() == WASM_DIR.resolve()
     if write_generated:
         registry.write_generated()
     out_dir = Path(out_dir)
@@ -228,7 +232,7 @@ def check(committed_dir: Path = WASM_DIR) -> list[str]:
     """Rebuild into a temporary directory; one message per file that differs (none: all match)."""
     committed_dir = Path(committed_dir)
     with tempfile.TemporaryDirectory(prefix="sandflower-build-") as scratch:
-        built = build(Path(scratch), write_manifest=True, write_generated=False)
+        built = build(Path(scratch), write_manifest=True)
         problems = registry.stale_generated()
         for name, kernel in built.items():
             committed = committed_dir / name

@@ -99,6 +99,16 @@ def test_a_stale_generated_file_is_reported(tmp_path, monkeypatch):
     assert len(problems) == 1 and "sandflower_abi.h" in problems[0]
 
 
+def test_kernels_verify_reports_a_stale_generated_header(tmp_path, monkeypatch):
+    pytest.importorskip("ziglang")
+    stale = tmp_path / "sandflower_abi.h"
+    stale.write_text(registry.c_header().replace("SF_ABI_VERSION 1", "SF_ABI_VERSION 2"))
+    monkeypatch.setattr(registry, "C_HEADER_PATH", stale)
+    problems = build.check()
+    assert [p for p in problems if "sandflower_abi.h" in p], problems
+    assert stale.read_text() != registry.c_header()  # reported, not rewritten
+
+
 def test_the_sources_name_no_export_the_registry_does_not_declare():
     # Export names live only in the generated header: a source with its own would drift.
     for source in registry.KERNEL_DIR.glob("*.c"):
