@@ -115,7 +115,8 @@ def test_the_sources_name_no_export_the_registry_does_not_declare():
         assert "export_name" not in source.read_text() and "SF_EXPORT" not in source.read_text()
     header = registry.C_HEADER_PATH.read_text()
     for export in registry.EXPORTS:
-        assert export.c_prototype() in header
+        assert "\n".join(export.c_prototype_lines()) + "\n" in header
+        assert " ".join(export.c_prototype_lines()).split() == export.c_prototype().split()
 
 
 @pytest.mark.parametrize("name", BUILDS)
