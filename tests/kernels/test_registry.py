@@ -141,6 +141,14 @@ def test_the_build_check_names_a_missing_a_wrong_and_an_extra_export():
     assert any("unexpected export sf_extra" in p for p in problems), problems
 
 
+def test_the_build_reader_refuses_what_is_not_a_kernel_module():
+    with pytest.raises(build.KernelBuildError, match="not a wasm module"):
+        build.module_exports(b"\x7fELF" + bytes(16))
+    importing = '(module (import "env" "clock" (func (result i64))) (memory (export "memory") 1))'
+    with pytest.raises(build.KernelBuildError, match="imports"):
+        build.module_exports(bytes(wasmtime.wat2wasm(importing)))
+
+
 def test_the_compiler_refuses_a_definition_that_differs_from_the_registry(tmp_path):
     pytest.importorskip("ziglang")
     source = tmp_path / "wrong.c"
