@@ -32,7 +32,7 @@ from .checkpoint import (
     remove_partial_writes,
 )
 from .config import FederationConfig
-from .report_io import ReportError, load_report
+from .reports.report_json import ReportError, load_report
 from .strategy import DeltaStrategy
 
 logger = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ on any Grid (tests drive it with an in-process grid; no engine needed).
 Per round: sample and train (:class:`coordinator.strategy.DeltaStrategy`), federated
 evaluation, central evaluation through ``central_evaluate`` (supplied by the layer that owns a
 test set), then the round's checkpoint (``coordinator.checkpoint``), then the RunReport
-(``coordinator.report_writer.write_run``), so that a run that dies after round k leaves a valid
+(``coordinator.reports.writer.write_run``), so that a run that dies after round k leaves a valid
 report of k rounds and a checkpoint to continue from. The run config key ``resume-from``
 continues a run folder from its newest checkpoint (``coordinator.resume``), on any engine. A
 round without a usable reply ends the run: the report says "failed" and why, then
@@ -112,7 +112,7 @@ def run_federation(
     central_evaluate, on_round : as in :func:`make_server_app`.
     timeout : seconds a round waits for replies.
     write_report : ``(out_dir, report) -> None``, called at the start, after every round and
-        at the end; default ``coordinator.report_writer.write_run``.
+        at the end; default ``coordinator.reports.writer.write_run``.
     expected_num_examples : ``(partition id, "train" | "evaluate") -> count | None``, where
         the layer above knows each partition's size (simulation): a larger claim is clipped.
     fault_labels : ``(partition id, round) -> (fault, attack)`` from a simulation that injects
@@ -361,7 +361,7 @@ def _finish(
 
 
 def _write_run(out_dir: Path, report: RunReport) -> None:
-    from .report_writer import write_run
+    from .reports.writer import write_run
 
     write_run(out_dir, report)
 

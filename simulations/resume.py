@@ -24,7 +24,7 @@ from coordinator.checkpoint import (
     latest_config,
 )
 from coordinator.config import FederationConfig, RunConfigError
-from coordinator.report_io import REPORT_FILE_NAME, ReportError, load_report
+from coordinator.reports.report_json import REPORT_FILE_NAME, ReportError, load_report
 
 # Keys whose values are text: "inf" there is a word, not a number.
 TEXT_KEYS = frozenset(

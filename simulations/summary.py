@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from coordinator.report_html import (
+from coordinator.reports.run_page import (
     format_bytes,
     format_fixed,
     format_seconds,

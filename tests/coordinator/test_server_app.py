@@ -25,7 +25,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from coordinator import server_app
 from coordinator.aggregation import model_sha256
 from coordinator.config import FederationConfig, RunConfigError
-from coordinator.report_io import REPORT_FILE_NAME, load_report, report_to_json
+from coordinator.reports.report_json import REPORT_FILE_NAME, load_report, report_to_json
 from coordinator.server_app import (
     FINAL_MODEL_FILE,
     FederationFailedError,

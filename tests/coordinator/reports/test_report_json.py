@@ -1,4 +1,4 @@
-"""coordinator/report_io.py: report.json round trip and clear errors for bad report files."""
+"""coordinator/reports/report_json.py: report.json round trip, clear errors for bad files."""
 
 import json
 import math
@@ -6,7 +6,7 @@ import math
 import pytest
 from google.protobuf import json_format
 
-from coordinator.report_io import ReportError, load_report, parse_report, report_to_json
+from coordinator.reports.report_json import ReportError, load_report, parse_report, report_to_json
 from protos.report_pb2 import FAILED, REJECTED, RunReport
 from tests.coordinator.report_factory import make_report
 

@@ -21,7 +21,7 @@ from google.protobuf.descriptor import FieldDescriptor
 
 from protos.report_pb2 import ClientResult, RoundReport, RunReport
 
-from .report_io import REPORT_FILE_NAME, report_to_json
+from .report_json import REPORT_FILE_NAME, report_to_json
 
 ROUNDS_CSV = "rounds.csv"
 CLIENTS_CSV = "clients.csv"
@@ -64,7 +64,7 @@ def write_run(out_dir: Path, report: RunReport, *, render_html: bool | None = No
     before the first is replaced, so an error while rendering leaves the previous files.
     report.json, rounds.csv and clients.csv are written every time.
     """
-    from .report_html import render_report_html
+    from .run_page import render_report_html
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -140,7 +140,7 @@ def _round_bytes(round_report: RoundReport) -> bytes:
 
 
 # Finished rounds never change: their CSV lines are kept, keyed by the round's bytes, so the
-# rewrite after each round formats only the new one (as report_io does for the JSON).
+# rewrite after each round formats only the new one (as report_json does for the JSON).
 @functools.lru_cache(maxsize=512)
 def _round_csv_lines(serialized_round: bytes) -> tuple[str, str]:
     round_report = RoundReport.FromString(serialized_round)

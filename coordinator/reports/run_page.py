@@ -26,7 +26,7 @@ from protos.report_pb2 import (
     RunReport,
 )
 
-from .report_plots import Plot, byte_unit, comparison_plots, run_plots
+from .plots import Plot, byte_unit, comparison_plots, run_plots
 
 COMPARE_HTML = "compare.html"
 # Above this many client rows the page keeps the rounds with failures or rejections and the
@@ -130,7 +130,7 @@ def render_comparison(
     out_dir : the folder to write into (created when missing).
     target_accuracy : the central accuracy for the "rounds to reach" column.
     """
-    from .report_writer import atomic_write_text
+    from .writer import atomic_write_text
 
     if not reports:
         raise ValueError("render_comparison: expected at least one (label, report), got none")

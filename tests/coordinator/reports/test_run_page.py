@@ -1,4 +1,4 @@
-"""coordinator/report_html.py: report.html and compare.html content, self-containment, escaping."""
+"""coordinator/reports/run_page.py: report.html and compare.html content, escaping."""
 
 import base64
 import math
@@ -8,8 +8,8 @@ from html.parser import HTMLParser
 
 import pytest
 
-import coordinator.report_html as report_html
-from coordinator.report_html import (
+import coordinator.reports.run_page as report_html
+from coordinator.reports.run_page import (
     COMPARE_HTML,
     config_differences,
     render_comparison,

@@ -1,4 +1,4 @@
-"""coordinator/report_writer.py: the run folder's files, their agreement, crash and write safety."""
+"""coordinator/reports/writer.py: the run folder's files, their agreement, crash safety."""
 
 import csv
 import json
@@ -8,10 +8,10 @@ import stat
 
 import pytest
 
-import coordinator.report_html
-import coordinator.report_writer as report_writer
-from coordinator.report_io import load_report
-from coordinator.report_writer import (
+import coordinator.reports.run_page
+import coordinator.reports.writer as report_writer
+from coordinator.reports.report_json import load_report
+from coordinator.reports.writer import (
     CLIENT_COLUMNS,
     CLIENTS_CSV,
     REPORT_HTML,
@@ -144,7 +144,7 @@ def test_a_failure_while_rendering_leaves_the_previous_files(tmp_path, monkeypat
     def broken_render(report):
         raise RuntimeError("plotting failed")
 
-    monkeypatch.setattr(coordinator.report_html, "render_report_html", broken_render)
+    monkeypatch.setattr(coordinator.reports.run_page, "render_report_html", broken_render)
     with pytest.raises(RuntimeError, match="plotting failed"):
         write_run(tmp_path, make_report(num_rounds=3))
     assert {name: (tmp_path / name).read_bytes() for name in RUN_FILES} == before

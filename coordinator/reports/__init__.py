@@ -1,0 +1,1 @@
+"""A run's report: the files of its run folder, and reading them back."""
