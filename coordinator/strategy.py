@@ -45,31 +45,23 @@ from flwr.app import (
     MetricRecord,
     RecordDict,
 )
-from flwr.app.metadata import Metadata
 from flwr.serverapp import Grid
 from flwr.serverapp.exception import AggregationError, InconsistentMessageReplies
-from flwr.serverapp.strategy import (
-    Bulyan,
-    FedAvgM,
-    FedMedian,
-    FedTrimmedAvg,
-    MultiKrum,
-    Strategy,
-)
-from flwr.serverapp.strategy.fedopt import FedOpt
-from flwr.serverapp.strategy.multikrum import select_multikrum
+from flwr.serverapp.strategy import Bulyan, Strategy
 
 from protos.report_pb2 import FAILED, OK, REJECTED, ClientResult, RoundReport
 
-from . import attribution, clock
-from .aggregation import (
-    apply_server_step,
-    cosine_similarity,
-    l2_norm,
-    weighted_mean,
-    zeros_like,
+from . import attribution, clock, rules
+from .aggregation import apply_server_step, cosine_similarity, l2_norm, weighted_mean
+from .round_messages import (
+    ARRAYS_KEY,
+    CONFIG_KEY,
+    delta_content,
+    instructions,
+    message_record,
+    reply_metadata,
+    work_done,
 )
-from .flower_strategies import applies_server_lr_itself
 from .sampling import sample_nodes
 from .validation import (
     INT32_MAX,
@@ -90,8 +82,6 @@ Reply = TypeVar("Reply", TrainReply, EvaluateReply)
 
 PURPOSE_TRAIN = 0
 PURPOSE_EVALUATE = 1
-ARRAYS_KEY = "arrays"
-CONFIG_KEY = "config"
 NODE_WAIT_SECONDS = 1.0
 
 # (partition id, "train" | "evaluate") -> the examples that partition holds, or None: unknown.
@@ -185,21 +175,14 @@ class DeltaStrategy(Strategy):
         self.min_available_nodes = int(getattr(flower_strategy, "min_available_nodes", 1))
         self.node_partitions: dict[int, int] = {}
         self._rounds: dict[int, _RoundState] = {}
-        self._bulyan_selection: list[RecordDict] | None = None
+        # Bulyan takes its selection rule as a parameter: wrapped to learn what it picked.
+        self._bulyan_selection = rules.BulyanSelection()
         if isinstance(flower_strategy, Bulyan):
-            # Bulyan takes its selection rule as a parameter: wrap it to learn what it picked.
-            inner_rule = flower_strategy.selection_rule
-
-            def recording_rule(contents, num_malicious_nodes, num_nodes_to_select):
-                selected = inner_rule(contents, num_malicious_nodes, num_nodes_to_select)
-                self._bulyan_selection = list(selected)
-                return selected
-
-            recording_rule.__name__ = getattr(inner_rule, "__name__", "selection_rule")
-            flower_strategy.selection_rule = recording_rule
+            self._bulyan_selection.install(flower_strategy)
 
     # -- Strategy interface -------------------------------------------------------------------
     def summary(self) -> None:
+        """Log the adapter's settings and the Flower rule's own summary."""
         logger.info(
             "DeltaStrategy over %s: server_lr=%s max_delta_norm=%s fractions train=%s "
             "evaluate=%s seed=%s",
@@ -232,7 +215,7 @@ class DeltaStrategy(Strategy):
             purpose=PURPOSE_TRAIN,
             order_key=self.node_order_key,
         )
-        record = _message_record(arrays, config, server_round)
+        record = message_record(arrays, config, server_round)
         global_weights = {name: np.asarray(array.numpy()) for name, array in arrays.items()}
         state = _RoundState(
             global_weights=global_weights,
@@ -250,7 +233,7 @@ class DeltaStrategy(Strategy):
         )
         if self.devices is not None:
             return self._device_messages(state, record, server_round)
-        return _messages(record, sampled, MessageType.TRAIN, server_round)
+        return instructions(record, sampled, MessageType.TRAIN, server_round)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -270,7 +253,7 @@ class DeltaStrategy(Strategy):
         work: dict[int, tuple[int, int] | None] = {}
         for reply in replies:
             # The first reply of a node counts (as in _admit): a duplicate cannot overwrite it.
-            work.setdefault(int(reply.metadata.src_node_id), _work_done(reply))
+            work.setdefault(int(reply.metadata.src_node_id), work_done(reply))
         checked = _admit(
             [
                 check_train_reply(reply, shapes, self.max_delta_norm, server_round=server_round)
@@ -335,7 +318,7 @@ class DeltaStrategy(Strategy):
             raise RoundFailedError(server_round, f"no usable reply ({reasons})", report)
 
         update, notes = self._aggregate(server_round, state, usable)
-        scale = 1.0 if applies_server_lr_itself(self.flower_strategy) else self.server_lr
+        scale = 1.0 if rules.applies_server_lr_itself(self.flower_strategy) else self.server_lr
         new_weights = apply_server_step(state.global_weights, update, scale)
         applied = {name: scale * np.asarray(update[name], np.float64) for name in update}
         report.update_norm = l2_norm(applied)
@@ -371,10 +354,10 @@ class DeltaStrategy(Strategy):
             purpose=PURPOSE_EVALUATE,
             order_key=self.node_order_key,
         )
-        record = _message_record(arrays, config, server_round)
+        record = message_record(arrays, config, server_round)
         state.evaluate_nodes = sampled
         state.bytes_per_evaluate_message = record_bytes(record)
-        return _messages(record, sampled, MessageType.EVALUATE, server_round)
+        return instructions(record, sampled, MessageType.EVALUATE, server_round)
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
@@ -438,7 +421,7 @@ class DeltaStrategy(Strategy):
 
     # -- for the ServerApp --------------------------------------------------------------------
     def round_report(self, server_round: int) -> RoundReport:
-        """The report of ``server_round`` so far (wall_seconds: time since it was configured)."""
+        """Return the report of ``server_round`` so far (wall_seconds: since it was configured)."""
         state = self._state(server_round)
         state.report.wall_seconds = time.perf_counter() - state.started
         return state.report
@@ -475,9 +458,9 @@ class DeltaStrategy(Strategy):
             self.node_partitions.update(partitions)
             return len(partitions)
         node_ids = sorted(self._wait_for_nodes(grid))
-        record = _message_record(arrays, config, 0)
+        record = message_record(arrays, config, 0)
         replies = grid.send_and_receive(
-            _messages(record, node_ids, MessageType.EVALUATE, 0), timeout=timeout
+            instructions(record, node_ids, MessageType.EVALUATE, 0), timeout=timeout
         )
         checked = [check_evaluate_reply(reply) for reply in replies]
         self._remember_partitions(checked)
@@ -510,7 +493,7 @@ class DeltaStrategy(Strategy):
             if profile is not None:
                 config["device-memory-mb"] = int(profile.memory_mb)
             node_record = RecordDict({ARRAYS_KEY: record[ARRAYS_KEY], CONFIG_KEY: config})
-            messages += _messages(node_record, [node_id], MessageType.TRAIN, server_round)
+            messages += instructions(node_record, [node_id], MessageType.TRAIN, server_round)
         return messages
 
     def _apply_clock(
@@ -611,7 +594,7 @@ class DeltaStrategy(Strategy):
         )
 
     def partition_of(self, node_id: int) -> int:
-        """The node's partition id as last reported, or -1 when none is known."""
+        """Return the node's partition id as last reported, or -1 when none is known."""
         return self.node_partitions.get(node_id, NO_PARTITION)
 
     def _remember_partitions(self, replies: Sequence[TrainReply | EvaluateReply]) -> None:
@@ -668,20 +651,16 @@ class DeltaStrategy(Strategy):
     ) -> tuple[dict[str, np.ndarray], list[attribution.Attribution]]:
         """Run the Flower rule on the usable deltas; return its output and the attributions."""
         inner = self.flower_strategy
-        contents = [_delta_content(reply) for reply in usable]
+        contents = [delta_content(reply) for reply in usable]
         # Flower's median and trimmed mean pop arrays out of the replies they are given, so
         # the attribution below needs its own references to the deltas.
         deltas = [reply.delta for reply in usable]
         assert all(delta is not None for delta in deltas)
-        krum_ranks = None
-        if isinstance(inner, MultiKrum):
-            ordered = select_multikrum(contents, inner.num_malicious_nodes, len(contents))
-            rank_of = {id(content): rank for rank, content in enumerate(ordered)}
-            krum_ranks = [rank_of[id(content)] for content in contents]
-        self._prime_reference(state.global_weights)
-        self._bulyan_selection = None
+        ranks = rules.krum_ranks(inner, contents)
+        rules.prime_reference(inner, state.global_weights)
+        self._bulyan_selection.picked = None
         messages = [
-            Message(content=content, metadata=_reply_metadata(reply.node_id, server_round))
+            Message(content=content, metadata=reply_metadata(reply.node_id, server_round))
             for content, reply in zip(contents, usable, strict=True)
         ]
         try:
@@ -694,46 +673,27 @@ class DeltaStrategy(Strategy):
             raise RoundFailedError(
                 server_round,
                 f"{type(inner).__name__} returned no aggregate for {len(usable)} usable replies"
-                + _refusal_hint(inner, len(usable)),
+                + rules.refusal_hint(inner, len(usable)),
                 state.report,
             )
         update = {name: np.asarray(array.numpy()) for name, array in aggregated.items()}
-        num_examples = [reply.num_examples for reply in usable]
-        rule = self.rule_name
-        if isinstance(inner, MultiKrum):
-            assert krum_ranks is not None
-            notes = attribution.krum_selection(
-                krum_ranks, inner.num_nodes_to_select, num_examples, rule
-            )
-        elif isinstance(inner, Bulyan):
-            picked = self._bulyan_selection or []
-            index_of = {id(content): index for index, content in enumerate(contents)}
-            order = [index_of[id(content)] for content in picked]
-            notes = attribution.bulyan(deltas, order, inner.num_malicious_nodes)
-        elif isinstance(inner, FedTrimmedAvg):
-            notes = attribution.trimmed_mean(deltas, inner.beta)
-        elif isinstance(inner, FedMedian):
-            notes = attribution.median(deltas)
-        else:
-            notes = attribution.weighted_mean(num_examples, rule)
+        notes = rules.attribute(
+            inner,
+            self.rule_name,
+            deltas,  # type: ignore[arg-type]  # checked not None above
+            contents,
+            [reply.num_examples for reply in usable],
+            ranks=ranks,
+            bulyan_picked=self._bulyan_selection.picked,
+        )
         return update, notes
-
-    def _prime_reference(self, global_weights: Mapping[str, np.ndarray]) -> None:
-        """Set a server optimizer's reference to zeros: its pseudo-gradient is then the
-        aggregated delta itself. Explicit every round, whatever configure_train stored."""
-        inner = self.flower_strategy
-        zeros = zeros_like(global_weights)
-        if isinstance(inner, FedOpt):
-            inner.current_arrays = zeros
-        elif isinstance(inner, FedAvgM):
-            inner.current_arrays = ArrayRecord(
-                {name: Array(array) for name, array in zeros.items()}
-            )
 
 
 def _admit(replies: list[Reply], expected_nodes: Sequence[int]) -> list[Reply]:
-    """Reject replies from nodes this round did not ask, and any second reply from a node:
-    each sampled node contributes at most once."""
+    """Reject replies from nodes this round did not ask, and any second reply from a node.
+
+    Each sampled node contributes at most once.
+    """
     expected = set(expected_nodes)
     seen: set[int] = set()
     admitted: list[Reply] = []
@@ -754,73 +714,8 @@ def _admit(replies: list[Reply], expected_nodes: Sequence[int]) -> list[Reply]:
     return admitted
 
 
-def _work_done(message: Message) -> tuple[int, int] | None:
-    """(steps done, steps planned) from a train reply's metrics; None when absent or invalid
-    (never trusted: both must be ints with 0 <= done <= planned)."""
-    if message.has_error() or not message.has_content():
-        return None
-    for record in message.content.metric_records.values():
-        done, planned = record.get("steps-done"), record.get("steps-planned")
-        if (
-            isinstance(done, int)
-            and isinstance(planned, int)
-            and not isinstance(done, bool)
-            and not isinstance(planned, bool)
-            and 0 <= done <= planned
-        ):
-            return int(done), int(planned)
-    return None
-
-
 def _no_delta(reply: Reply) -> dict[str, None]:
     return {"delta": None} if isinstance(reply, TrainReply) else {}
-
-
-# -- message helpers --------------------------------------------------------------------------
-def _message_record(arrays: ArrayRecord, config: ConfigRecord, server_round: int) -> RecordDict:
-    config_copy = ConfigRecord(dict(config))
-    config_copy["server-round"] = int(server_round)
-    return RecordDict({ARRAYS_KEY: arrays, CONFIG_KEY: config_copy})
-
-
-def _messages(record: RecordDict, node_ids: Sequence[int], message_type: str, server_round: int):
-    return [
-        Message(
-            content=record,
-            dst_node_id=node_id,
-            message_type=message_type,
-            group_id=str(server_round),
-        )
-        for node_id in node_ids
-    ]
-
-
-def _delta_content(reply: TrainReply) -> RecordDict:
-    """A fresh reply content for Flower: the delta (copied) and num-examples only, so Flower's
-    consistency check never trips over optional metrics and its in-place pops touch copies."""
-    assert reply.delta is not None
-    arrays = ArrayRecord(
-        {name: Array(np.array(array, copy=True)) for name, array in reply.delta.items()}
-    )
-    return RecordDict(
-        {ARRAYS_KEY: arrays, "metrics": MetricRecord({"num-examples": reply.num_examples})}
-    )
-
-
-def _reply_metadata(node_id: int, server_round: int) -> Metadata:
-    # Explicit metadata: building a reply with reply_to would need the instruction message,
-    # and an instruction needs Flower's process-wide TaskIdentity.
-    return Metadata(
-        run_id=0,
-        message_id="",
-        src_node_id=node_id,
-        dst_node_id=0,
-        reply_to_message_id="",
-        group_id=str(server_round),
-        created_at=0.0,
-        ttl=0.0,
-        message_type=MessageType.TRAIN,
-    )
 
 
 def _int32(value: int) -> int:
@@ -833,6 +728,7 @@ def _int64(value: int) -> int:
 
 
 def _client_result(reply: TrainReply, bytes_downloaded: int) -> ClientResult:
+    """Build the report row of one train reply."""
     return ClientResult(
         node_id=str(reply.node_id),
         partition_id=_int32(reply.partition_id),
@@ -850,10 +746,3 @@ def _client_result(reply: TrainReply, bytes_downloaded: int) -> ClientResult:
         aggregation_weight=0.0,
         selected=False,
     )
-
-
-def _refusal_hint(inner: Strategy, num_usable: int) -> str:
-    if isinstance(inner, Bulyan):
-        needed = 4 * inner.num_malicious_nodes + 3
-        return f" (Bulyan needs at least 4 * num_malicious_nodes + 3 = {needed})"
-    return ""
