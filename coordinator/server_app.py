@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
-from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from protos.report_pb2 import RoundReport, RunReport, Versions
@@ -40,6 +39,7 @@ from .aggregation import model_sha256
 from .checkpoint import Checkpoint, write_checkpoint
 from .config import FederationConfig
 from .flower_strategies import build_flower_strategy
+from .reports.run_config import set_run_config
 from .resume import starting_point
 from .strategy import DeltaStrategy, ExpectedExamples, FaultLabels, RoundFailedError
 from .validation import WeightPolicy
@@ -334,21 +334,9 @@ def new_run_report(config: FederationConfig, *, engine: str) -> RunReport:
         final_central_accuracy=math.nan,
         final_federated_eval_accuracy=math.nan,
     )
-    config_struct = Struct()
-    config_struct.update(
-        {key: _struct_value(value) for key, value in config.to_run_config().items()}
-    )
-    report.config.CopyFrom(config_struct)
+    set_run_config(report, config.to_run_config())
     report.started_at.CopyFrom(_now())
     return report
-
-
-def _struct_value(value: object) -> object:
-    # A Struct number is a JSON number, and JSON has no inf or nan (json_format refuses them):
-    # such a value (e.g. max-delta-norm = inf) is recorded as its text.
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
 
 
 def _finish(

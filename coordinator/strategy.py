@@ -226,7 +226,8 @@ class DeltaStrategy(Strategy):
         state.report.round = server_round
         state.report.clients_sampled = len(sampled)
         state.report.sampled_node_ids.extend(str(node_id) for node_id in sampled)
-        state.report.clients_offline = len(offline)
+        if self.devices is not None:
+            state.report.clients_offline = len(offline)
         self._rounds[server_round] = state
         logger.info(
             "round %d: training on %d of %d nodes", server_round, len(sampled), len(node_ids)
@@ -268,6 +269,9 @@ class DeltaStrategy(Strategy):
         self._remember_partitions(checked)
         checked.sort(key=lambda reply: self.node_order_key(reply.node_id))
         claimed = {reply.node_id: reply.num_examples for reply in checked}
+        # Nodes whose reply had content: their claims were read (measured), even where the
+        # device clock drops them below as stragglers.
+        replied = {reply.node_id for reply in checked if reply.status != FAILED}
         device_results: dict[int, dict] = {}
         if self.devices is not None:
             # The clock first: a straggler it drops is FAILED before weights are bounded.
@@ -288,10 +292,15 @@ class DeltaStrategy(Strategy):
         for reply in checked:
             # add() returns the message held by the report: later writes land in the report.
             clients[reply.node_id] = report.clients.add()
-            clients[reply.node_id].CopyFrom(_client_result(reply, state.bytes_per_train_message))
+            clients[reply.node_id].CopyFrom(
+                _client_result(
+                    reply, state.bytes_per_train_message, replied=reply.node_id in replied
+                )
+            )
             # An error reply carries no partition id; an earlier reply may have told it.
             clients[reply.node_id].partition_id = _int32(self.partition_of(reply.node_id))
-            clients[reply.node_id].claimed_num_examples = _int64(claimed[reply.node_id])
+            if reply.node_id in replied:
+                clients[reply.node_id].claimed_num_examples = _int64(claimed[reply.node_id])
             clients[reply.node_id].num_examples_note = weight_notes.get(reply.node_id, "")
             clients[reply.node_id].clip_factor = clip_factors.get(reply.node_id, 1.0)
             self._label(clients[reply.node_id], reply.node_id, server_round)
@@ -388,10 +397,11 @@ class DeltaStrategy(Strategy):
                 self._label(client, reply.node_id, server_round)
                 by_node[reply.node_id] = client
             client.eval_status = reply.status
-            client.eval_loss = reply.eval_loss
-            client.eval_accuracy = reply.eval_accuracy
-            client.eval_num_examples = _int64(reply.num_examples)
-            client.claimed_eval_num_examples = _int64(claimed[reply.node_id])
+            if reply.status != FAILED:  # a FAILED evaluation measured nothing
+                client.eval_loss = reply.eval_loss
+                client.eval_accuracy = reply.eval_accuracy
+                client.eval_num_examples = _int64(reply.num_examples)
+                client.claimed_eval_num_examples = _int64(claimed[reply.node_id])
             if weight_notes.get(reply.node_id):
                 prefix = f"{client.num_examples_note}; " if client.num_examples_note else ""
                 client.num_examples_note = f"{prefix}evaluate: {weight_notes[reply.node_id]}"
@@ -511,6 +521,8 @@ class DeltaStrategy(Strategy):
         assert devices is not None
         deadline = devices.deadline_seconds
         report = state.report
+        # Measured for every round of a device simulation, zeros included.
+        report.stragglers = report.clients_dropped = report.clients_partial = 0
         results: dict[int, dict] = {}
         kept_times: list[float] = []
         out: list[TrainReply] = []
@@ -727,22 +739,32 @@ def _int64(value: int) -> int:
     return int(min(max(int(value), -INT64_MAX - 1), INT64_MAX))
 
 
-def _client_result(reply: TrainReply, bytes_downloaded: int) -> ClientResult:
-    """Build the report row of one train reply."""
-    return ClientResult(
+def _client_result(
+    reply: TrainReply, bytes_downloaded: int, *, replied: bool | None = None
+) -> ClientResult:
+    """Build the report row of one train reply.
+
+    The training figures (examples, loss, kernel time, delta norm) are set only when the
+    client ``replied`` with content (default: the reply is not FAILED); fuel only when the
+    run metered it (0 fuel is what an unmetered client reports). Unset means not measured:
+    an empty cell in clients.csv, null in report.json.
+    """
+    result = ClientResult(
         node_id=str(reply.node_id),
         partition_id=_int32(reply.partition_id),
         status=reply.status,
         reason=reply.reason,
-        num_examples=_int64(reply.num_examples),
-        train_loss=reply.train_loss,
-        kernel_seconds=reply.kernel_seconds,
-        fuel_used=_int64(reply.fuel_used),
         bytes_uploaded=_int64(reply.bytes_uploaded),
         bytes_downloaded=_int64(bytes_downloaded),
-        delta_norm=reply.delta_norm,
         kernel_sha256=reply.kernel_sha256,
-        cosine_to_update=math.nan,
         aggregation_weight=0.0,
         selected=False,
     )
+    if replied if replied is not None else reply.status != FAILED:
+        result.num_examples = _int64(reply.num_examples)
+        result.train_loss = reply.train_loss
+        result.kernel_seconds = reply.kernel_seconds
+        result.delta_norm = reply.delta_norm
+    if reply.fuel_used > 0:
+        result.fuel_used = _int64(reply.fuel_used)
+    return result

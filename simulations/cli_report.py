@@ -45,8 +45,8 @@ def report(
     One RUN_DIR (a run folder or its report.json): re-render report.html, rounds.csv and
     clients.csv from report.json. Several: write compare.html into --out.
     """
+    from coordinator.reports.comparison_page import render_comparison
     from coordinator.reports.report_json import ReportError, load_report
-    from coordinator.reports.run_page import render_comparison
     from coordinator.reports.writer import REPORT_HTML, write_run
 
     # soft_wrap: paths and messages stay on one line whatever the terminal width (copyable).
