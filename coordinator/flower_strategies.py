@@ -28,7 +28,6 @@ from flwr.serverapp.strategy import (
     MultiKrum,
     Strategy,
 )
-from flwr.serverapp.strategy.fedopt import FedOpt
 
 STRATEGIES: Mapping[str, type[Strategy]] = MappingProxyType(
     {
@@ -164,12 +163,3 @@ def build_flower_strategy(
         return cls(**kwargs)
     except (ValueError, TypeError) as error:
         raise StrategyParamsError(f"{name}({params}): {error}") from error
-
-
-def applies_server_lr_itself(strategy: Strategy) -> bool:
-    """True when the strategy scales its step by the server learning rate itself.
-
-    FedOpt (FedAdam, FedYogi, FedAdagrad) takes it as ``eta`` and FedAvgM as
-    ``server_learning_rate``; for every other strategy the adapter multiplies the aggregate.
-    """
-    return isinstance(strategy, FedOpt | FedAvgM)

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from protos.report_pb2 import ResumeEvent, RunReport
@@ -32,7 +31,9 @@ from .checkpoint import (
     remove_partial_writes,
 )
 from .config import FederationConfig
-from .report_io import ReportError, load_report
+from .reports.report_json import ReportError, load_report
+from .reports.run_config import copy_run_config
+from .reports.run_config import run_config as recorded_run_config
 from .strategy import DeltaStrategy
 
 logger = logging.getLogger(__name__)
@@ -145,7 +146,7 @@ def _reopen(report: RunReport, fresh_report: RunReport) -> None:
     report.num_rounds = fresh_report.num_rounds
     report.engine = fresh_report.engine
     report.versions.CopyFrom(fresh_report.versions)
-    report.config.CopyFrom(fresh_report.config)
+    copy_run_config(fresh_report, report)
     report.final_model_sha256 = ""
     report.final_central_loss = math.nan
     report.final_central_accuracy = math.nan
@@ -161,8 +162,9 @@ def _previous_report(source: Path) -> RunReport | None:
 
 
 def _struct_config(report: RunReport) -> dict[str, object]:
-    # Struct numbers are floats; the comparison treats numbers by value.
-    return dict(json_format.MessageToDict(report.config)) if report.config else {}
+    # Reports written before config_integer_keys give floats; the comparison treats numbers
+    # by value.
+    return recorded_run_config(report)
 
 
 def _now() -> Timestamp:

@@ -8,7 +8,7 @@ on any Grid (tests drive it with an in-process grid; no engine needed).
 Per round: sample and train (:class:`coordinator.strategy.DeltaStrategy`), federated
 evaluation, central evaluation through ``central_evaluate`` (supplied by the layer that owns a
 test set), then the round's checkpoint (``coordinator.checkpoint``), then the RunReport
-(``coordinator.report_writer.write_run``), so that a run that dies after round k leaves a valid
+(``coordinator.reports.writer.write_run``), so that a run that dies after round k leaves a valid
 report of k rounds and a checkpoint to continue from. The run config key ``resume-from``
 continues a run folder from its newest checkpoint (``coordinator.resume``), on any engine. A
 round without a usable reply ends the run: the report says "failed" and why, then
@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
-from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from protos.report_pb2 import RoundReport, RunReport, Versions
@@ -40,6 +39,7 @@ from .aggregation import model_sha256
 from .checkpoint import Checkpoint, write_checkpoint
 from .config import FederationConfig
 from .flower_strategies import build_flower_strategy
+from .reports.run_config import set_run_config
 from .resume import starting_point
 from .strategy import DeltaStrategy, ExpectedExamples, FaultLabels, RoundFailedError
 from .validation import WeightPolicy
@@ -112,7 +112,7 @@ def run_federation(
     central_evaluate, on_round : as in :func:`make_server_app`.
     timeout : seconds a round waits for replies.
     write_report : ``(out_dir, report) -> None``, called at the start, after every round and
-        at the end; default ``coordinator.report_writer.write_run``.
+        at the end; default ``coordinator.reports.writer.write_run``.
     expected_num_examples : ``(partition id, "train" | "evaluate") -> count | None``, where
         the layer above knows each partition's size (simulation): a larger claim is clipped.
     fault_labels : ``(partition id, round) -> (fault, attack)`` from a simulation that injects
@@ -334,21 +334,9 @@ def new_run_report(config: FederationConfig, *, engine: str) -> RunReport:
         final_central_accuracy=math.nan,
         final_federated_eval_accuracy=math.nan,
     )
-    config_struct = Struct()
-    config_struct.update(
-        {key: _struct_value(value) for key, value in config.to_run_config().items()}
-    )
-    report.config.CopyFrom(config_struct)
+    set_run_config(report, config.to_run_config())
     report.started_at.CopyFrom(_now())
     return report
-
-
-def _struct_value(value: object) -> object:
-    # A Struct number is a JSON number, and JSON has no inf or nan (json_format refuses them):
-    # such a value (e.g. max-delta-norm = inf) is recorded as its text.
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
 
 
 def _finish(
@@ -361,7 +349,7 @@ def _finish(
 
 
 def _write_run(out_dir: Path, report: RunReport) -> None:
-    from .report_writer import write_run
+    from .reports.writer import write_run
 
     write_run(out_dir, report)
 

@@ -45,31 +45,23 @@ from flwr.app import (
     MetricRecord,
     RecordDict,
 )
-from flwr.app.metadata import Metadata
 from flwr.serverapp import Grid
 from flwr.serverapp.exception import AggregationError, InconsistentMessageReplies
-from flwr.serverapp.strategy import (
-    Bulyan,
-    FedAvgM,
-    FedMedian,
-    FedTrimmedAvg,
-    MultiKrum,
-    Strategy,
-)
-from flwr.serverapp.strategy.fedopt import FedOpt
-from flwr.serverapp.strategy.multikrum import select_multikrum
+from flwr.serverapp.strategy import Bulyan, Strategy
 
 from protos.report_pb2 import FAILED, OK, REJECTED, ClientResult, RoundReport
 
-from . import attribution, clock
-from .aggregation import (
-    apply_server_step,
-    cosine_similarity,
-    l2_norm,
-    weighted_mean,
-    zeros_like,
+from . import attribution, clock, rules
+from .aggregation import apply_server_step, cosine_similarity, l2_norm, weighted_mean
+from .round_messages import (
+    ARRAYS_KEY,
+    CONFIG_KEY,
+    delta_content,
+    instructions,
+    message_record,
+    reply_metadata,
+    work_done,
 )
-from .flower_strategies import applies_server_lr_itself
 from .sampling import sample_nodes
 from .validation import (
     INT32_MAX,
@@ -90,8 +82,6 @@ Reply = TypeVar("Reply", TrainReply, EvaluateReply)
 
 PURPOSE_TRAIN = 0
 PURPOSE_EVALUATE = 1
-ARRAYS_KEY = "arrays"
-CONFIG_KEY = "config"
 NODE_WAIT_SECONDS = 1.0
 
 # (partition id, "train" | "evaluate") -> the examples that partition holds, or None: unknown.
@@ -185,21 +175,14 @@ class DeltaStrategy(Strategy):
         self.min_available_nodes = int(getattr(flower_strategy, "min_available_nodes", 1))
         self.node_partitions: dict[int, int] = {}
         self._rounds: dict[int, _RoundState] = {}
-        self._bulyan_selection: list[RecordDict] | None = None
+        # Bulyan takes its selection rule as a parameter: wrapped to learn what it picked.
+        self._bulyan_selection = rules.BulyanSelection()
         if isinstance(flower_strategy, Bulyan):
-            # Bulyan takes its selection rule as a parameter: wrap it to learn what it picked.
-            inner_rule = flower_strategy.selection_rule
-
-            def recording_rule(contents, num_malicious_nodes, num_nodes_to_select):
-                selected = inner_rule(contents, num_malicious_nodes, num_nodes_to_select)
-                self._bulyan_selection = list(selected)
-                return selected
-
-            recording_rule.__name__ = getattr(inner_rule, "__name__", "selection_rule")
-            flower_strategy.selection_rule = recording_rule
+            self._bulyan_selection.install(flower_strategy)
 
     # -- Strategy interface -------------------------------------------------------------------
     def summary(self) -> None:
+        """Log the adapter's settings and the Flower rule's own summary."""
         logger.info(
             "DeltaStrategy over %s: server_lr=%s max_delta_norm=%s fractions train=%s "
             "evaluate=%s seed=%s",
@@ -232,7 +215,7 @@ class DeltaStrategy(Strategy):
             purpose=PURPOSE_TRAIN,
             order_key=self.node_order_key,
         )
-        record = _message_record(arrays, config, server_round)
+        record = message_record(arrays, config, server_round)
         global_weights = {name: np.asarray(array.numpy()) for name, array in arrays.items()}
         state = _RoundState(
             global_weights=global_weights,
@@ -243,14 +226,15 @@ class DeltaStrategy(Strategy):
         state.report.round = server_round
         state.report.clients_sampled = len(sampled)
         state.report.sampled_node_ids.extend(str(node_id) for node_id in sampled)
-        state.report.clients_offline = len(offline)
+        if self.devices is not None:
+            state.report.clients_offline = len(offline)
         self._rounds[server_round] = state
         logger.info(
             "round %d: training on %d of %d nodes", server_round, len(sampled), len(node_ids)
         )
         if self.devices is not None:
             return self._device_messages(state, record, server_round)
-        return _messages(record, sampled, MessageType.TRAIN, server_round)
+        return instructions(record, sampled, MessageType.TRAIN, server_round)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -270,7 +254,7 @@ class DeltaStrategy(Strategy):
         work: dict[int, tuple[int, int] | None] = {}
         for reply in replies:
             # The first reply of a node counts (as in _admit): a duplicate cannot overwrite it.
-            work.setdefault(int(reply.metadata.src_node_id), _work_done(reply))
+            work.setdefault(int(reply.metadata.src_node_id), work_done(reply))
         checked = _admit(
             [
                 check_train_reply(reply, shapes, self.max_delta_norm, server_round=server_round)
@@ -285,6 +269,9 @@ class DeltaStrategy(Strategy):
         self._remember_partitions(checked)
         checked.sort(key=lambda reply: self.node_order_key(reply.node_id))
         claimed = {reply.node_id: reply.num_examples for reply in checked}
+        # Nodes whose reply had content: their claims were read (measured), even where the
+        # device clock drops them below as stragglers.
+        replied = {reply.node_id for reply in checked if reply.status != FAILED}
         device_results: dict[int, dict] = {}
         if self.devices is not None:
             # The clock first: a straggler it drops is FAILED before weights are bounded.
@@ -305,10 +292,15 @@ class DeltaStrategy(Strategy):
         for reply in checked:
             # add() returns the message held by the report: later writes land in the report.
             clients[reply.node_id] = report.clients.add()
-            clients[reply.node_id].CopyFrom(_client_result(reply, state.bytes_per_train_message))
+            clients[reply.node_id].CopyFrom(
+                _client_result(
+                    reply, state.bytes_per_train_message, replied=reply.node_id in replied
+                )
+            )
             # An error reply carries no partition id; an earlier reply may have told it.
             clients[reply.node_id].partition_id = _int32(self.partition_of(reply.node_id))
-            clients[reply.node_id].claimed_num_examples = _int64(claimed[reply.node_id])
+            if reply.node_id in replied:
+                clients[reply.node_id].claimed_num_examples = _int64(claimed[reply.node_id])
             clients[reply.node_id].num_examples_note = weight_notes.get(reply.node_id, "")
             clients[reply.node_id].clip_factor = clip_factors.get(reply.node_id, 1.0)
             self._label(clients[reply.node_id], reply.node_id, server_round)
@@ -335,7 +327,7 @@ class DeltaStrategy(Strategy):
             raise RoundFailedError(server_round, f"no usable reply ({reasons})", report)
 
         update, notes = self._aggregate(server_round, state, usable)
-        scale = 1.0 if applies_server_lr_itself(self.flower_strategy) else self.server_lr
+        scale = 1.0 if rules.applies_server_lr_itself(self.flower_strategy) else self.server_lr
         new_weights = apply_server_step(state.global_weights, update, scale)
         applied = {name: scale * np.asarray(update[name], np.float64) for name in update}
         report.update_norm = l2_norm(applied)
@@ -371,10 +363,10 @@ class DeltaStrategy(Strategy):
             purpose=PURPOSE_EVALUATE,
             order_key=self.node_order_key,
         )
-        record = _message_record(arrays, config, server_round)
+        record = message_record(arrays, config, server_round)
         state.evaluate_nodes = sampled
         state.bytes_per_evaluate_message = record_bytes(record)
-        return _messages(record, sampled, MessageType.EVALUATE, server_round)
+        return instructions(record, sampled, MessageType.EVALUATE, server_round)
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
@@ -405,10 +397,11 @@ class DeltaStrategy(Strategy):
                 self._label(client, reply.node_id, server_round)
                 by_node[reply.node_id] = client
             client.eval_status = reply.status
-            client.eval_loss = reply.eval_loss
-            client.eval_accuracy = reply.eval_accuracy
-            client.eval_num_examples = _int64(reply.num_examples)
-            client.claimed_eval_num_examples = _int64(claimed[reply.node_id])
+            if reply.status != FAILED:  # a FAILED evaluation measured nothing
+                client.eval_loss = reply.eval_loss
+                client.eval_accuracy = reply.eval_accuracy
+                client.eval_num_examples = _int64(reply.num_examples)
+                client.claimed_eval_num_examples = _int64(claimed[reply.node_id])
             if weight_notes.get(reply.node_id):
                 prefix = f"{client.num_examples_note}; " if client.num_examples_note else ""
                 client.num_examples_note = f"{prefix}evaluate: {weight_notes[reply.node_id]}"
@@ -438,7 +431,7 @@ class DeltaStrategy(Strategy):
 
     # -- for the ServerApp --------------------------------------------------------------------
     def round_report(self, server_round: int) -> RoundReport:
-        """The report of ``server_round`` so far (wall_seconds: time since it was configured)."""
+        """Return the report of ``server_round`` so far (wall_seconds: since it was configured)."""
         state = self._state(server_round)
         state.report.wall_seconds = time.perf_counter() - state.started
         return state.report
@@ -475,9 +468,9 @@ class DeltaStrategy(Strategy):
             self.node_partitions.update(partitions)
             return len(partitions)
         node_ids = sorted(self._wait_for_nodes(grid))
-        record = _message_record(arrays, config, 0)
+        record = message_record(arrays, config, 0)
         replies = grid.send_and_receive(
-            _messages(record, node_ids, MessageType.EVALUATE, 0), timeout=timeout
+            instructions(record, node_ids, MessageType.EVALUATE, 0), timeout=timeout
         )
         checked = [check_evaluate_reply(reply) for reply in replies]
         self._remember_partitions(checked)
@@ -510,7 +503,7 @@ class DeltaStrategy(Strategy):
             if profile is not None:
                 config["device-memory-mb"] = int(profile.memory_mb)
             node_record = RecordDict({ARRAYS_KEY: record[ARRAYS_KEY], CONFIG_KEY: config})
-            messages += _messages(node_record, [node_id], MessageType.TRAIN, server_round)
+            messages += instructions(node_record, [node_id], MessageType.TRAIN, server_round)
         return messages
 
     def _apply_clock(
@@ -528,6 +521,8 @@ class DeltaStrategy(Strategy):
         assert devices is not None
         deadline = devices.deadline_seconds
         report = state.report
+        # Measured for every round of a device simulation, zeros included.
+        report.stragglers = report.clients_dropped = report.clients_partial = 0
         results: dict[int, dict] = {}
         kept_times: list[float] = []
         out: list[TrainReply] = []
@@ -611,7 +606,7 @@ class DeltaStrategy(Strategy):
         )
 
     def partition_of(self, node_id: int) -> int:
-        """The node's partition id as last reported, or -1 when none is known."""
+        """Return the node's partition id as last reported, or -1 when none is known."""
         return self.node_partitions.get(node_id, NO_PARTITION)
 
     def _remember_partitions(self, replies: Sequence[TrainReply | EvaluateReply]) -> None:
@@ -668,20 +663,16 @@ class DeltaStrategy(Strategy):
     ) -> tuple[dict[str, np.ndarray], list[attribution.Attribution]]:
         """Run the Flower rule on the usable deltas; return its output and the attributions."""
         inner = self.flower_strategy
-        contents = [_delta_content(reply) for reply in usable]
+        contents = [delta_content(reply) for reply in usable]
         # Flower's median and trimmed mean pop arrays out of the replies they are given, so
         # the attribution below needs its own references to the deltas.
         deltas = [reply.delta for reply in usable]
         assert all(delta is not None for delta in deltas)
-        krum_ranks = None
-        if isinstance(inner, MultiKrum):
-            ordered = select_multikrum(contents, inner.num_malicious_nodes, len(contents))
-            rank_of = {id(content): rank for rank, content in enumerate(ordered)}
-            krum_ranks = [rank_of[id(content)] for content in contents]
-        self._prime_reference(state.global_weights)
-        self._bulyan_selection = None
+        ranks = rules.krum_ranks(inner, contents)
+        rules.prime_reference(inner, state.global_weights)
+        self._bulyan_selection.picked = None
         messages = [
-            Message(content=content, metadata=_reply_metadata(reply.node_id, server_round))
+            Message(content=content, metadata=reply_metadata(reply.node_id, server_round))
             for content, reply in zip(contents, usable, strict=True)
         ]
         try:
@@ -694,46 +685,27 @@ class DeltaStrategy(Strategy):
             raise RoundFailedError(
                 server_round,
                 f"{type(inner).__name__} returned no aggregate for {len(usable)} usable replies"
-                + _refusal_hint(inner, len(usable)),
+                + rules.refusal_hint(inner, len(usable)),
                 state.report,
             )
         update = {name: np.asarray(array.numpy()) for name, array in aggregated.items()}
-        num_examples = [reply.num_examples for reply in usable]
-        rule = self.rule_name
-        if isinstance(inner, MultiKrum):
-            assert krum_ranks is not None
-            notes = attribution.krum_selection(
-                krum_ranks, inner.num_nodes_to_select, num_examples, rule
-            )
-        elif isinstance(inner, Bulyan):
-            picked = self._bulyan_selection or []
-            index_of = {id(content): index for index, content in enumerate(contents)}
-            order = [index_of[id(content)] for content in picked]
-            notes = attribution.bulyan(deltas, order, inner.num_malicious_nodes)
-        elif isinstance(inner, FedTrimmedAvg):
-            notes = attribution.trimmed_mean(deltas, inner.beta)
-        elif isinstance(inner, FedMedian):
-            notes = attribution.median(deltas)
-        else:
-            notes = attribution.weighted_mean(num_examples, rule)
+        notes = rules.attribute(
+            inner,
+            self.rule_name,
+            deltas,  # type: ignore[arg-type]  # checked not None above
+            contents,
+            [reply.num_examples for reply in usable],
+            ranks=ranks,
+            bulyan_picked=self._bulyan_selection.picked,
+        )
         return update, notes
-
-    def _prime_reference(self, global_weights: Mapping[str, np.ndarray]) -> None:
-        """Set a server optimizer's reference to zeros: its pseudo-gradient is then the
-        aggregated delta itself. Explicit every round, whatever configure_train stored."""
-        inner = self.flower_strategy
-        zeros = zeros_like(global_weights)
-        if isinstance(inner, FedOpt):
-            inner.current_arrays = zeros
-        elif isinstance(inner, FedAvgM):
-            inner.current_arrays = ArrayRecord(
-                {name: Array(array) for name, array in zeros.items()}
-            )
 
 
 def _admit(replies: list[Reply], expected_nodes: Sequence[int]) -> list[Reply]:
-    """Reject replies from nodes this round did not ask, and any second reply from a node:
-    each sampled node contributes at most once."""
+    """Reject replies from nodes this round did not ask, and any second reply from a node.
+
+    Each sampled node contributes at most once.
+    """
     expected = set(expected_nodes)
     seen: set[int] = set()
     admitted: list[Reply] = []
@@ -754,73 +726,8 @@ def _admit(replies: list[Reply], expected_nodes: Sequence[int]) -> list[Reply]:
     return admitted
 
 
-def _work_done(message: Message) -> tuple[int, int] | None:
-    """(steps done, steps planned) from a train reply's metrics; None when absent or invalid
-    (never trusted: both must be ints with 0 <= done <= planned)."""
-    if message.has_error() or not message.has_content():
-        return None
-    for record in message.content.metric_records.values():
-        done, planned = record.get("steps-done"), record.get("steps-planned")
-        if (
-            isinstance(done, int)
-            and isinstance(planned, int)
-            and not isinstance(done, bool)
-            and not isinstance(planned, bool)
-            and 0 <= done <= planned
-        ):
-            return int(done), int(planned)
-    return None
-
-
 def _no_delta(reply: Reply) -> dict[str, None]:
     return {"delta": None} if isinstance(reply, TrainReply) else {}
-
-
-# -- message helpers --------------------------------------------------------------------------
-def _message_record(arrays: ArrayRecord, config: ConfigRecord, server_round: int) -> RecordDict:
-    config_copy = ConfigRecord(dict(config))
-    config_copy["server-round"] = int(server_round)
-    return RecordDict({ARRAYS_KEY: arrays, CONFIG_KEY: config_copy})
-
-
-def _messages(record: RecordDict, node_ids: Sequence[int], message_type: str, server_round: int):
-    return [
-        Message(
-            content=record,
-            dst_node_id=node_id,
-            message_type=message_type,
-            group_id=str(server_round),
-        )
-        for node_id in node_ids
-    ]
-
-
-def _delta_content(reply: TrainReply) -> RecordDict:
-    """A fresh reply content for Flower: the delta (copied) and num-examples only, so Flower's
-    consistency check never trips over optional metrics and its in-place pops touch copies."""
-    assert reply.delta is not None
-    arrays = ArrayRecord(
-        {name: Array(np.array(array, copy=True)) for name, array in reply.delta.items()}
-    )
-    return RecordDict(
-        {ARRAYS_KEY: arrays, "metrics": MetricRecord({"num-examples": reply.num_examples})}
-    )
-
-
-def _reply_metadata(node_id: int, server_round: int) -> Metadata:
-    # Explicit metadata: building a reply with reply_to would need the instruction message,
-    # and an instruction needs Flower's process-wide TaskIdentity.
-    return Metadata(
-        run_id=0,
-        message_id="",
-        src_node_id=node_id,
-        dst_node_id=0,
-        reply_to_message_id="",
-        group_id=str(server_round),
-        created_at=0.0,
-        ttl=0.0,
-        message_type=MessageType.TRAIN,
-    )
 
 
 def _int32(value: int) -> int:
@@ -832,28 +739,32 @@ def _int64(value: int) -> int:
     return int(min(max(int(value), -INT64_MAX - 1), INT64_MAX))
 
 
-def _client_result(reply: TrainReply, bytes_downloaded: int) -> ClientResult:
-    return ClientResult(
+def _client_result(
+    reply: TrainReply, bytes_downloaded: int, *, replied: bool | None = None
+) -> ClientResult:
+    """Build the report row of one train reply.
+
+    The training figures (examples, loss, kernel time, delta norm) are set only when the
+    client ``replied`` with content (default: the reply is not FAILED); fuel only when the
+    run metered it (0 fuel is what an unmetered client reports). Unset means not measured:
+    an empty cell in clients.csv, null in report.json.
+    """
+    result = ClientResult(
         node_id=str(reply.node_id),
         partition_id=_int32(reply.partition_id),
         status=reply.status,
         reason=reply.reason,
-        num_examples=_int64(reply.num_examples),
-        train_loss=reply.train_loss,
-        kernel_seconds=reply.kernel_seconds,
-        fuel_used=_int64(reply.fuel_used),
         bytes_uploaded=_int64(reply.bytes_uploaded),
         bytes_downloaded=_int64(bytes_downloaded),
-        delta_norm=reply.delta_norm,
         kernel_sha256=reply.kernel_sha256,
-        cosine_to_update=math.nan,
         aggregation_weight=0.0,
         selected=False,
     )
-
-
-def _refusal_hint(inner: Strategy, num_usable: int) -> str:
-    if isinstance(inner, Bulyan):
-        needed = 4 * inner.num_malicious_nodes + 3
-        return f" (Bulyan needs at least 4 * num_malicious_nodes + 3 = {needed})"
-    return ""
+    if replied if replied is not None else reply.status != FAILED:
+        result.num_examples = _int64(reply.num_examples)
+        result.train_loss = reply.train_loss
+        result.kernel_seconds = reply.kernel_seconds
+        result.delta_norm = reply.delta_norm
+    if reply.fuel_used > 0:
+        result.fuel_used = _int64(reply.fuel_used)
+    return result

@@ -8,7 +8,7 @@ only the server optimizers carry state from one round to the next:
 - FedAvgM: ``momentum_vector``, a list in the model's array order (None with zero momentum).
 
 ``current_arrays`` (FedOpt, FedAvgM) is not state here: the adapter sets it to zeros before
-every aggregation (:meth:`coordinator.strategy.DeltaStrategy._prime_reference`). FedAvg,
+every aggregation (:func:`coordinator.rules.prime_reference`). FedAvg,
 FedProx, FedMedian, FedTrimmedAvg, Krum, MultiKrum and Bulyan keep nothing between rounds;
 ``tests/coordinator/test_strategy_state.py`` runs every strategy for rounds and checks that
 no other attribute changes, so a Flower upgrade that adds state fails there, not silently.

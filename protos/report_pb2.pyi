@@ -159,7 +159,7 @@ class Versions(_message.Message):
     def __init__(self, sandflower: _Optional[str] = ..., flwr: _Optional[str] = ..., wasmtime: _Optional[str] = ..., python: _Optional[str] = ...) -> None: ...
 
 class RunReport(_message.Message):
-    __slots__ = ("scenario", "seed", "status", "error", "engine", "config", "versions", "kernel_sha256", "started_at", "finished_at", "num_rounds", "total_bytes_uploaded", "total_bytes_downloaded", "final_model_sha256", "final_central_loss", "final_central_accuracy", "final_federated_eval_accuracy", "rounds", "resumes", "checkpoint_seconds")
+    __slots__ = ("scenario", "seed", "status", "error", "engine", "config", "versions", "kernel_sha256", "started_at", "finished_at", "num_rounds", "total_bytes_uploaded", "total_bytes_downloaded", "final_model_sha256", "final_central_loss", "final_central_accuracy", "final_federated_eval_accuracy", "rounds", "resumes", "checkpoint_seconds", "config_integer_keys")
     SCENARIO_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -180,6 +180,7 @@ class RunReport(_message.Message):
     ROUNDS_FIELD_NUMBER: _ClassVar[int]
     RESUMES_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_INTEGER_KEYS_FIELD_NUMBER: _ClassVar[int]
     scenario: str
     seed: int
     status: str
@@ -200,7 +201,8 @@ class RunReport(_message.Message):
     rounds: _containers.RepeatedCompositeFieldContainer[RoundReport]
     resumes: _containers.RepeatedCompositeFieldContainer[ResumeEvent]
     checkpoint_seconds: float
-    def __init__(self, scenario: _Optional[str] = ..., seed: _Optional[int] = ..., status: _Optional[str] = ..., error: _Optional[str] = ..., engine: _Optional[str] = ..., config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., versions: _Optional[_Union[Versions, _Mapping]] = ..., kernel_sha256: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., num_rounds: _Optional[int] = ..., total_bytes_uploaded: _Optional[int] = ..., total_bytes_downloaded: _Optional[int] = ..., final_model_sha256: _Optional[str] = ..., final_central_loss: _Optional[float] = ..., final_central_accuracy: _Optional[float] = ..., final_federated_eval_accuracy: _Optional[float] = ..., rounds: _Optional[_Iterable[_Union[RoundReport, _Mapping]]] = ..., resumes: _Optional[_Iterable[_Union[ResumeEvent, _Mapping]]] = ..., checkpoint_seconds: _Optional[float] = ...) -> None: ...
+    config_integer_keys: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, scenario: _Optional[str] = ..., seed: _Optional[int] = ..., status: _Optional[str] = ..., error: _Optional[str] = ..., engine: _Optional[str] = ..., config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., versions: _Optional[_Union[Versions, _Mapping]] = ..., kernel_sha256: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., num_rounds: _Optional[int] = ..., total_bytes_uploaded: _Optional[int] = ..., total_bytes_downloaded: _Optional[int] = ..., final_model_sha256: _Optional[str] = ..., final_central_loss: _Optional[float] = ..., final_central_accuracy: _Optional[float] = ..., final_federated_eval_accuracy: _Optional[float] = ..., rounds: _Optional[_Iterable[_Union[RoundReport, _Mapping]]] = ..., resumes: _Optional[_Iterable[_Union[ResumeEvent, _Mapping]]] = ..., checkpoint_seconds: _Optional[float] = ..., config_integer_keys: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ResumeEvent(_message.Message):
     __slots__ = ("resumed_at", "from_round", "checkpoint", "previous_status", "previous_num_rounds", "engine", "refused_checkpoints")

@@ -17,7 +17,7 @@ from pathlib import Path
 from coordinator import strategy_state
 from coordinator.checkpoint import load_latest
 from coordinator.config import FederationConfig
-from coordinator.report_io import load_report
+from coordinator.reports.report_json import load_report
 from coordinator.server_app import flower_strategy_of
 from simulations.resume import saved_run_config
 

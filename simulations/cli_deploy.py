@@ -251,7 +251,7 @@ def _print_result(console: Console, result) -> None:
     report_path = result.out_dir / "report.json"
     console.print(f"run {result.run_id}: {result.status}; run folder {result.out_dir}")
     if report_path.is_file():
-        from coordinator.report_io import load_report
+        from coordinator.reports.report_json import load_report
         from simulations.summary import print_summary
 
         print_summary(load_report(result.out_dir), console, result.out_dir)

@@ -45,9 +45,9 @@ def report(
     One RUN_DIR (a run folder or its report.json): re-render report.html, rounds.csv and
     clients.csv from report.json. Several: write compare.html into --out.
     """
-    from coordinator.report_html import render_comparison
-    from coordinator.report_io import ReportError, load_report
-    from coordinator.report_writer import REPORT_HTML, write_run
+    from coordinator.reports.comparison_page import render_comparison
+    from coordinator.reports.report_json import ReportError, load_report
+    from coordinator.reports.writer import REPORT_HTML, write_run
 
     # soft_wrap: paths and messages stay on one line whatever the terminal width (copyable).
     console = Console(soft_wrap=True)

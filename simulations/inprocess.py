@@ -68,7 +68,7 @@ def run_federation(
     RunReport."""
     from flwr.supercore.task_identity import TaskIdentity
 
-    from coordinator.report_io import load_report
+    from coordinator.reports.report_json import load_report
     from simulations.engine.worker import load_client_app
     from simulations.environment import apply_flower_env
     from simulations.flower_app import build_server_app, resolve_run_config

@@ -14,8 +14,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from google.protobuf import json_format
-
 from coordinator.checkpoint import (
     CHECKPOINT_DIR,
     ResumeConfigError,
@@ -24,7 +22,8 @@ from coordinator.checkpoint import (
     latest_config,
 )
 from coordinator.config import FederationConfig, RunConfigError
-from coordinator.report_io import REPORT_FILE_NAME, ReportError, load_report
+from coordinator.reports.report_json import REPORT_FILE_NAME, ReportError, load_report
+from coordinator.reports.run_config import run_config as recorded_run_config
 
 # Keys whose values are text: "inf" there is a word, not a number.
 TEXT_KEYS = frozenset(
@@ -41,7 +40,8 @@ TEXT_KEYS = frozenset(
         "resume-from",
     }
 )
-# report.json keeps the config as a protobuf Struct, whose numbers are all floats.
+# Reports written before RunReport.config_integer_keys existed give every config number as a
+# float (a protobuf Struct holds doubles); these keys are integers.
 INTEGER_KEYS = frozenset(
     {"seed", "num-rounds", "local-epochs", "batch-size", "num-partitions", "shards-per-client"}
 )
@@ -77,7 +77,7 @@ def saved_run_config(run_dir: Path | str) -> tuple[dict[str, Any], int]:
         report = load_report(run_dir)
     except ReportError as error:
         raise ResumeError(f"{run_dir}: no checkpoint and no readable report ({error})") from None
-    return _decoded(json_format.MessageToDict(report.config)), 0
+    return _decoded(recorded_run_config(report)), 0
 
 
 def resume_run_config(

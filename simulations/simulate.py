@@ -93,7 +93,7 @@ def run_federation(
         _run_local(config, workers, client_app, on_round, on_progress)
     else:
         _run_ray(config, client_app, on_round, num_cpus_per_client, ray_address)
-    from coordinator.report_io import load_report
+    from coordinator.reports.report_json import load_report
 
     return load_report(out_dir)
 

@@ -8,14 +8,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from coordinator.report_html import (
+from coordinator.reports.formatting import (
     format_bytes,
     format_fixed,
     format_seconds,
     format_significant,
-    latest_finite,
     resume_text,
 )
+from coordinator.reports.queries import latest_finite
 from protos.report_pb2 import RoundReport, RunReport
 
 # A long run shows its first and last rounds; the whole run is in rounds.csv and report.html.

@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 from matplotlib import image as matplotlib_image
 
-from coordinator.report_html import render_comparison
-from coordinator.report_plots import FIGURE_SIZE_INCHES
-from coordinator.report_writer import REPORT_HTML, write_run
+from coordinator.reports.comparison_page import render_comparison
+from coordinator.reports.plots import FIGURE_SIZE_INCHES
+from coordinator.reports.writer import REPORT_HTML, write_run
 from tests.browser.chromium import HEADLESS_FLAGS, require_chromium
 from tests.coordinator.report_factory import make_report
 

@@ -23,7 +23,7 @@ from coordinator.checkpoint import (
     read_checkpoint,
 )
 from coordinator.config import FederationConfig
-from coordinator.report_io import REPORT_FILE_NAME, load_report
+from coordinator.reports.report_json import REPORT_FILE_NAME, load_report
 from coordinator.server_app import run_federation
 from kernels.spec import ModelSpec
 from tests.coordinator.test_server_app import (
@@ -416,7 +416,7 @@ def _rewrite_state(folder, replacement):
 def test_the_html_report_and_the_summary_show_the_resume(tmp_path):
     from rich.console import Console
 
-    from coordinator.report_html import render_report_html
+    from coordinator.reports.run_page import render_report_html
     from simulations.summary import print_summary
 
     _run(tmp_path, num_rounds=1)

@@ -224,11 +224,8 @@ def test_the_config_is_frozen():
 def test_every_strategy_builds_with_the_run_config_settings():
     from flwr.serverapp.strategy import FedAdam, FedAvgM, FedProx
 
-    from coordinator.flower_strategies import (
-        STRATEGY_NAMES,
-        applies_server_lr_itself,
-        build_flower_strategy,
-    )
+    from coordinator.flower_strategies import STRATEGY_NAMES, build_flower_strategy
+    from coordinator.rules import applies_server_lr_itself
 
     settings = dict(
         fraction_train=0.5, fraction_evaluate=0.25, server_lr=0.3, proximal_mu=0.01, lr=0.05

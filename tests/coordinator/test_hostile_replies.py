@@ -18,7 +18,7 @@ from flwr.app.error import Error
 from flwr.supercore.task_identity import TaskIdentity
 
 from coordinator.config import FederationConfig
-from coordinator.report_io import load_report
+from coordinator.reports.report_json import load_report
 from coordinator.server_app import run_federation
 from coordinator.validation import INT32_MAX, INT64_MAX, MAX_REASON_CHARS
 from protos.report_pb2 import FAILED, OK, REJECTED

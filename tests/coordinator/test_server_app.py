@@ -5,6 +5,7 @@ t_p, so a run converges to the num_examples-weighted mean of the targets and eve
 the report can be predicted.
 """
 
+import csv
 import json
 import math
 
@@ -25,7 +26,8 @@ from flwr.supercore.task_identity import TaskIdentity
 from coordinator import server_app
 from coordinator.aggregation import model_sha256
 from coordinator.config import FederationConfig, RunConfigError
-from coordinator.report_io import REPORT_FILE_NAME, load_report, report_to_json
+from coordinator.reports.report_json import REPORT_FILE_NAME, load_report, report_to_json
+from coordinator.reports.run_config import run_config as run_config_of
 from coordinator.server_app import (
     FINAL_MODEL_FILE,
     FederationFailedError,
@@ -457,3 +459,52 @@ def test_an_interrupted_run_reports_interrupted_with_its_finished_rounds(tmp_pat
     assert [r.round for r in report.rounds] == [1, 2]
     assert report.error == "interrupted after 2 finished round(s)"
     assert report.HasField("finished_at")
+
+
+def test_the_run_folder_leaves_unmeasured_figures_empty_and_keeps_integers(tmp_path):
+    # Partition 0 fails both its training and its evaluation; 2 of 5 nodes evaluate; no
+    # central evaluation and no device clock: those figures were never measured.
+    grid = InProcessGrid(6, behaviours={0: "error"})
+    config = FederationConfig.from_run_config(
+        run_config(tmp_path, num_rounds=1, fraction_evaluate=0.4)
+    )
+    report = run_federation(grid, config)
+    run_dir = tmp_path / "run"
+
+    with open(run_dir / "clients.csv", newline="", encoding="utf-8") as handle:
+        clients = list(csv.DictReader(handle))
+    (failed,) = [row for row in clients if row["status"] == "FAILED"]
+    for column in ("num_examples", "claimed_num_examples", "train_loss", "kernel_seconds"):
+        assert failed[column] == "", column  # no reply: nothing measured, not 0
+    assert failed["aggregation_weight"] == "0.0"  # measured: it got no share
+    ok = [row for row in clients if row["status"] == "OK"]
+    assert len(ok) == 4 and all(row["kernel_seconds"] == "0.001" for row in ok)
+    assert {row["num_examples"] for row in ok} == {str(num_examples(p)) for p in (1, 2, 3, 4)}
+    # The clients report 0 fuel: the run did not meter it, so the column is empty.
+    assert all(row["fuel_used"] == "" for row in clients)
+    evaluated = [row for row in clients if row["eval_status"] == "OK"]
+    not_sampled = [row for row in clients if row["eval_status"] == "CLIENT_STATUS_UNSPECIFIED"]
+    assert evaluated and not_sampled
+    assert all(row["eval_num_examples"] == "5" and row["eval_loss"] != "" for row in evaluated)
+    assert all(row["eval_num_examples"] == row["eval_loss"] == "" for row in not_sampled)
+    assert all(row["sim_seconds"] == row["steps_done"] == "" for row in clients)
+
+    with open(run_dir / "rounds.csv", newline="", encoding="utf-8") as handle:
+        (round_row,) = list(csv.DictReader(handle))
+    assert round_row["central_loss"] == round_row["central_accuracy"] == ""  # no central eval
+    assert round_row["clients_failed"] == "1" and round_row["clients_clipped"] == "0"
+    assert float(round_row["train_loss"]) == pytest.approx(report.rounds[0].train_loss)
+    assert round_row["stragglers"] == round_row["sim_round_seconds"] == ""  # no device clock
+
+    written = json.loads((run_dir / REPORT_FILE_NAME).read_text(encoding="utf-8"))
+    assert written["config"]["num-rounds"] == 1 and type(written["config"]["num-rounds"]) is int
+    assert type(written["config"]["seed"]) is int and type(written["config"]["batch-size"]) is int
+    assert written["config"]["lr"] == 0.5 and type(written["config"]["max-delta-norm"]) is float
+    by_status = {c["status"]: c for c in written["rounds"][0]["clients"]}
+    assert by_status["FAILED"]["train_loss"] is None and by_status["OK"]["train_loss"] > 0
+    loaded = load_report(run_dir)
+    assert loaded == report
+    (failed_client,) = [c for c in loaded.rounds[0].clients if c.status == FAILED]
+    assert not failed_client.HasField("train_loss")
+    assert run_config_of(loaded)["num-rounds"] == 1
+    assert type(run_config_of(loaded)["local-epochs"]) is int

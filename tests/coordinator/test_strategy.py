@@ -393,6 +393,14 @@ def test_rejected_and_failed_replies_are_never_aggregated():
     assert by_node[NODES[3]].delta_norm > 5.0 and math.isfinite(by_node[NODES[3]].cosine_to_update)
     assert by_node[NODES[4]].status == FAILED and "data file missing" in by_node[NODES[4]].reason
     assert all(by_node[n].aggregation_weight == 0 and not by_node[n].selected for n in NODES[2:])
+    # Set only when measured: the failed node sent no figures, the rejected ones did.
+    training = ("num_examples", "claimed_num_examples", "train_loss", "kernel_seconds")
+    assert not any(by_node[NODES[4]].HasField(name) for name in training + ("delta_norm",))
+    assert all(by_node[NODES[3]].HasField(name) for name in training + ("delta_norm",))
+    assert not by_node[NODES[4]].HasField("cosine_to_update")
+    assert not by_node[NODES[2]].HasField("cosine_to_update")  # no finite delta to compare
+    assert not any(c.HasField("eval_loss") or c.HasField("sim_seconds") for c in report.clients)
+    assert not report.HasField("clients_offline") and not report.HasField("stragglers")
     assert by_node[NODES[1]].aggregation_weight == pytest.approx(0.75)
     assert report.bytes_downloaded == 5 * by_node[NODES[0]].bytes_downloaded > 0
     assert report.bytes_uploaded == sum(c.bytes_uploaded for c in report.clients)

@@ -20,7 +20,7 @@ from tests.coordinator.test_server_app import (
 )
 
 SHAPES = ModelSpec.parse(MODEL).array_shapes()
-# Set by the adapter before every aggregation (DeltaStrategy._prime_reference), so not state.
+# Set by the adapter before every aggregation (coordinator.rules.prime_reference), so not state.
 RESET_EACH_ROUND = {"current_arrays"}
 SLOT_ATTRIBUTES = {"m_t": "m_t", "v_t": "v_t", "momentum": "momentum_vector"}
 

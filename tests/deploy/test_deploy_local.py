@@ -340,7 +340,7 @@ def test_the_installed_package_check_names_what_is_missing(tmp_path):
 @pytest.mark.usefixtures("sandflower_installed")
 def test_deploy_local_trains_a_scenario_on_three_supernodes(tmp_path):
     from client.client_app import kernel_sha256
-    from coordinator.report_io import load_report
+    from coordinator.reports.report_json import load_report
 
     out_dir = tmp_path / "run"
     result = local.run_local_deployment(_run_config(tmp_path, 3), 3, out_dir, REPO)
@@ -358,7 +358,7 @@ def test_deploy_local_trains_a_scenario_on_three_supernodes(tmp_path):
 
 @pytest.mark.usefixtures("sandflower_installed")
 def test_a_tampered_kernel_and_a_missing_data_file_fail_only_their_nodes(tmp_path):
-    from coordinator.report_io import load_report
+    from coordinator.reports.report_json import load_report
 
     missing = tmp_path / "nowhere" / "node-2.npz"
     node_configs = {

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.report_io import load_report
+from coordinator.reports.report_json import load_report
 from kernels import build
 from protos.report_pb2 import FAILED, OK
 from simulations.deploy import layout as deploy_layout

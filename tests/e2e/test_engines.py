@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from threadpoolctl import threadpool_info
 
-from coordinator.report_io import load_report
+from coordinator.reports.report_json import load_report
 from simulations.scenario import default_scenario_path, find_scenario, load_scenario
 from simulations.simulate import run_federation
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.report_io import ReportError, load_report
+from coordinator.reports.report_json import ReportError, load_report
 from protos.report_pb2 import ClientStatus
 from simulations.deploy.processes import (
     ProcessError,

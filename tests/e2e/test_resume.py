@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from coordinator.checkpoint import CHECKPOINT_DIR, PAUSE_ENV
-from coordinator.report_io import ReportError, load_report
+from coordinator.reports.report_json import ReportError, load_report
 from simulations.deploy.processes import descendants
 from simulations.environment import apply_flower_env
 

@@ -15,7 +15,7 @@ from flwr.clientapp import ClientApp
 from sklearn.datasets import load_digits
 
 from client import client_app as sandflower_client
-from coordinator.report_io import load_report
+from coordinator.reports.report_json import load_report
 from protos.report_pb2 import ClientStatus
 from simulations.scenario import find_scenario, load_scenario
 from simulations.simulate import SimulationError, run_federation

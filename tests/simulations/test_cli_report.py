@@ -3,8 +3,8 @@
 import typer
 from typer.testing import CliRunner
 
-from coordinator.report_io import load_report, report_to_json
-from coordinator.report_writer import write_run
+from coordinator.reports.report_json import load_report, report_to_json
+from coordinator.reports.writer import write_run
 from simulations.cli_report import report
 from tests.coordinator.report_factory import make_report
 

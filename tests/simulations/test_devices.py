@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from coordinator.clock import DeviceSimulation
-from coordinator.report_io import load_report
+from coordinator.reports.report_json import load_report
 from simulations import devices
 from simulations.inprocess import run_federation
 from simulations.scenario import Scenario, ScenarioError, find_scenario, load_scenario

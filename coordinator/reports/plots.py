@@ -19,6 +19,8 @@ from matplotlib.figure import Figure
 
 from protos.report_pb2 import FAILED, OK, REJECTED, RoundReport, RunReport
 
+from .formatting import byte_unit
+
 STATUS_COLORS = {OK: "#2a9d8f", FAILED: "#e76f51", REJECTED: "#7b4fa6"}
 SERIES_COLORS = ("#1f6feb", "#e76f51", "#2a9d8f", "#b08800", "#7b4fa6", "#6e7781", "#d63384")
 # Above this many points a scatter is drawn as an embedded bitmap: the SVG stays small.
@@ -489,11 +491,3 @@ def _has_federated_evaluation(round_report: RoundReport) -> bool:
 
 def _series_color(index: int) -> str:
     return SERIES_COLORS[index % len(SERIES_COLORS)]
-
-
-def byte_unit(largest: float) -> tuple[float, str]:
-    """The scale and unit name (B, KB, MB, GB; powers of 1000) that suit ``largest`` bytes."""
-    for scale, unit in ((1e9, "GB"), (1e6, "MB"), (1e3, "KB")):
-        if largest >= scale:
-            return scale, unit
-    return 1.0, "B"

@@ -1,4 +1,4 @@
-"""coordinator/report_writer.py: the run folder's files, their agreement, crash and write safety."""
+"""coordinator/reports/writer.py: the run folder's files, their agreement, crash safety."""
 
 import csv
 import json
@@ -8,17 +8,11 @@ import stat
 
 import pytest
 
-import coordinator.report_html
-import coordinator.report_writer as report_writer
-from coordinator.report_io import load_report
-from coordinator.report_writer import (
-    CLIENT_COLUMNS,
-    CLIENTS_CSV,
-    REPORT_HTML,
-    ROUNDS_CSV,
-    html_due,
-    write_run,
-)
+import coordinator.reports.atomic as atomic
+import coordinator.reports.writer as report_writer
+from coordinator.reports.csv_tables import CLIENT_COLUMNS, CLIENTS_CSV, ROUNDS_CSV
+from coordinator.reports.report_json import load_report
+from coordinator.reports.writer import REPORT_HTML, html_due, write_run
 from protos.report_pb2 import ClientResult, ClientStatus, RoundReport, RunReport
 from tests.coordinator.report_factory import make_report
 
@@ -32,6 +26,8 @@ def read_csv(path):
 
 def same_figure(csv_text: str, json_value, field) -> bool:
     """Whether a CSV cell holds the value report.json holds for ``field``."""
+    if json_value is None:
+        return csv_text == ""  # not measured: null in report.json, an empty cell in the CSV
     if field.is_repeated:
         return csv_text.split(";") == list(json_value)
     if field.enum_type is not None:
@@ -39,7 +35,8 @@ def same_figure(csv_text: str, json_value, field) -> bool:
     if field.type == field.TYPE_BOOL:
         return csv_text == ("true" if json_value else "false")
     if field.type in (field.TYPE_DOUBLE, field.TYPE_FLOAT):
-        expected, given = float(json_value), float(csv_text)  # "NaN" in JSON, "nan" in CSV
+        # "NaN" in JSON; "nan" in clients.csv, an empty cell in rounds.csv (not measured).
+        expected, given = float(json_value), float(csv_text) if csv_text else math.nan
         return (math.isnan(expected) and math.isnan(given)) or expected == given
     if field.type in (field.TYPE_INT64, field.TYPE_INT32):
         return int(csv_text) == int(json_value)
@@ -144,7 +141,7 @@ def test_a_failure_while_rendering_leaves_the_previous_files(tmp_path, monkeypat
     def broken_render(report):
         raise RuntimeError("plotting failed")
 
-    monkeypatch.setattr(coordinator.report_html, "render_report_html", broken_render)
+    monkeypatch.setattr(report_writer, "render_report_html", broken_render)
     with pytest.raises(RuntimeError, match="plotting failed"):
         write_run(tmp_path, make_report(num_rounds=3))
     assert {name: (tmp_path / name).read_bytes() for name in RUN_FILES} == before
@@ -161,7 +158,7 @@ def test_a_failure_while_replacing_removes_the_temporary_file(tmp_path, monkeypa
             raise OSError(28, "No space left on device")
         real_replace(source, target)
 
-    monkeypatch.setattr(report_writer.os, "replace", failing_replace)
+    monkeypatch.setattr(atomic.os, "replace", failing_replace)
     with pytest.raises(OSError, match="No space"):
         write_run(tmp_path, make_report(num_rounds=3))
     assert {p.name for p in tmp_path.iterdir()} == RUN_FILES  # no .rounds.csv.*.tmp left

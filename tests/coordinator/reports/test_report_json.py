@@ -1,4 +1,4 @@
-"""coordinator/report_io.py: report.json round trip and clear errors for bad report files."""
+"""coordinator/reports/report_json.py: report.json round trip, clear errors for bad files."""
 
 import json
 import math
@@ -6,8 +6,9 @@ import math
 import pytest
 from google.protobuf import json_format
 
-from coordinator.report_io import ReportError, load_report, parse_report, report_to_json
-from protos.report_pb2 import FAILED, REJECTED, RunReport
+from coordinator.reports.report_json import ReportError, load_report, parse_report, report_to_json
+from coordinator.reports.run_config import config_json_object
+from protos.report_pb2 import FAILED, REJECTED, ClientResult, RoundReport, RunReport
 from tests.coordinator.report_factory import make_report
 
 
@@ -91,10 +92,39 @@ def test_json_that_is_not_a_run_report_is_refused(text, problem):
 @pytest.mark.parametrize("num_rounds", [0, 1, 3])
 def test_report_json_holds_what_message_to_json_holds(num_rounds):
     report = make_report(num_rounds=num_rounds, status="running")  # NaN finals included
-    reference = json_format.MessageToJson(
-        report, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    reference = json.loads(
+        json_format.MessageToJson(
+            report, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        )
     )
-    assert json.loads(report_to_json(report)) == json.loads(reference)
+    # Two documented differences: an unset optional scalar (not measured) is printed as null
+    # rather than left out, and the config's integers are integers.
+    reference["config"] = config_json_object(report)
+    for round_dict in reference["rounds"]:
+        _with_nulls(round_dict, RoundReport.DESCRIPTOR)
+        for client_dict in round_dict["clients"]:
+            _with_nulls(client_dict, ClientResult.DESCRIPTOR)
+    assert json.loads(report_to_json(report)) == reference
+
+
+def _with_nulls(as_dict, descriptor):
+    for field in descriptor.fields:
+        if field.has_presence and field.message_type is None:
+            as_dict.setdefault(field.name, None)
+
+
+def test_unmeasured_figures_are_null_and_read_back_as_unset():
+    report = make_report(num_rounds=1)
+    client = report.rounds[0].clients[0]
+    client.ClearField("eval_loss")
+    client.eval_accuracy = 0.0  # measured zero
+    written = json.loads(report_to_json(report))["rounds"][0]["clients"][0]
+    assert written["eval_loss"] is None and written["eval_accuracy"] == 0.0
+    assert written["sim_seconds"] is None  # make_report simulates no devices
+    loaded = parse_report(report_to_json(report))
+    assert loaded == report
+    assert not loaded.rounds[0].clients[0].HasField("eval_loss")
+    assert loaded.rounds[0].clients[0].HasField("eval_accuracy")
 
 
 def test_report_json_is_one_line_per_round_in_proto_field_order():

@@ -1,8 +1,11 @@
-"""Read and write the text form of a RunReport (report.json).
+"""report.json: the text form of a RunReport, written and read back.
 
 report.json is ``json_format`` of the RunReport message with proto field names kept and every
 field printed, zeros included (README, "Reports"): a reader never has to guess a default.
-NaN and infinities are the strings "NaN", "Infinity" and "-Infinity" (proto3 JSON).
+A figure that was never measured (an ``optional`` field left unset) is printed as ``null``,
+which ``json_format.Parse`` reads back as unset. NaN and infinities are the strings "NaN",
+"Infinity" and "-Infinity" (proto3 JSON). The run config keeps its integers as integers
+(:mod:`coordinator.reports.run_config`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from pathlib import Path
 from google.protobuf import json_format
 
 from protos.report_pb2 import RoundReport, RunReport
+
+from .run_config import config_json_object
 
 REPORT_FILE_NAME = "report.json"
 
@@ -39,6 +44,8 @@ def report_to_json(report: RunReport) -> str:
     header.CopyFrom(report)
     del header.rounds[:]
     fields = _to_dict(header)
+    if "config" in fields:
+        fields["config"] = config_json_object(report)
     rounds = [
         f"  {_round_json(round_report.SerializeToString(deterministic=True))}"
         for round_report in report.rounds
@@ -74,6 +81,10 @@ def _in_field_order(as_dict: dict, descriptor) -> dict:
     ordered = {}
     for field in descriptor.fields:
         if field.name not in as_dict:
+            if field.message_type is None and field.has_presence:
+                # An optional scalar left unset: printed as null (not measured) so that
+                # every field is still there to read.
+                ordered[field.name] = None
             continue
         value = as_dict[field.name]
         nested = field.message_type
@@ -87,7 +98,7 @@ def _in_field_order(as_dict: dict, descriptor) -> dict:
 
 
 def report_path(path_or_run_dir: Path | str) -> Path:
-    """The report.json a run folder holds, or ``path_or_run_dir`` itself when it is a file."""
+    """Return the report.json of a run folder, or ``path_or_run_dir`` itself for a file."""
     path = Path(path_or_run_dir)
     return path / REPORT_FILE_NAME if path.is_dir() else path
 

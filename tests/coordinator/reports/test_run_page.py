@@ -1,23 +1,12 @@
-"""coordinator/report_html.py: report.html and compare.html content, self-containment, escaping."""
+"""coordinator/reports/run_page.py: report.html content, self-containment, escaping."""
 
-import base64
-import math
-import re
-import xml.etree.ElementTree as ElementTree
 from html.parser import HTMLParser
 
-import pytest
-
-import coordinator.report_html as report_html
-from coordinator.report_html import (
-    COMPARE_HTML,
-    config_differences,
-    render_comparison,
-    render_report_html,
-    rounds_to_reach,
-)
+import coordinator.reports.run_page as run_page
+from coordinator.reports.run_page import render_report_html
 from protos.report_pb2 import FAILED
 from tests.coordinator.report_factory import TRICKY_REASON, make_report
+from tests.coordinator.reports.pages import parse, svg_of, table_rows
 
 RUN_PLOT_IDS = {
     "plot-accuracy",
@@ -27,44 +16,6 @@ RUN_PLOT_IDS = {
     "plot-bytes",
     "plot-delta-norms",
 }
-
-
-class PageParser(HTMLParser):
-    """Collects what the tests look at: tags with their attributes, and the visible text."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.tags: list[tuple[str, dict[str, str | None]]] = []
-        self.text: list[str] = []
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.append((tag, dict(attrs)))
-
-    def handle_data(self, data):
-        self.text.append(data)
-
-    def ids(self) -> set[str]:
-        return {attrs["id"] for _, attrs in self.tags if attrs.get("id")}
-
-    def plots(self) -> dict[str, str]:
-        return {
-            attrs["id"]: attrs["src"]
-            for tag, attrs in self.tags
-            if tag == "img" and "plot" in (attrs.get("class") or "")
-        }
-
-
-def parse(page: str) -> PageParser:
-    parser = PageParser()
-    parser.feed(page)
-    parser.close()
-    return parser
-
-
-def svg_of(data_uri: str) -> ElementTree.Element:
-    prefix = "data:image/svg+xml;base64,"
-    assert data_uri.startswith(prefix)
-    return ElementTree.fromstring(base64.b64decode(data_uri[len(prefix) :]))
 
 
 def test_every_plot_is_an_embedded_valid_svg_with_its_id():
@@ -189,7 +140,7 @@ def test_failed_run_shows_its_error_and_the_latest_evaluated_round():
     cards = card_values(page)
     # Round 3 produced no model (NaN figures): the cards show round 2's.
     assert cards["Central accuracy"] == ("0.8500", "round 2, the latest evaluated")
-    rows = _table_rows(page, "rounds-table")
+    rows = table_rows(page, "rounds-table")
     assert rows[2][0] == "3" and rows[2][7] == "—"  # not measured, not "nan"
 
 
@@ -204,7 +155,7 @@ def test_running_run_shows_progress_so_far():
 
 
 def test_a_nan_delta_norm_is_shown_as_nan():
-    rows = _table_rows(render_report_html(make_report(num_rounds=3)), "")
+    rows = table_rows(render_report_html(make_report(num_rounds=3)), "")
     nan_rows = [row for row in rows if "delta has non-finite values" in row]
     assert len(nan_rows) == 1 and nan_rows[0][10] == "NaN"
 
@@ -221,7 +172,7 @@ def test_rendering_is_deterministic():
 
 
 def test_large_runs_keep_problem_rounds_and_the_latest_in_the_client_section(monkeypatch):
-    monkeypatch.setattr(report_html, "MAX_CLIENT_ROWS", 12)
+    monkeypatch.setattr(run_page, "MAX_CLIENT_ROWS", 12)
     report = make_report(num_rounds=8, num_clients=4)  # 32 client rows, budget 12
     page = parse(render_report_html(report))
     shown = sorted(
@@ -229,70 +180,6 @@ def test_large_runs_keep_problem_rounds_and_the_latest_in_the_client_section(mon
     )
     assert shown == [2, 3, 8]  # rounds with failures/rejections, then the latest
     assert "clients.csv has every client of every round" in " ".join(page.text)
-
-
-def test_rounds_to_reach():
-    report = make_report(num_rounds=5)  # central accuracy 0.62, 0.85, 0.93, 0.95, 0.96
-    assert rounds_to_reach(report, 0.9) == 3
-    assert rounds_to_reach(report, 0.62) == 1
-    assert rounds_to_reach(report, 0.97) is None
-
-
-def test_comparison_page(tmp_path):
-    short, long = make_report(num_rounds=2), make_report(num_rounds=5)
-    path = render_comparison([("fedavg", short), ("fedprox", long)], tmp_path / "cmp", 0.9)
-    assert path == tmp_path / "cmp" / COMPARE_HTML
-    page = parse(path.read_text())
-    assert set(page.plots()) == {"plot-compare-accuracy", "plot-compare-loss"}
-    rows = [cells for cells in _table_rows(path.read_text(), "compare-table")]
-    assert [row[0] for row in rows] == ["fedavg", "fedprox"]
-    assert rows[0][5] == "not reached" and rows[1][5] == "3"
-    assert rows[0][4] == "0.8500" and rows[1][4] == "0.9600"
-    assert rows[1][6] == report_html.format_bytes(
-        long.total_bytes_uploaded + long.total_bytes_downloaded
-    )
-    assert rows[1][9] == report_html.format_seconds(sum(r.wall_seconds for r in long.rounds))
-
-
-def _table_rows(page_text: str, table_id: str) -> list[list[str]]:
-    class Rows(HTMLParser):
-        def __init__(self):
-            super().__init__()
-            self.inside = False
-            self.rows: list[list[str]] = []
-            self.cell: list[str] | None = None
-
-        def handle_starttag(self, tag, attrs):
-            if tag == "table":
-                self.inside = (dict(attrs).get("id") or "") == table_id
-            elif self.inside and tag == "tr":
-                self.rows.append([])
-            elif self.inside and tag == "td":
-                self.cell = []
-
-        def handle_endtag(self, tag):
-            if tag == "td" and self.cell is not None:
-                self.rows[-1].append("".join(self.cell).strip())
-                self.cell = None
-            elif tag == "table":
-                self.inside = False
-
-        def handle_data(self, data):
-            if self.cell is not None:
-                self.cell.append(data)
-
-    parser = Rows()
-    parser.feed(page_text)
-    return [row for row in parser.rows if row]  # the header row has th cells only
-
-
-@pytest.mark.parametrize(
-    ("reports", "target", "message"),
-    [([], 0.9, "at least one"), ([("a", make_report())], 1.5, "target_accuracy")],
-)
-def test_comparison_refuses_bad_arguments(tmp_path, reports, target, message):
-    with pytest.raises(ValueError, match=message):
-        render_comparison(reports, tmp_path, target)
 
 
 def test_the_latest_rounds_with_problems_open_by_default():
@@ -307,57 +194,3 @@ def test_the_latest_rounds_with_problems_open_by_default():
         if tag == "details" and attrs.get("id", "").startswith("round-") and "open" in attrs
     )
     assert opened == [4, 5, 6]  # problems in rounds 2 to 6; round 7 is clean
-
-
-def test_comparison_lists_the_config_keys_that_differ(tmp_path):
-    fedavg, fedprox = make_report(num_rounds=2), make_report(num_rounds=2)
-    fedprox.config.update({"strategy": "fedprox", "proximal-mu": 0.1, "out-dir": "runs/b"})
-    fedprox.config["training"]["lr"] = 0.1
-    assert config_differences([("a", fedavg), ("b", fedprox)]) == {
-        "proximal-mu": [None, 0.1],
-        "strategy": ["fedavg", "fedprox"],
-        "training.lr": [0.05, 0.1],
-    }
-    page = render_comparison([("a", fedavg), ("b", fedprox)], tmp_path).read_text()
-    rows = _table_rows(page, "config-differences")
-    assert rows == [
-        ["proximal-mu", "—", "0.1"],
-        ["strategy", "fedavg", "fedprox"],
-        ["training.lr", "0.05", "0.1"],
-    ]
-    same = render_comparison([("a", fedavg), ("b", fedavg)], tmp_path).read_text()
-    assert "The runs share one run config." in same
-
-
-def plot_texts(report) -> dict[str, list[str]]:
-    """The text of each plot (matplotlib writes each text as an XML comment by its glyphs)."""
-    page = parse(render_report_html(report))
-    texts = {}
-    for plot_id, source in page.plots().items():
-        svg_text = base64.b64decode(source.split(",", 1)[1]).decode()
-        texts[plot_id] = re.findall(r"<!-- (.*?) -->", svg_text)
-    return texts
-
-
-def test_plots_label_what_they_draw():
-    texts = plot_texts(make_report(num_rounds=3))
-    assert {"central", "federated"} <= set(texts["plot-accuracy"])
-    assert {"central", "federated", "train"} <= set(texts["plot-loss"])
-    assert {"ok", "failed", "rejected"} <= set(texts["plot-clients"])
-    assert {"p50", "p90", "max", "milliseconds"} <= set(texts["plot-kernel-time"])
-    assert {"uploaded", "downloaded", "KB"} <= set(texts["plot-bytes"])
-    assert {"kept", "rejected", "median kept", "not finite"} <= set(texts["plot-delta-norms"])
-
-
-def test_long_runs_draw_delta_norms_as_a_band():
-    texts = plot_texts(make_report(num_rounds=70, num_clients=3))
-    assert "kept p10-p90" in texts["plot-delta-norms"]
-    assert "kept" not in texts["plot-delta-norms"]
-
-
-def test_unmeasured_evaluations_are_left_out_of_the_plots():
-    report = make_report(num_rounds=3)
-    for round_report in report.rounds:
-        round_report.central_loss = round_report.central_accuracy = math.nan
-    texts = plot_texts(report)
-    assert "central" not in texts["plot-accuracy"] and "federated" in texts["plot-accuracy"]

@@ -1,0 +1,97 @@
+"""rounds.csv and clients.csv: the report's rounds and clients as tables, one row each.
+
+A cell is empty where the figure was never measured (a field left unset in the RoundReport or
+ClientResult, or a round figure recorded as NaN): a mean over a column then counts only the
+measured values. 0 is written only where 0 was measured.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import math
+from collections.abc import Iterable, Sequence
+
+from google.protobuf.descriptor import FieldDescriptor
+
+from protos.report_pb2 import ClientResult, RoundReport, RunReport
+
+ROUNDS_CSV = "rounds.csv"
+CLIENTS_CSV = "clients.csv"
+# The per-client list has its own file; the node ids are joined so one round stays one row.
+ROUND_COLUMNS: tuple[str, ...] = tuple(
+    field.name for field in RoundReport.DESCRIPTOR.fields if field.name != "clients"
+)
+CLIENT_COLUMNS: tuple[str, ...] = ("round",) + tuple(
+    field.name for field in ClientResult.DESCRIPTOR.fields
+)
+NODE_ID_SEPARATOR = ";"
+
+
+def rounds_csv(report: RunReport) -> str:
+    """rounds.csv: one row per round, the round's fields except the per-client list."""
+    lines = [_round_csv_lines(_round_bytes(r))[0] for r in report.rounds]
+    return _csv_text([ROUND_COLUMNS]) + "".join(lines)
+
+
+def clients_csv(report: RunReport) -> str:
+    """clients.csv: one row per client per round; statuses by name (OK, FAILED, ...)."""
+    lines = [_round_csv_lines(_round_bytes(r))[1] for r in report.rounds]
+    return _csv_text([CLIENT_COLUMNS]) + "".join(lines)
+
+
+def _round_bytes(round_report: RoundReport) -> bytes:
+    return round_report.SerializeToString(deterministic=True)
+
+
+# Finished rounds never change: their CSV lines are kept, keyed by the round's bytes, so the
+# rewrite after each round formats only the new one (as report_json does for the JSON).
+@functools.lru_cache(maxsize=512)
+def _round_csv_lines(serialized_round: bytes) -> tuple[str, str]:
+    round_report = RoundReport.FromString(serialized_round)
+    round_line = _csv_text([_round_row(round_report)])
+    client_lines = _csv_text(
+        [round_report.round, *_client_row(client)] for client in round_report.clients
+    )
+    return round_line, client_lines
+
+
+def _round_row(round_report: RoundReport) -> list[object]:
+    # NaN is how a round records a figure it did not measure (no evaluation that round, no
+    # usable reply): an empty cell, like an unset field.
+    return [
+        "" if isinstance(value, float) and math.isnan(value) else value
+        for value in (
+            _cell(round_report, field)
+            for field in RoundReport.DESCRIPTOR.fields
+            if field.name != "clients"
+        )
+    ]
+
+
+def _client_row(client: ClientResult) -> list[object]:
+    # A client's NaN is kept ("nan"): a NaN delta norm is why a delta was rejected, a finding.
+    return [_cell(client, field) for field in ClientResult.DESCRIPTOR.fields]
+
+
+def _cell(message: RoundReport | ClientResult, field: FieldDescriptor) -> object:
+    if field.has_presence and field.message_type is None and not message.HasField(field.name):
+        return ""  # never measured
+    value = getattr(message, field.name)
+    if field.is_repeated:
+        return NODE_ID_SEPARATOR.join(str(item) for item in value)
+    if field.enum_type is not None:
+        named = field.enum_type.values_by_number.get(value)
+        return named.name if named is not None else value
+    if field.type == FieldDescriptor.TYPE_BOOL:
+        return "true" if value else "false"
+    if isinstance(value, float) and not math.isnan(value):
+        return repr(value)  # shortest exact form; inf stays readable by float()
+    return value
+
+
+def _csv_text(rows: Iterable[Sequence[object]]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue()

@@ -1,0 +1,84 @@
+"""Write a run folder: report.json, rounds.csv, clients.csv and report.html.
+
+The coordinator calls :func:`write_run` after every round, so a run that crashes after round k
+leaves a valid report of k rounds. Every file is replaced atomically (a temporary file in the
+same folder, then ``os.replace``), and all four are rendered in memory before the first one is
+replaced: a failure while rendering leaves the previous files as they were.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from protos.report_pb2 import RunReport
+
+from .atomic import atomic_write_text
+from .csv_tables import CLIENTS_CSV, ROUNDS_CSV, clients_csv, rounds_csv
+from .report_json import REPORT_FILE_NAME, report_to_json
+from .run_page import render_report_html
+
+REPORT_HTML = "report.html"
+
+# report.html re-plots the whole run (~0.3 s for a few rounds, more for long runs). Up to this
+# many rounds it is rewritten after every round, then every HTML_EVERY_ROUNDS rounds, and
+# always once the run has ended; `sandflower report RUN_DIR` re-renders it at any time.
+HTML_EVERY_ROUND_UP_TO = 50
+HTML_EVERY_ROUNDS = 10
+# And while the run is running, at most once per this many seconds per run folder: a local
+# engine round (~30 ms) is far shorter than one render, which would otherwise set the pace.
+HTML_MIN_SECONDS = 5.0
+_html_rendered_at: dict[str, float] = {}  # run folder -> time.monotonic() of the last render
+
+
+def write_run(out_dir: Path, report: RunReport, *, render_html: bool | None = None) -> None:
+    """Write (or rewrite) the run folder ``out_dir`` from ``report``.
+
+    Parameters
+    ----------
+    out_dir : the run folder; created when missing.
+    report : the run so far; its ``rounds`` are the finished rounds.
+    render_html : rewrite report.html too; by default (None) after every round of the first
+        ``HTML_EVERY_ROUND_UP_TO``, then every ``HTML_EVERY_ROUNDS``-th round, but while the
+        run is running at most once per ``HTML_MIN_SECONDS`` for this folder; and always
+        when ``report.status`` is not "running".
+
+    Notes
+    -----
+    Every file written is complete: each is replaced atomically, and all of them are rendered
+    before the first is replaced, so an error while rendering leaves the previous files.
+    report.json, rounds.csv and clients.csv are written every time.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if render_html is None:
+        render_html = html_due(report) and (
+            report.status != "running" or _html_interval_passed(out_dir)
+        )
+    # Render everything first so that an error here changes no file.
+    contents = {
+        REPORT_FILE_NAME: report_to_json(report),
+        ROUNDS_CSV: rounds_csv(report),
+        CLIENTS_CSV: clients_csv(report),
+    }
+    if render_html:
+        contents[REPORT_HTML] = render_report_html(report)
+    for name, text in contents.items():
+        atomic_write_text(out_dir / name, text)
+    if render_html:
+        _html_rendered_at[str(out_dir.resolve())] = time.monotonic()
+
+
+def _html_interval_passed(out_dir: Path) -> bool:
+    last = _html_rendered_at.get(str(out_dir.resolve()))
+    return last is None or time.monotonic() - last >= HTML_MIN_SECONDS
+
+
+def html_due(report: RunReport) -> bool:
+    """Whether :func:`write_run` rewrites report.html for ``report`` by default."""
+    finished = len(report.rounds)
+    return (
+        report.status != "running"
+        or finished <= HTML_EVERY_ROUND_UP_TO
+        or finished % HTML_EVERY_ROUNDS == 0
+    )

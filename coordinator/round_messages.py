@@ -1,0 +1,103 @@
+"""The messages the delta adapter sends and reads: instructions, replies for Flower, metrics.
+
+The record keys are those of the message contract: the global model travels as the ArrayRecord
+``"arrays"``, the train or evaluate settings as the ConfigRecord ``"config"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
+from flwr.app.metadata import Metadata
+
+from .validation import TrainReply
+
+ARRAYS_KEY = "arrays"
+CONFIG_KEY = "config"
+
+
+def message_record(arrays: ArrayRecord, config: ConfigRecord, server_round: int) -> RecordDict:
+    """Build the content of one round's instructions.
+
+    The model, and a copy of ``config`` that carries ``server-round``.
+    """
+    config_copy = ConfigRecord(dict(config))
+    config_copy["server-round"] = int(server_round)
+    return RecordDict({ARRAYS_KEY: arrays, CONFIG_KEY: config_copy})
+
+
+def instructions(
+    record: RecordDict, node_ids: Sequence[int], message_type: str, server_round: int
+) -> list[Message]:
+    """One message of ``message_type`` per node, all holding ``record``, grouped by round."""
+    return [
+        Message(
+            content=record,
+            dst_node_id=node_id,
+            message_type=message_type,
+            group_id=str(server_round),
+        )
+        for node_id in node_ids
+    ]
+
+
+def delta_content(reply: TrainReply) -> RecordDict:
+    """Build a fresh reply content for Flower: the delta (copied) and num-examples only.
+
+    Flower's consistency check then never trips over optional metrics, and its in-place pops
+    touch copies.
+    """
+    assert reply.delta is not None
+    arrays = ArrayRecord(
+        {name: Array(np.array(array, copy=True)) for name, array in reply.delta.items()}
+    )
+    return RecordDict(
+        {ARRAYS_KEY: arrays, "metrics": MetricRecord({"num-examples": reply.num_examples})}
+    )
+
+
+def reply_metadata(node_id: int, server_round: int) -> Metadata:
+    """Metadata of a train reply from ``node_id`` in ``server_round``, for Flower's rule."""
+    # Explicit metadata: building a reply with reply_to would need the instruction message,
+    # and an instruction needs Flower's process-wide TaskIdentity.
+    return Metadata(
+        run_id=0,
+        message_id="",
+        src_node_id=node_id,
+        dst_node_id=0,
+        reply_to_message_id="",
+        group_id=str(server_round),
+        created_at=0.0,
+        ttl=0.0,
+        message_type=MessageType.TRAIN,
+    )
+
+
+def work_done(message: Message) -> tuple[int, int] | None:
+    """Read (steps done, steps planned) from a train reply's metrics.
+
+    None when absent or invalid (never trusted: both must be ints with 0 <= done <= planned).
+    """
+    if message.has_error() or not message.has_content():
+        return None
+    for record in message.content.metric_records.values():
+        done, planned = record.get("steps-done"), record.get("steps-planned")
+        if (
+            isinstance(done, int)
+            and isinstance(planned, int)
+            and not isinstance(done, bool)
+            and not isinstance(planned, bool)
+            and 0 <= done <= planned
+        ):
+            return int(done), int(planned)
+    return None
