@@ -8,8 +8,9 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from simulations.cli_output import fail, literal, stdout_console
 
 app = typer.Typer(help="Benchmarks that run whole simulations.", no_args_is_help=True)
 
@@ -25,7 +26,7 @@ def engines(
     participation (3 rounds), on the local and the Ray engine, each run in its own process."""
     from simulations.bench_engines import RUN_KEYS, plan, ratios, run_all
 
-    console = Console()
+    console = stdout_console()
     with console.status("benchmarking") as status:
         figures = run_all(
             plan(quick),
@@ -39,7 +40,7 @@ def engines(
     for run in figures["runs"]:
         table.add_row(
             *(
-                str(run[key])[:12] if key == "final_model_sha256" else str(run[key])
+                literal(str(run[key])[:12] if key == "final_model_sha256" else run[key])
                 for key in RUN_KEYS + ("total_s", "peak_pss_mb")
             )
         )
@@ -52,7 +53,7 @@ def engines(
     console.print(targets)
     if json_path is not None:
         json_path.write_text(json.dumps(figures, indent=2) + "\n")
-        console.print(f"figures written to {json_path}")
+        console.print(f"figures written to {literal(json_path)}")
 
 
 @app.command()
@@ -78,15 +79,12 @@ def stragglers(
 
     unknown = [d for d in dataset if d not in grid.DATASETS]
     if unknown or any(s not in grid.STRAGGLER_SHARES for s in share):
-        typer.echo(
-            f"error: --dataset takes {', '.join(grid.DATASETS)}; --stragglers takes "
-            f"{', '.join(map(str, grid.STRAGGLER_SHARES))}",
-            err=True,
+        fail(
+            f"--dataset takes {', '.join(grid.DATASETS)}; --stragglers takes "
+            f"{', '.join(map(str, grid.STRAGGLER_SHARES))}"
         )
-        raise typer.Exit(2)
     if engine not in ("local", "ray", "inprocess"):
-        typer.echo(f"error: --engine: expected local, ray or inprocess, given {engine!r}", err=True)
-        raise typer.Exit(2)
+        fail(f"--engine: expected local, ray or inprocess, given {engine!r}")
     if engine == "inprocess":
         from simulations.inprocess import run_federation
     else:
