@@ -93,7 +93,7 @@ class EvalResult:
 
 
 def default_kernel_path(relaxed_simd: bool = True) -> Path:
-    """The bundled kernel: the relaxed-SIMD build, or the plain SIMD128 one.
+    """Return the bundled kernel: the relaxed-SIMD build, or the plain SIMD128 one.
 
     Looked for next to the running code first (a source tree, a regular install), then in the
     installed ``sandflower`` distribution. The second place matters on a SuperNode: Flower 1.42
@@ -326,7 +326,7 @@ class KernelRunner:
         self, spec, flat, global_flat, features, labels, epochs, batch_size, lr, mu, seed,
         job_name, steps_planned,
     ) -> TrainResult:  # fmt: skip
-        """The plain ``sf_train`` path (no budget): what hosts without budgets have always run."""
+        """Run the plain ``sf_train`` path (no budget), as hosts without budgets always did."""
         num_examples = features.shape[0]
         with self.module.job(job_name, self.limits) as job:
             spec_ptr = job.put(spec.encode())

@@ -372,8 +372,9 @@ def _write_cache(path: Path, module: wasmtime.Module, sha256: str) -> None:
 def _load_compiled(
     wasm: bytes, sha256: str, name: str, flags: _EngineFlags, cache_dir: Path, *, accepted: bool
 ) -> tuple[wasmtime.Module, bool]:
-    """The module compiled for ``flags`` (from this process, the disk cache, or compiled), and
-    whether it was compiled by this call.
+    """Return the module compiled for ``flags`` and whether this call compiled it.
+
+    The module comes from this process, from the disk cache, or is compiled now.
 
     Only an ``accepted`` module (one that passed every check) is kept in this process and
     written to the disk cache: a refused module leaves nothing behind.
@@ -581,7 +582,7 @@ class KernelModule:
         return f"KernelModule(name={self.name!r}, sha256={self.sha256[:12]}...)"
 
     def job(self, name: str, limits: Limits = Limits()) -> Job:
-        """A fresh Store and Instance for one unit of work; use it as a context manager."""
+        """Return a fresh Store and Instance for one unit of work; use it as a context manager."""
         return Job(self, name, limits)
 
     # -- internals --------------------------------------------------------------------------
@@ -910,7 +911,7 @@ class Job:
             ctypes.memmove(address, array.ctypes.data, array.nbytes)
 
     def read(self, ptr: int, shape: int | tuple[int, ...], dtype: Any) -> np.ndarray:
-        """A copy of the array of ``shape`` and ``dtype`` stored at ``ptr``."""
+        """Return a copy of the array of ``shape`` and ``dtype`` stored at ``ptr``."""
         dtype = np.dtype(dtype).newbyteorder("<")
         if dtype.hasobject:
             raise ValueError(f"read: expected a plain numeric dtype, given {dtype}")
@@ -921,7 +922,7 @@ class Job:
         return out
 
     def memory_size(self) -> int:
-        """Current size of linear memory in bytes."""
+        """Return current size of linear memory in bytes."""
         store = self._open_store("memory")
         memory = self._find_memory()
         if memory is None:
@@ -1052,7 +1053,7 @@ KERNEL_FEATURES = ("simd", "relaxed-simd", "bulk-memory")
 
 @functools.lru_cache(maxsize=16)
 def features_needed(wasm_sha256: str, wasm: bytes) -> tuple[str, ...]:
-    """The features of KERNEL_FEATURES that ``wasm`` cannot validate without.
+    """Return the features of KERNEL_FEATURES that ``wasm`` cannot validate without.
 
     Found by validating the module (no compilation) under engines that each lack one feature,
     so the answer comes from the bytes themselves, not from what a manifest claims. Cached by

@@ -29,7 +29,7 @@ class Attribution:
     note: str
 
 
-def weighted_mean(num_examples: Sequence[int], rule: str) -> list[Attribution]:
+def num_examples_shares(num_examples: Sequence[int], rule: str) -> list[Attribution]:
     """FedAvg-style rules: each client weighs num_examples / total."""
     total = float(sum(num_examples))
     return [
@@ -64,7 +64,8 @@ def krum_selection(
 
 def median(deltas: Sequence[Arrays]) -> list[Attribution]:
     """Coordinate-wise median: the share of coordinates where the client's value was the median
-    (half a share per coordinate for each of the two middle values when n is even)."""
+    (half a share per coordinate for each of the two middle values when n is even).
+    """
     count = len(deltas)
     middle = [(count - 1) // 2] if count % 2 else [count // 2 - 1, count // 2]
     share_per_rank = 1.0 / len(middle)
@@ -108,7 +109,8 @@ def bulyan(
 ) -> list[Attribution]:
     """Bulyan: MultiKrum picks theta = n - 2f deltas (``selection_order``: their indices, in
     the order Flower returned them), then per coordinate the beta = theta - 2f values closest
-    to the picked deltas' median are averaged."""
+    to the picked deltas' median are averaged.
+    """
     count = len(deltas)
     theta = len(selection_order)
     beta = theta - 2 * num_malicious

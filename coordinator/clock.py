@@ -152,7 +152,7 @@ class DeviceSimulation:
 
     # -- per round -----------------------------------------------------------------------------
     def profile(self, partition_id: int) -> DeviceProfile | None:
-        """The partition's device; None for a node without a partition or beyond the table."""
+        """Return the partition's device; None without a partition or beyond the table."""
         if 0 <= partition_id < len(self.profiles):
             return self.profiles[partition_id]
         return None
@@ -180,7 +180,7 @@ class DeviceSimulation:
     def client_time(
         profile: DeviceProfile | None, speed: float, payload_bytes: int, fuel: int
     ) -> ClientTime:
-        """The client's simulated seconds: download, compute (fuel / speed), upload."""
+        """Return the client's simulated seconds: download, compute (fuel / speed), upload."""
         if profile is None:
             return ClientTime(0.0, 0.0, 0.0)
         return ClientTime(
@@ -197,7 +197,8 @@ def payload_bytes(arrays: Mapping[str, np.ndarray]) -> int:
 
 def round_seconds(times: Sequence[float], any_dropped: bool, deadline: float) -> float:
     """A round lasts until its last kept client is done, or until the deadline when the server
-    waited for a client it then dropped."""
+    waited for a client it then dropped.
+    """
     longest = max(times, default=0.0)
     return max(longest, deadline) if any_dropped and math.isfinite(deadline) else longest
 

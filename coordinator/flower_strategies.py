@@ -78,7 +78,7 @@ class StrategyParamsError(ValueError):
 
 
 def settable_params(name: str) -> dict[str, Any]:
-    """The constructor parameters of strategy ``name`` a run may set, with Flower's defaults."""
+    """Return strategy ``name``'s constructor parameters a run may set, with Flower's defaults."""
     signature = inspect.signature(STRATEGIES[name].__init__)
     return {
         param.name: param.default
@@ -167,7 +167,7 @@ def build_flower_strategy(
 
 
 def applies_server_lr_itself(strategy: Strategy) -> bool:
-    """True when the strategy scales its step by the server learning rate itself.
+    """Return True when the strategy scales its step by the server learning rate itself.
 
     FedOpt (FedAdam, FedYogi, FedAdagrad) takes it as ``eta`` and FedAvgM as
     ``server_learning_rate``; for every other strategy the adapter multiplies the aggregate.

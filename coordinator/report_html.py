@@ -104,7 +104,7 @@ footer { margin-top: 40px; color: var(--muted); font-size: 12px; }
 
 
 def render_report_html(report: RunReport) -> str:
-    """The report.html page of one run (self-contained HTML text)."""
+    """Return the report.html page of one run (self-contained HTML text)."""
     title = report.scenario or "unnamed run"
     body = [
         _header(report),
@@ -144,7 +144,7 @@ def render_comparison(
 
 
 def comparison_html(reports: Sequence[tuple[str, RunReport]], target_accuracy: float) -> str:
-    """The compare.html page (self-contained HTML text)."""
+    """Return the compare.html page (self-contained HTML text)."""
     header = (
         f"<header><h1>Comparison of {len(reports)} runs</h1>"
         f'<p class="subtitle">Central evaluation on the coordinator\'s held-out data; '
@@ -236,7 +236,7 @@ def _flat_config(report: RunReport) -> dict[str, object]:
 
 
 def rounds_to_reach(report: RunReport, target_accuracy: float) -> int | None:
-    """The first round whose central accuracy is at least ``target_accuracy``, or None."""
+    """Return the first round whose central accuracy is at least ``target_accuracy``, or None."""
     for round_report in report.rounds:
         if round_report.central_accuracy >= target_accuracy:
             return round_report.round
@@ -334,7 +334,7 @@ def _metric_card(
 
 
 def latest_finite(report: RunReport, round_field: str) -> tuple[int, float] | None:
-    """The last round where ``round_field`` (e.g. "central_accuracy") is finite, and its value.
+    """Return the last round where ``round_field`` (e.g. "central_accuracy") is finite, and value.
 
     NaN is how the coordinator records a figure that was not measured (no evaluation that
     round, or a round that produced no model).

@@ -87,7 +87,7 @@ def _in_field_order(as_dict: dict, descriptor) -> dict:
 
 
 def report_path(path_or_run_dir: Path | str) -> Path:
-    """The report.json a run folder holds, or ``path_or_run_dir`` itself when it is a file."""
+    """Return the report.json of a run folder, or ``path_or_run_dir`` itself if a file."""
     path = Path(path_or_run_dir)
     return path / REPORT_FILE_NAME if path.is_dir() else path
 

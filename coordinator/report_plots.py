@@ -492,7 +492,7 @@ def _series_color(index: int) -> str:
 
 
 def byte_unit(largest: float) -> tuple[float, str]:
-    """The scale and unit name (B, KB, MB, GB; powers of 1000) that suit ``largest`` bytes."""
+    """Return the scale and unit (B, KB, MB, GB; powers of 1000) that suit ``largest``."""
     for scale, unit in ((1e9, "GB"), (1e6, "MB"), (1e3, "KB")):
         if largest >= scale:
             return scale, unit

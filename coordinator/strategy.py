@@ -438,7 +438,7 @@ class DeltaStrategy(Strategy):
 
     # -- for the ServerApp --------------------------------------------------------------------
     def round_report(self, server_round: int) -> RoundReport:
-        """The report of ``server_round`` so far (wall_seconds: time since it was configured)."""
+        """Return the report of ``server_round`` so far (wall_seconds: since configured)."""
         state = self._state(server_round)
         state.report.wall_seconds = time.perf_counter() - state.started
         return state.report
@@ -611,7 +611,7 @@ class DeltaStrategy(Strategy):
         )
 
     def partition_of(self, node_id: int) -> int:
-        """The node's partition id as last reported, or -1 when none is known."""
+        """Return the node's partition id as last reported, or -1 when none is known."""
         return self.node_partitions.get(node_id, NO_PARTITION)
 
     def _remember_partitions(self, replies: Sequence[TrainReply | EvaluateReply]) -> None:
@@ -715,12 +715,13 @@ class DeltaStrategy(Strategy):
         elif isinstance(inner, FedMedian):
             notes = attribution.median(deltas)
         else:
-            notes = attribution.weighted_mean(num_examples, rule)
+            notes = attribution.num_examples_shares(num_examples, rule)
         return update, notes
 
     def _prime_reference(self, global_weights: Mapping[str, np.ndarray]) -> None:
         """Set a server optimizer's reference to zeros: its pseudo-gradient is then the
-        aggregated delta itself. Explicit every round, whatever configure_train stored."""
+        aggregated delta itself. Explicit every round, whatever configure_train stored.
+        """
         inner = self.flower_strategy
         zeros = zeros_like(global_weights)
         if isinstance(inner, FedOpt):
@@ -733,7 +734,8 @@ class DeltaStrategy(Strategy):
 
 def _admit(replies: list[Reply], expected_nodes: Sequence[int]) -> list[Reply]:
     """Reject replies from nodes this round did not ask, and any second reply from a node:
-    each sampled node contributes at most once."""
+    each sampled node contributes at most once.
+    """
     expected = set(expected_nodes)
     seen: set[int] = set()
     admitted: list[Reply] = []
@@ -755,8 +757,9 @@ def _admit(replies: list[Reply], expected_nodes: Sequence[int]) -> list[Reply]:
 
 
 def _work_done(message: Message) -> tuple[int, int] | None:
-    """(steps done, steps planned) from a train reply's metrics; None when absent or invalid
-    (never trusted: both must be ints with 0 <= done <= planned)."""
+    """Return (steps done, steps planned) from a train reply's metrics; None when absent or invalid
+    (never trusted: both must be ints with 0 <= done <= planned).
+    """
     if message.has_error() or not message.has_content():
         return None
     for record in message.content.metric_records.values():
@@ -796,8 +799,11 @@ def _messages(record: RecordDict, node_ids: Sequence[int], message_type: str, se
 
 
 def _delta_content(reply: TrainReply) -> RecordDict:
-    """A fresh reply content for Flower: the delta (copied) and num-examples only, so Flower's
-    consistency check never trips over optional metrics and its in-place pops touch copies."""
+    """Return a fresh reply content for Flower: the delta (copied) and num-examples only.
+
+    So Flower's consistency check never trips over optional metrics, and its in-place pops
+    touch copies.
+    """
     assert reply.delta is not None
     arrays = ArrayRecord(
         {name: Array(np.array(array, copy=True)) for name, array in reply.delta.items()}

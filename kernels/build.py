@@ -87,7 +87,7 @@ class BuiltKernel:
 
 
 def compiler_version() -> str:
-    """The installed ziglang package version (the compiler that makes the bytes)."""
+    """Return the installed ziglang package version (the compiler that makes the bytes)."""
     try:
         return metadata.version("ziglang")
     except metadata.PackageNotFoundError as error:
@@ -97,7 +97,7 @@ def compiler_version() -> str:
 
 
 def compile_command(name: str, output: Path | str) -> list[str]:
-    """The command line that builds ``name`` (a key of BUILDS); run it from KERNEL_DIR."""
+    """Return the command line that builds ``name`` (a key of BUILDS); run it from KERNEL_DIR."""
     if name not in BUILDS:
         raise KernelBuildError(f"unknown build {name!r}, expected one of {sorted(BUILDS)}")
     return [
@@ -151,12 +151,12 @@ def shipped_path(name: str, out_dir: Path = WASM_DIR) -> Path:
 
 
 def flavour_of(name: str) -> str:
-    """The flavour name of build ``name`` (a key of BUILDS)."""
+    """Return the flavour name of build ``name`` (a key of BUILDS)."""
     return next(flavour for flavour, build_name in FLAVOURS.items() if build_name == name)
 
 
 def shipped_text(name: str, wasm: bytes) -> str:
-    """The shipped copy of a build: its bytes in base64 with their sha256 and size.
+    """Return the shipped copy of a build: its bytes in base64 with their sha256 and size.
 
     Generated next to the .wasm so that ``flwr build`` puts the kernel into the app bundle
     (Flower 1.42 bundles .json files, never .wasm ones); the device decodes it, checks the

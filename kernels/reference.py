@@ -306,7 +306,7 @@ class SplitMix64:
 
 
 def epoch_permutations(n: int, epochs: int, seed: int) -> Iterator[np.ndarray]:
-    """The sample order of every epoch of sf_train: one Fisher-Yates pass per epoch, in place."""
+    """Return the sample order of every epoch of sf_train: a Fisher-Yates pass per epoch."""
     rng = SplitMix64(seed)
     perm = list(range(n))
     for _ in range(epochs):

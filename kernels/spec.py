@@ -72,7 +72,7 @@ class ModelSpec:
     def mlp(
         cls, input_dim: int, hidden: tuple[int, ...] | list[int], num_classes: int
     ) -> ModelSpec:
-        """An MLP with a ReLU after every hidden Dense layer."""
+        """Return an MLP with a ReLU after every hidden Dense layer."""
         layers: list[Layer] = []
         for width in hidden:
             layers += [Dense(int(width)), ReLU()]
@@ -128,7 +128,7 @@ class ModelSpec:
         return sum(int(np.prod(shape)) for shape in self.array_shapes().values())
 
     def encode(self) -> np.ndarray:
-        """The int32 words the kernels read (kernels/ABI.md)."""
+        """Return the int32 words the kernels read (kernels/ABI.md)."""
         words = [SPEC_MAGIC, self.input_dim, len(self.layers)]
         for layer in self.layers:
             if isinstance(layer, Dense):
@@ -169,7 +169,7 @@ class ModelSpec:
         return np.concatenate(parts)
 
     def unflatten(self, flat: np.ndarray) -> dict[str, np.ndarray]:
-        """The flat float32 buffer -> named arrays (copies)."""
+        """Return the flat float32 buffer -> named arrays (copies)."""
         flat = np.asarray(flat, dtype=np.float32)
         if flat.size != self.num_params():
             raise ModelSpecError(

@@ -194,7 +194,7 @@ def digits_data() -> tuple[np.ndarray, np.ndarray]:
 
 
 def blas_description() -> dict[str, Any]:
-    """What numpy's BLAS is, as threadpoolctl reports it (architecture, version, threads)."""
+    """Return what numpy's BLAS is, as threadpoolctl reports it (architecture, version, threads)."""
     with threadpool_limits(1, user_api="blas"):
         infos = [info for info in threadpool_info() if info.get("user_api") == "blas"]
     if not infos:
@@ -207,7 +207,8 @@ def blas_description() -> dict[str, Any]:
 # -- the measurements -------------------------------------------------------------------------
 def measure_call_overhead(module: KernelModule, plan: BenchPlan) -> float:
     """Microseconds of one sf_sgemm call on 1x1 matrices: the host->wasm call itself (nine
-    arguments through wasmtime-py), which bounds the small-n sgemm figures."""
+    arguments through wasmtime-py), which bounds the small-n sgemm figures.
+    """
     with module.job("bench-call") as job:
         a, b, c = (job.put(np.ones((1, 1), np.float32)) for _ in range(3))
         return best_seconds(lambda: job.call("sf_sgemm", 0, 0, 1, 1, 1, a, b, c, 0), plan) * 1e6
@@ -266,7 +267,8 @@ def measure_train_steps(module: KernelModule, plan: BenchPlan) -> tuple[dict, di
 
 def measure_digits_training(module: KernelModule, plan: BenchPlan) -> dict[str, float]:
     """Samples/s of local training on the digits MLP, fused wasm vs numpy, and the cost of
-    metering (fuel) and deadlines (epoch interruption) on the same fused job."""
+    metering (fuel) and deadlines (epoch interruption) on the same fused job.
+    """
     x, labels = digits_data()
     spec = ModelSpec.parse(DIGITS_MODEL)
     params = spec.init_params(SEED)
@@ -355,7 +357,7 @@ def run_benchmark(
 
 
 def ratios(figures: dict[str, Any]) -> dict[str, Any]:
-    """wasm / numpy ratios (> 1: wasm faster, for steps the inverse of the time ratio)."""
+    """Wasm / numpy ratios (> 1: wasm faster, for steps the inverse of the time ratio)."""
     return {
         "sgemm_ratio": {
             n: figures["sgemm_gflops"][n] / figures["numpy_sgemm_gflops"][n]
@@ -379,7 +381,7 @@ class TargetCheck:
 
 
 def target_checks(figures: dict[str, Any]) -> list[TargetCheck]:
-    """The issue's targets against this run's figures."""
+    """Return the issue's targets against this run's figures."""
     sgemm = figures["sgemm_ratio"]["256"]
     speedup = figures["fused_train_speedup"]
     fuel, deadline = figures["fuel_slowdown"], figures["deadline_slowdown"]

@@ -1,11 +1,14 @@
 """`sandflower bench`: benchmarks and experiments that run whole federations (the kernels' own
 benchmark is `sandflower kernels bench`): `engines` (the local engine against Flower's Ray
-engine) and `stragglers` (FedProx's heterogeneity grid)."""
+engine) and `stragglers` (FedProx's heterogeneity grid).
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -22,8 +25,9 @@ def engines(
         False, "--quick", help="3 rounds and 100 clients (a smoke test, rough figures)."
     ),
 ) -> None:
-    """The default scenario (30 rounds) and synthetic-1-1-fedavg with 1000 clients at full
-    participation (3 rounds), on the local and the Ray engine, each run in its own process."""
+    """Return the default scenario (30 rounds) and synthetic-1-1-fedavg with 1000 clients at full
+    participation (3 rounds), on the local and the Ray engine, each run in its own process.
+    """
     from simulations.bench_engines import RUN_KEYS, plan, ratios, run_all
 
     console = stdout_console()
@@ -85,14 +89,14 @@ def stragglers(
         )
     if engine not in ("local", "ray", "inprocess"):
         fail(f"--engine: expected local, ray or inprocess, given {engine!r}")
-    if engine == "inprocess":
-        from simulations.inprocess import run_federation
-    else:
-        from functools import partial
+    from functools import partial
 
-        from simulations.simulate import run_federation as run_on_engine
+    from simulations.inprocess import simulate_in_process
+    from simulations.simulate import simulate_on_engine
 
-        run_federation = partial(run_on_engine, engine=engine)
+    simulate: Callable[..., Any] = (
+        simulate_in_process if engine == "inprocess" else partial(simulate_on_engine, engine=engine)
+    )
 
     def show(result: grid.GridResult) -> None:
         typer.echo(
@@ -107,7 +111,7 @@ def stragglers(
         rounds=rounds or None,
         datasets=dataset or grid.DATASETS,
         shares=share or grid.STRAGGLER_SHARES,
-        run_federation=run_federation,
+        simulate=simulate,
         on_run=show,
     )
     typer.echo(f"table: {out / 'stragglers.md'}; plot: {out / 'stragglers.svg'}")

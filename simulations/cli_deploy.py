@@ -236,7 +236,7 @@ def _scenario_run_config(scenario: str, nodes: int) -> dict:
 
 
 def source_app_dir() -> Path | None:
-    """The sandflower source folder (the Flower App) this code runs from, if it is one.
+    """Return the sandflower source folder (the Flower App) this code runs from, if it is one.
 
     A source checkout or an editable install has pyproject.toml next to the packages; a
     regular install (site-packages) has none.

@@ -68,7 +68,7 @@ def simulate(
         fail(error)
     from simulations.engine.stopping import EXIT_INTERRUPTED, stop_on_signals
     from simulations.scenario import ScenarioError, default_scenario_path, find_scenario
-    from simulations.simulate import ENGINES, SimulationError, run_federation
+    from simulations.simulate import ENGINES, SimulationError, simulate_on_engine
     from simulations.summary import print_summary
 
     console = stdout_console()
@@ -154,7 +154,7 @@ def simulate(
 
     try:
         with stop_on_signals(), progress:
-            report = run_federation(
+            report = simulate_on_engine(
                 run_config,
                 out_dir,
                 engine=engine,

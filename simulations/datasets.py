@@ -140,7 +140,7 @@ def synthetic_device(
 
 # -- a folder of per-client files -----------------------------------------------------------
 def folder_files(path: str | os.PathLike) -> list[Path]:
-    """The .npz/.csv files directly in ``path``, sorted by name: client i reads file i."""
+    """Return the .npz/.csv files directly in ``path``, sorted by name: client i reads file i."""
     folder = Path(path).expanduser()
     if not str(path):
         raise DatasetError("the folder data set needs a path (data.path / dataset-path)")

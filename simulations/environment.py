@@ -1,5 +1,6 @@
 """Environment every Flower process we start runs with: no telemetry, no update check, no runtime
-dependency installation (README, "Flower App"), and Ray's accelerator override off."""
+dependency installation (README, "Flower App"), and Ray's accelerator override off.
+"""
 
 from __future__ import annotations
 

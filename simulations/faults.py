@@ -132,7 +132,7 @@ class FaultConfig:
         return cls(**values)
 
     def to_run_config(self) -> dict[str, str | int | float]:
-        """The flat keys; empty when no fault is switched on (the run config stays as it was)."""
+        """Return the flat keys; none when no fault is on (the run config stays as it was)."""
         if not self.active:
             return {}
         return {
@@ -141,7 +141,7 @@ class FaultConfig:
 
     # -- who does what ------------------------------------------------------------------------
     def byzantine_partitions(self, seed: int, num_partitions: int) -> frozenset[int]:
-        """The partitions that attack in every round of this run (fixed by the seed)."""
+        """Return the partitions that attack in every round of this run (fixed by the seed)."""
         count = int(round(self.byzantine * num_partitions))
         if count == 0:
             return frozenset()
@@ -184,7 +184,7 @@ def fault_labels(run_config: Mapping[str, Any]) -> Callable[[int, int], tuple[st
 
 # -- the wrapper ------------------------------------------------------------------------------
 def with_faults(inner: ClientApp) -> ClientApp:
-    """A ClientApp that runs ``inner`` and injects the faults the message config asks for."""
+    """Return a ClientApp that runs ``inner`` and injects the faults the message config asks for."""
     wrapped = ClientApp()
 
     @wrapped.train()
@@ -252,7 +252,7 @@ def attack_delta(
     global_weights: Mapping[str, np.ndarray],
     rng: np.random.Generator,
 ) -> dict[str, np.ndarray]:
-    """The delta a Byzantine client sends instead of its honest ``delta``.
+    """Return the delta a Byzantine client sends instead of its honest ``delta``.
 
     signflip: ``-k * delta`` (k = 1: the plain sign flip); scaling: ``k * delta``; noise:
     ``delta + N(0, std)``; nan: all NaN; replacement: ``k * (target - global)`` for a random

@@ -55,23 +55,24 @@ class InProcessGrid:
         ]
 
 
-def run_federation(
+def simulate_in_process(
     run_config: Mapping[str, Any],
     out_dir: Path,
     *,
     client_app=None,
     on_round=None,
 ):
-    """``simulations.simulate.run_federation`` on an :class:`InProcessGrid`: the same
-    arguments, the same ServerApp (``simulations.flower_app.build_server_app``: central
+    """``simulations.simulate.simulate_on_engine`` on an :class:`InProcessGrid`: the same
+    arguments, the same ServerApp (``simulations.flower_app.build_scenario_server_app``: central
     evaluation, the kernel pin, partition sizes and fault labels), the same run folder and
-    RunReport."""
+    RunReport.
+    """
     from flwr.supercore.task_identity import TaskIdentity
 
     from coordinator.report_io import load_report
     from simulations.engine.worker import load_client_app
     from simulations.environment import apply_flower_env
-    from simulations.flower_app import build_server_app, resolve_run_config
+    from simulations.flower_app import build_scenario_server_app, resolve_run_config
     from simulations.simulate import SimulationError, default_client_app
 
     apply_flower_env()
@@ -85,7 +86,7 @@ def run_federation(
     # Flower's engine sets the process-wide task identity that new messages read.
     TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = 1, 1, 1
     grid = InProcessGrid(client_app, int(config["num-partitions"]), int(config["seed"]))
-    server_app = build_server_app(run_config_override=config, on_round=on_round)
+    server_app = build_scenario_server_app(run_config_override=config, on_round=on_round)
     context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=config)
     try:
         server_app(grid, context)

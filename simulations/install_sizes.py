@@ -52,7 +52,7 @@ def site_packages_bytes(venv: Path, *, bytecode: bool = True) -> int:
 
 
 def _clean_source(scratch: Path) -> Path:
-    """A copy of the source tree without virtualenvs, caches and VCS data, made once.
+    """Return a copy of the source tree without virtualenvs, caches and VCS data, made once.
 
     pip builds the wheel from the folder it is given; a checkout with a 1.6 GB .venv in it
     makes that slow for nothing.

@@ -343,7 +343,7 @@ class Scenario:
         return scenario
 
     def data_config(self) -> DataConfig:
-        """The data keys as a validated :class:`~simulations.partitions.DataConfig`."""
+        """Return the data keys as a validated :class:`~simulations.partitions.DataConfig`."""
         try:
             return DataConfig(
                 dataset=self.data.dataset,
@@ -361,7 +361,7 @@ class Scenario:
             raise self._data_error(error) from error
 
     def model_spec(self) -> ModelSpec:
-        """The model: kind and hidden widths from the scenario, input and classes from the data."""
+        """Return the model: hidden widths from the scenario, input and classes from the data."""
         try:
             num_features, num_classes = data_shape(self.data_config())
         except DataConfigError as error:
@@ -374,7 +374,7 @@ class Scenario:
             raise ScenarioError(self.source, "model", str(error)) from error
 
     def to_run_config(self) -> dict[str, str | int | float]:
-        """The flat run config (README, "Run config"): what the coordinator and clients read."""
+        """Return the flat run config (README, "Run config") the coordinator and clients read."""
         run_config: dict[str, str | int | float] = {
             "scenario": self.name,
             "seed": self.seed,
@@ -403,8 +403,9 @@ class Scenario:
         return run_config
 
     def device_simulation(self, run_config: Mapping[str, Any]):
-        """The scenario's devices as a ``coordinator.clock.DeviceSimulation`` (deadline
-        calibrated when ``straggler_share`` >= 0: runs every client's job once, metered)."""
+        """Return the scenario's devices as a ``coordinator.clock.DeviceSimulation`` (deadline
+        calibrated when ``straggler_share`` >= 0: runs every client's job once, metered).
+        """
         from simulations import devices
 
         section = self.devices
@@ -444,7 +445,7 @@ class Scenario:
         )
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        """The scenario as nested tables, in the TOML file's shape (lists for arrays)."""
+        """Return the scenario as nested tables, in the TOML file's shape (lists for arrays)."""
         raw: dict[str, dict[str, Any]] = {}
         for section_name in _SECTIONS:
             section = getattr(self, section_name)
@@ -468,7 +469,7 @@ class Scenario:
         seed: int | None = None,
         sets: Mapping[str, str] | None = None,
     ) -> Scenario:
-        """A copy with some keys replaced, validated like the file.
+        """Return a copy with some keys replaced, validated like the file.
 
         Parameters
         ----------
@@ -587,7 +588,7 @@ def load_scenario(path: str | Path) -> Scenario:
 
 
 def default_scenario_path() -> Path:
-    """The bundled default scenario, digits-mlp-dirichlet.toml."""
+    """Return the bundled default scenario, digits-mlp-dirichlet.toml."""
     return SCENARIO_DIR / f"{DEFAULT_SCENARIO}.toml"
 
 
@@ -597,7 +598,7 @@ def bundled_scenarios() -> list[str]:
 
 
 def find_scenario(name_or_path: str | Path) -> Path:
-    """A scenario file: an existing path, or the name of a bundled scenario (.toml optional).
+    """Return a scenario file: an existing path, or the name of a bundled scenario (.toml optional).
 
     Raises
     ------
@@ -715,7 +716,7 @@ def _apply_set(raw: dict[str, dict[str, Any]], key: str, text: str, source: str)
 
 
 def _parse_text(text: str, kind: str) -> Any:
-    """A --set value: strings as written (quotes optional), anything else as a TOML value."""
+    """Return a --set value: strings as written (quotes optional), anything else as a TOML value."""
     text = text.strip()
     if kind == "str":
         if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":

@@ -2,8 +2,8 @@
 stragglers x FedAvg (stragglers dropped) / FedProx (mu = 1, partial work kept).
 
 ``run_grid`` runs each bundled scenario ``synthetic-A-B-stragglers-S-ALGO`` through a
-``run_federation(run_config, out_dir, **engine_kwargs)`` (default: the in-process grid,
-``simulations.inprocess``; ``simulations.simulate.run_federation`` runs Flower's Ray engine,
+``simulate(run_config, out_dir, **engine_kwargs)`` (default: the in-process grid,
+``simulations.inprocess``; ``simulations.simulate.simulate_on_engine`` runs Flower's Ray engine,
 and a faster engine with the same signature can be passed), then writes ``stragglers.csv``,
 ``stragglers.md`` (the README table) and ``stragglers.svg`` (central accuracy by round, one
 panel per data set) into the output folder.
@@ -50,15 +50,15 @@ def run_grid(
     rounds: int | None = None,
     datasets: Sequence[str] = DATASETS,
     shares: Sequence[int] = STRAGGLER_SHARES,
-    run_federation: Callable[..., Any] | None = None,
+    simulate: Callable[..., Any] | None = None,
     engine_kwargs: dict[str, Any] | None = None,
     on_run: Callable[[GridResult], None] | None = None,
 ) -> list[GridResult]:
     """Run the grid; ``rounds`` overrides the scenarios' 200 (the paper's) when given."""
     from simulations.scenario import find_scenario, load_scenario
 
-    if run_federation is None:
-        from simulations.inprocess import run_federation
+    if simulate is None:
+        from simulations.inprocess import simulate_in_process as simulate
     out_dir = Path(out_dir)
     results = []
     for dataset in datasets:
@@ -69,7 +69,7 @@ def run_grid(
                 run_config = scenario.to_run_config()
                 if rounds is not None:
                     run_config["num-rounds"] = int(rounds)
-                report = run_federation(run_config, out_dir / name, **(engine_kwargs or {}))
+                report = simulate(run_config, out_dir / name, **(engine_kwargs or {}))
                 result = _result(dataset, share, algorithm, report)
                 results.append(result)
                 # Rewritten after every run: an interrupted grid leaves a table of what ran.
@@ -118,7 +118,7 @@ def write_outputs(out_dir: Path, results: Sequence[GridResult]) -> None:
 
 
 def markdown_table(results: Sequence[GridResult]) -> str:
-    """Final central accuracy, FedAvg vs FedProx, per data set and straggler share."""
+    """Return final central accuracy, FedAvg vs FedProx, per data set and straggler share."""
     by_key = {(r.dataset, r.share, r.algorithm): r for r in results}
     lines = [
         "| data set | stragglers | FedAvg (drop) | FedProx mu=1 (partial) | FedProx - FedAvg |",

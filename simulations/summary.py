@@ -32,7 +32,7 @@ _STATUS_STYLES = {
 
 
 def summary_table(report: RunReport) -> Table:
-    """A rich table of the run: one row per round (first and last ones for long runs), finals.
+    """Return a rich table of the run: a row per round (first and last ones if long), finals.
 
     Parameters
     ----------
@@ -108,7 +108,7 @@ def print_summary(report: RunReport, console: Console, run_dir: Path) -> None:
 
 
 def _final(report: RunReport, round_field: str) -> float:
-    """The run's final figure; before it completes (or when it failed), the latest measured."""
+    """Return the final figure; before completion (or after a failure), the latest one."""
     final = getattr(report, f"final_{round_field}")
     if report.status == "completed" and math.isfinite(final):
         return final

@@ -246,7 +246,7 @@ DEVICE_VENV = ".venv"
 
 
 def render_commands(layout: DeploymentLayout, plan: DeploymentPlan) -> str:
-    """The text of COMMANDS.txt: every command line, in order, ready to paste."""
+    """Return the text of COMMANDS.txt: every command line, in order, ready to paste."""
     env_line = " ".join(
         f"{key}={shlex.quote(value)}"
         for key, value in {**FLOWER_ENV, "FLWR_HOME": str(layout.flwr_home)}.items()

@@ -91,7 +91,7 @@ class LocalRunResult:
 
 # -- bringing a federation up ----------------------------------------------------------------
 def loopback_plan(num_nodes: int, app_dir: Path) -> DeploymentPlan:
-    """A plan on 127.0.0.1 with free ports (bound to port 0 by the OS just before)."""
+    """Return a plan on 127.0.0.1 with free ports (bound to port 0 by the OS just before)."""
     superlink_port = find_free_port(LOOPBACK)
     supernode_ports: list[int] = []
     while len(supernode_ports) < num_nodes:
@@ -245,7 +245,7 @@ def write_node_data_files(
 
 
 def read_app_config(app_dir: Path) -> dict[str, Any]:
-    """The Flower App's pyproject.toml, parsed."""
+    """Return the Flower App's pyproject.toml, parsed."""
     pyproject = Path(app_dir) / "pyproject.toml"
     try:
         return tomllib.loads(pyproject.read_text(encoding="utf-8"))

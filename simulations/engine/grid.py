@@ -1,6 +1,6 @@
 """``LocalGrid``: the Flower Grid of the local engine, over a :class:`.pool.WorkerPool`.
 
-The ServerApp logic (``coordinator.server_app.run_federation``) drives it exactly as it
+The ServerApp logic (``coordinator.server_app.run_rounds_on_grid``) drives it exactly as it
 drives Flower's InMemoryGrid or a SuperLink's grid: ``get_node_ids`` then
 ``send_and_receive``. Node ids are deterministic (``NODE_ID_OFFSET + partition id``), every
 node's Context carries ``partition-id`` and ``num-partitions`` as Flower's engine sets them,
@@ -29,7 +29,7 @@ OnProgress = Callable[[int, int], None]  # (replies received, messages sent) in 
 
 
 def node_id_of(partition_id: int) -> int:
-    """The node id of client ``partition_id`` in the local engine."""
+    """Return the node id of client ``partition_id`` in the local engine."""
     return NODE_ID_OFFSET + int(partition_id)
 
 

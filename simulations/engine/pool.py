@@ -125,12 +125,13 @@ class WorkerPool:
         return [worker.pid for worker in self._workers if worker is not None]
 
     def worker_of(self, partition_id: int) -> int:
-        """The index of the worker that runs client ``partition_id``."""
+        """Return the index of the worker that runs client ``partition_id``."""
         return int(partition_id) % self.num_workers
 
     def stop(self) -> None:
         """Stop every worker by pid: an idle one is asked and given ``STOP_GRACE_SECONDS``,
-        a busy one (interrupted mid-round) and a late one are SIGKILLed."""
+        a busy one (interrupted mid-round) and a late one are SIGKILLed.
+        """
         self._stopped = True
         workers = [worker for worker in self._workers if worker is not None]
         self._workers = [None] * self.num_workers

@@ -43,7 +43,7 @@ class ClientAppLoadError(ValueError):
 
 
 def load_client_app(source: ClientAppSource) -> ClientApp:
-    """The ClientApp that ``source`` names.
+    """Return the ClientApp that ``source`` names.
 
     Parameters
     ----------
@@ -141,7 +141,8 @@ def run_worker(
 
 def run_job(app: ClientApp, message: Message, context: Context) -> Message:
     """One client job; whatever the ClientApp raises or returns wrongly becomes an error
-    reply that says so (as Flower's engine does: the run goes on)."""
+    reply that says so (as Flower's engine does: the run goes on).
+    """
     try:
         reply = app(message, context)
     except Exception as error:  # the ClientApp's own failure: reported, never fatal
