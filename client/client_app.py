@@ -263,8 +263,10 @@ def _job_seed(seed: int, server_round: int, partition_id: int, node_id: int) -> 
 
 
 def _work_budget(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Return the train call's budget options from the config: ``fuel-budget`` (>= 0; -1 or absent:
-    none), ``max-steps`` (likewise), ``meter-fuel`` (measure the fuel even without a budget).
+    """Return the train call's budget options from the config.
+
+    ``fuel-budget`` (>= 0; -1 or absent: none), ``max-steps`` (likewise), ``meter-fuel``
+    (measure the fuel even without a budget).
     """
     options: dict[str, Any] = {}
     for key, option in (("fuel-budget", "fuel_budget"), ("max-steps", "max_steps")):

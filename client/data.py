@@ -57,6 +57,7 @@ class LocalData:
     y_test: np.ndarray
 
     def __post_init__(self) -> None:
+        """Check the arrays' dtypes and shapes; raise on a mismatch."""
         for name in ("x_train", "x_test"):
             array = getattr(self, name)
             if array.dtype != np.float32 or array.ndim != 2:

@@ -48,7 +48,7 @@ class KernelMismatch(KernelSourceError):
 
 
 class KernelUnsupported(KernelSourceError):
-    """This device's runtime lacks a WebAssembly feature the kernel needs."""
+    """The device's runtime lacks a WebAssembly feature the kernel needs."""
 
     def __init__(self, message: str, missing: tuple[str, ...]) -> None:
         super().__init__(message)

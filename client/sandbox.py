@@ -170,6 +170,7 @@ class Limits:
     deadline_seconds: float | None = None
 
     def __post_init__(self) -> None:
+        """Check every limit's type and range; raise ValueError naming the field."""
         if isinstance(self.memory_bytes, bool) or not isinstance(self.memory_bytes, int):
             raise ValueError(f"memory_bytes: expected an int, given {self.memory_bytes!r}")
         if not WASM_PAGE_BYTES <= self.memory_bytes <= MAX_MEMORY_BYTES:
@@ -579,6 +580,7 @@ class KernelModule:
         )
 
     def __repr__(self) -> str:
+        """Return the module's name and the start of its sha256."""
         return f"KernelModule(name={self.name!r}, sha256={self.sha256[:12]}...)"
 
     def job(self, name: str, limits: Limits = Limits()) -> Job:
@@ -727,9 +729,11 @@ class Job:
 
     # -- lifecycle --------------------------------------------------------------------------
     def __enter__(self) -> Job:
+        """Return this job; :meth:`__exit__` closes it."""
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        """Close the job (its Store and Instance), whatever happened inside the block."""
         self.close()
 
     def close(self) -> None:
@@ -922,7 +926,7 @@ class Job:
         return out
 
     def memory_size(self) -> int:
-        """Return current size of linear memory in bytes."""
+        """Return the current size of linear memory in bytes."""
         store = self._open_store("memory")
         memory = self._find_memory()
         if memory is None:

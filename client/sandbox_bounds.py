@@ -80,6 +80,7 @@ class ModuleBounds:
     max_custom_sections: int = 64
 
     def __post_init__(self) -> None:
+        """Check that every bound is an int >= 0; raise ValueError naming the field."""
         for item in fields(self):
             value = getattr(self, item.name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:

@@ -69,6 +69,7 @@ class DeviceProfile:
     FIELDS = ("speed", "memory_mb", "uplink", "downlink", "availability")
 
     def to_list(self) -> list[float | int]:
+        """Return the profile as a row of ``FIELDS`` (the devices CSV's column order)."""
         return [self.speed, self.memory_mb, self.uplink, self.downlink, self.availability]
 
 
@@ -82,6 +83,7 @@ class ClientTime:
 
     @property
     def total(self) -> float:
+        """Return the client's simulated seconds: download + compute + upload."""
         return self.download + self.compute + self.upload
 
 
@@ -196,7 +198,9 @@ def payload_bytes(arrays: Mapping[str, np.ndarray]) -> int:
 
 
 def round_seconds(times: Sequence[float], any_dropped: bool, deadline: float) -> float:
-    """A round lasts until its last kept client is done, or until the deadline when the server
+    """Return the round's simulated seconds.
+
+    A round lasts until its last kept client is done, or until the deadline when the server
     waited for a client it then dropped.
     """
     longest = max(times, default=0.0)

@@ -317,7 +317,7 @@ def _cards(report: RunReport) -> str:
 def _metric_card(
     report: RunReport, label: str, final_field: str, round_field: str
 ) -> tuple[str, str, str]:
-    """A card with the final figure, or the latest one while the run goes on or after it failed."""
+    """Render a card with the final figure (the latest while running or after a failure)."""
     digits = 4 if "accuracy" in round_field else None
 
     def shown(value: float) -> str:
@@ -707,7 +707,7 @@ def _non_finite(value: float) -> str:
 
 
 def format_seconds(value: float) -> str:
-    """A duration in ms, s or min, whichever reads best."""
+    """Format a duration in ms, s or min, whichever reads best."""
     if not math.isfinite(value):
         return str(value)
     if value < 1:

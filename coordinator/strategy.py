@@ -200,6 +200,7 @@ class DeltaStrategy(Strategy):
 
     # -- Strategy interface -------------------------------------------------------------------
     def summary(self) -> None:
+        """Log the adapter's settings and the Flower strategy it wraps."""
         logger.info(
             "DeltaStrategy over %s: server_lr=%s max_delta_norm=%s fractions train=%s "
             "evaluate=%s seed=%s",
@@ -719,8 +720,10 @@ class DeltaStrategy(Strategy):
         return update, notes
 
     def _prime_reference(self, global_weights: Mapping[str, np.ndarray]) -> None:
-        """Set a server optimizer's reference to zeros: its pseudo-gradient is then the
-        aggregated delta itself. Explicit every round, whatever configure_train stored.
+        """Set a server optimizer's reference to zeros.
+
+        Its pseudo-gradient is then the aggregated delta itself. Explicit every round,
+        whatever configure_train stored.
         """
         inner = self.flower_strategy
         zeros = zeros_like(global_weights)
@@ -733,8 +736,9 @@ class DeltaStrategy(Strategy):
 
 
 def _admit(replies: list[Reply], expected_nodes: Sequence[int]) -> list[Reply]:
-    """Reject replies from nodes this round did not ask, and any second reply from a node:
-    each sampled node contributes at most once.
+    """Reject replies from nodes this round did not ask, and any second reply from a node.
+
+    Each sampled node contributes at most once.
     """
     expected = set(expected_nodes)
     seen: set[int] = set()
@@ -757,8 +761,9 @@ def _admit(replies: list[Reply], expected_nodes: Sequence[int]) -> list[Reply]:
 
 
 def _work_done(message: Message) -> tuple[int, int] | None:
-    """Return (steps done, steps planned) from a train reply's metrics; None when absent or invalid
-    (never trusted: both must be ints with 0 <= done <= planned).
+    """Return (steps done, steps planned) from a train reply's metrics, or None.
+
+    None when absent or invalid (never trusted: both must be ints with 0 <= done <= planned).
     """
     if message.has_error() or not message.has_content():
         return None

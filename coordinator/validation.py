@@ -62,6 +62,7 @@ class TrainReply:
 
     @property
     def ok(self) -> bool:
+        """Return True when the reply passed validation."""
         return self.status == OK
 
 
@@ -80,6 +81,7 @@ class EvaluateReply:
 
     @property
     def ok(self) -> bool:
+        """Return True when the reply passed validation."""
         return self.status == OK
 
 
@@ -198,8 +200,9 @@ def _check_train_reply(
 
 
 def check_evaluate_reply(message: Message, *, server_round: int | None = None) -> EvaluateReply:
-    """Validate one evaluate reply: ``num-examples`` > 0, loss finite and >= 0, accuracy in
-    [0, 1], partition id in range. Never raises (see :func:`check_train_reply`).
+    """Validate one evaluate reply; never raises (see :func:`check_train_reply`).
+
+    ``num-examples`` > 0, loss finite and >= 0, accuracy in [0, 1], partition id in range.
     """
     try:
         return _check_evaluate_reply(message, server_round)

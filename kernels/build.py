@@ -80,6 +80,8 @@ class KernelBuildError(RuntimeError):
 
 @dataclass(frozen=True)
 class BuiltKernel:
+    """One built .wasm: its build name, path, size and sha256."""
+
     name: str
     path: Path
     sha256: str
@@ -107,6 +109,7 @@ def compile_command(name: str, output: Path | str) -> list[str]:
 
 
 def sha256_file(path: Path) -> str:
+    """Return the hex sha256 of the file at ``path``."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
@@ -177,6 +180,7 @@ def shipped_text(name: str, wasm: bytes) -> str:
 
 
 def manifest_text(built: dict[str, BuiltKernel], version: str) -> str:
+    """Return the text of kernels/wasm/manifest.json for ``built`` (made by ziglang ``version``)."""
     manifest = {
         "generated_by": "python -m kernels.build (or `sandflower kernels build`): do not edit",
         "abi_version": ABI_VERSION,
@@ -223,6 +227,7 @@ def check(committed_dir: Path = WASM_DIR) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Build the kernels (or with ``--check``, verify them); return the exit code."""
     parser = argparse.ArgumentParser(prog="python -m kernels.build", description=__doc__)
     parser.add_argument(
         "--check", action="store_true", help="rebuild into a temp dir and compare hashes"

@@ -151,12 +151,15 @@ class Layer:
 
 @dataclass(frozen=True)
 class DecodedModel:
+    """A model decoded from the int32 spec words the kernels read."""
+
     input_dim: int
     layers: tuple[Layer, ...]
     num_params: int
 
     @property
     def classes(self) -> int:
+        """Return the number of classes (the last Dense layer's width)."""
         return self.layers[-1].out_dim
 
 
@@ -298,6 +301,7 @@ class SplitMix64:
         self.state = seed & _MASK64
 
     def next(self) -> int:
+        """Advance the state and return the next 64-bit output."""
         self.state = (self.state + 0x9E3779B97F4A7C15) & _MASK64
         z = self.state
         z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64

@@ -25,11 +25,15 @@ class ModelSpecError(ValueError):
 
 @dataclass(frozen=True)
 class Dense:
+    """A fully connected layer with ``out_dim`` outputs (weights and bias)."""
+
     out_dim: int
 
 
 @dataclass(frozen=True)
 class ReLU:
+    """A ReLU activation (no parameters)."""
+
     pass
 
 
@@ -48,6 +52,7 @@ class ModelSpec:
     layers: tuple[Layer, ...]
 
     def __post_init__(self) -> None:
+        """Check the input width and the layer list; raise ModelSpecError on a bad model."""
         if self.input_dim <= 0:
             raise ModelSpecError(f"input_dim must be > 0, given {self.input_dim}")
         if not 1 <= len(self.layers) <= MAX_LAYERS:
@@ -100,6 +105,7 @@ class ModelSpec:
     # -- derived facts ----------------------------------------------------------------------
     @property
     def num_classes(self) -> int:
+        """Return the number of classes (the last layer's width)."""
         return self.dims()[-1]
 
     def dims(self) -> list[int]:
@@ -110,6 +116,7 @@ class ModelSpec:
         return sizes
 
     def __str__(self) -> str:
+        """Return the model in the run config's notation, e.g. ``mlp:64-32-10``."""
         dense = [layer.out_dim for layer in self.layers if isinstance(layer, Dense)]
         kind = "logreg" if len(self.layers) == 1 else "mlp"
         return f"{kind}:" + "-".join(str(d) for d in [self.input_dim, *dense])
@@ -125,6 +132,7 @@ class ModelSpec:
         return shapes
 
     def num_params(self) -> int:
+        """Return the number of float32 parameters (weights and biases)."""
         return sum(int(np.prod(shape)) for shape in self.array_shapes().values())
 
     def encode(self) -> np.ndarray:
@@ -169,7 +177,7 @@ class ModelSpec:
         return np.concatenate(parts)
 
     def unflatten(self, flat: np.ndarray) -> dict[str, np.ndarray]:
-        """Return the flat float32 buffer -> named arrays (copies)."""
+        """Split the flat float32 buffer into named arrays (copies)."""
         flat = np.asarray(flat, dtype=np.float32)
         if flat.size != self.num_params():
             raise ModelSpecError(

@@ -56,10 +56,12 @@ class BenchPlan:
 
     @classmethod
     def full(cls) -> BenchPlan:
+        """Return the plan of a full benchmark (the README's figures)."""
         return cls(repeats=7, min_seconds=0.05, digits_epochs=5, step_samples=4096)
 
     @classmethod
     def quick(cls) -> BenchPlan:
+        """Return the plan of a quick run (a smoke test, rough figures)."""
         return cls(repeats=2, min_seconds=0.005, digits_epochs=1, step_samples=512)
 
 
@@ -174,6 +176,7 @@ class WasmTrainJob:
         self.n = len(labels)
 
     def run(self, epochs: int, batch_size: int) -> None:
+        """Run ``epochs`` epochs of sf_train from the initial parameters."""
         # Start every run from the same parameters so every repeat does the same work.
         self.job.write(self.params_ptr, self.initial)
         self.job.call_status(
@@ -182,6 +185,7 @@ class WasmTrainJob:
         )  # fmt: skip
 
     def close(self) -> None:
+        """Close the sandbox job."""
         self.job.close()
 
 
@@ -206,8 +210,10 @@ def blas_description() -> dict[str, Any]:
 
 # -- the measurements -------------------------------------------------------------------------
 def measure_call_overhead(module: KernelModule, plan: BenchPlan) -> float:
-    """Microseconds of one sf_sgemm call on 1x1 matrices: the host->wasm call itself (nine
-    arguments through wasmtime-py), which bounds the small-n sgemm figures.
+    """Return the microseconds of one sf_sgemm call on 1x1 matrices.
+
+    That is the host->wasm call itself (nine arguments through wasmtime-py), which bounds the
+    small-n sgemm figures.
     """
     with module.job("bench-call") as job:
         a, b, c = (job.put(np.ones((1, 1), np.float32)) for _ in range(3))
@@ -215,6 +221,7 @@ def measure_call_overhead(module: KernelModule, plan: BenchPlan) -> float:
 
 
 def measure_sgemm(module: KernelModule, plan: BenchPlan) -> tuple[dict, dict]:
+    """Return sgemm GFLOP/s of the wasm kernel and of numpy, by matrix size."""
     rng = np.random.default_rng(SEED)
     wasm, baseline = {}, {}
     with module.job("bench-sgemm") as job:
@@ -266,8 +273,9 @@ def measure_train_steps(module: KernelModule, plan: BenchPlan) -> tuple[dict, di
 
 
 def measure_digits_training(module: KernelModule, plan: BenchPlan) -> dict[str, float]:
-    """Samples/s of local training on the digits MLP, fused wasm vs numpy, and the cost of
-    metering (fuel) and deadlines (epoch interruption) on the same fused job.
+    """Measure local training on the digits MLP: fused wasm vs numpy, in samples/s.
+
+    Also the cost of metering (fuel) and deadlines (epoch interruption) on the same fused job.
     """
     x, labels = digits_data()
     spec = ModelSpec.parse(DIGITS_MODEL)
@@ -374,6 +382,8 @@ def ratios(figures: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class TargetCheck:
+    """One of the issue's targets: the measured value, the target and whether it is met."""
+
     name: str
     value: float
     target: str

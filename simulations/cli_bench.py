@@ -1,6 +1,7 @@
-"""`sandflower bench`: benchmarks and experiments that run whole federations (the kernels' own
-benchmark is `sandflower kernels bench`): `engines` (the local engine against Flower's Ray
-engine) and `stragglers` (FedProx's heterogeneity grid).
+"""`sandflower bench`: benchmarks and experiments that run whole federations.
+
+`engines` (the local engine against Flower's Ray engine) and `stragglers` (FedProx's
+heterogeneity grid); the kernels' own benchmark is `sandflower kernels bench`.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ def engines(
         False, "--quick", help="3 rounds and 100 clients (a smoke test, rough figures)."
     ),
 ) -> None:
-    """Return the default scenario (30 rounds) and synthetic-1-1-fedavg with 1000 clients at full
-    participation (3 rounds), on the local and the Ray engine, each run in its own process.
+    """Benchmark the local engine against Flower's Ray engine, each run in its own process.
+
+    The runs: the default scenario (30 rounds) and synthetic-1-1-fedavg with 1000 clients at
+    full participation (3 rounds).
     """
     from simulations.bench_engines import RUN_KEYS, plan, ratios, run_all
 

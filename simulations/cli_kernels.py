@@ -71,6 +71,7 @@ def bench(
 
 
 def print_figures(console: Console, figures: dict) -> None:
+    """Print the benchmark's figures as a table, then the targets and whether each is met."""
     from simulations.bench import target_checks
 
     blas = figures["blas"]

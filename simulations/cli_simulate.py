@@ -195,6 +195,7 @@ def _load(path: Path):
 
 
 def parse_sets(sets: list[str]) -> dict[str, str]:
+    """Return the ``--set KEY=VALUE`` items as a dict; raise ValueError on an item without ``=``."""
     overrides: dict[str, str] = {}
     for item in sets:
         key, sep, value = item.partition("=")

@@ -165,6 +165,7 @@ class ClientFile:
 
     @property
     def readable(self) -> bool:
+        """Return True when the file was read (``x`` and ``y`` are set)."""
         return self.x is not None
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:

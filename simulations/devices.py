@@ -70,8 +70,10 @@ def draw_profiles(
 
 
 def read_profiles(path: str | Path, num_clients: int) -> list[DeviceProfile]:
-    """One device per row of a CSV file with the header ``speed,memory_mb,uplink,downlink,
-    availability``, row i for client (partition) i; exactly ``num_clients`` rows.
+    """Read one device per row of a CSV file; row i is client (partition) i.
+
+    The header is ``speed,memory_mb,uplink,downlink,availability``; exactly ``num_clients``
+    rows.
     """
     path = Path(path)
     try:

@@ -75,6 +75,7 @@ class FaultConfig:
     noise_std: float = 1.0
 
     def __post_init__(self) -> None:
+        """Check that every fault share is in [0, 1] and the attack is known."""
         for name in ("dropout", "crash", "slow", "byzantine"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -106,6 +107,7 @@ class FaultConfig:
 
     @property
     def active(self) -> bool:
+        """Return True when any fault is switched on."""
         return self.dropout > 0 or self.crash > 0 or self.slow > 0 or self.byzantine > 0
 
     @classmethod
@@ -149,7 +151,7 @@ class FaultConfig:
         return frozenset(int(p) for p in rng.choice(num_partitions, size=count, replace=False))
 
     def round_fault(self, seed: int, server_round: int, partition_id: int) -> str:
-        """ "dropout", "crash", "slow" or "" for this client in this round."""
+        """Return "dropout", "crash", "slow" or "" for this client in this round."""
         if server_round < 1 or not (self.dropout or self.crash or self.slow):
             return ""
         draw = np.random.default_rng([seed, STREAM, server_round, partition_id + 1]).random()

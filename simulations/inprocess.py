@@ -44,11 +44,13 @@ class InProcessGrid:
         }
 
     def get_node_ids(self) -> list[int]:
+        """Return the node ids, one per partition."""
         return list(self.contexts)
 
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> list[Message]:
+        """Run each message through the ClientApp in this process; return the replies in order."""
         return [
             self.client_app(message, self.contexts[message.metadata.dst_node_id])
             for message in messages
@@ -62,10 +64,11 @@ def simulate_in_process(
     client_app=None,
     on_round=None,
 ):
-    """``simulations.simulate.simulate_on_engine`` on an :class:`InProcessGrid`: the same
-    arguments, the same ServerApp (``simulations.flower_app.build_scenario_server_app``: central
-    evaluation, the kernel pin, partition sizes and fault labels), the same run folder and
-    RunReport.
+    """Run a simulation on an :class:`InProcessGrid`, in this process.
+
+    Like ``simulations.simulate.simulate_on_engine``: the same arguments, the same ServerApp
+    (``simulations.flower_app.build_scenario_server_app``: central evaluation, the kernel pin,
+    partition sizes and fault labels), the same run folder and RunReport.
     """
     from flwr.supercore.task_identity import TaskIdentity
 

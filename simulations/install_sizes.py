@@ -104,6 +104,7 @@ def measure_role(role: str, scratch: Path) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Measure the install size of each role (arguments as in ``--help``); return the exit code."""
     parser = argparse.ArgumentParser(
         prog="python -m simulations.install_sizes", description=__doc__
     )

@@ -74,6 +74,7 @@ class DataConfig:
     test_fraction: float = 0.2
 
     def __post_init__(self) -> None:
+        """Check the data keys; raise DataConfigError naming the first bad one."""
         _expect(
             self.dataset in datasets.DATASETS,
             "dataset",

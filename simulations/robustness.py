@@ -89,6 +89,7 @@ def _inline_table(params: Mapping[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the robustness grid (arguments as in ``--help``); return the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/robustness"))
     parser.add_argument("--engine", choices=("local", "ray", "inprocess"), default="local")
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def markdown_table(results: list[dict[str, Any]]) -> str:
-    """Return final central accuracy per rule (rows) and run (columns)."""
+    """Tabulate the final central accuracy per rule (rows) and run (columns)."""
     runs = list(dict.fromkeys(result["run"] for result in results))
     rules = list(dict.fromkeys(result["rule"] for result in results))
     cell = {(r["rule"], r["run"]): r["final_central_accuracy"] for r in results}

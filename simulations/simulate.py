@@ -100,8 +100,10 @@ def simulate_on_engine(
 
 
 def default_client_app(run_config: Mapping[str, Any]) -> str:
-    """Return the simulation's ClientApp: the device's own, wrapped by the fault injector when the
-    run config asks for faults (``[faults]`` in the scenario).
+    """Return the simulation's ClientApp: the device's own, wrapped for faults if asked.
+
+    The fault injector wraps it when the run config asks for faults (``[faults]`` in the
+    scenario).
     """
     from simulations.faults import FaultConfig
 

@@ -1,5 +1,7 @@
-"""The FedProx paper's systems-heterogeneity grid: Synthetic(0,0), (0.5,0.5), (1,1) x 0/50/90%
-stragglers x FedAvg (stragglers dropped) / FedProx (mu = 1, partial work kept).
+"""The FedProx paper's systems-heterogeneity grid.
+
+Synthetic(0,0), (0.5,0.5), (1,1) x 0/50/90% stragglers x FedAvg (stragglers dropped) /
+FedProx (mu = 1, partial work kept).
 
 ``run_grid`` runs each bundled scenario ``synthetic-A-B-stragglers-S-ALGO`` through a
 ``simulate(run_config, out_dir, **engine_kwargs)`` (default: the in-process grid,
@@ -24,6 +26,7 @@ ALGORITHMS = ("fedavg", "fedprox")
 
 
 def scenario_name(dataset: str, share: int, algorithm: str) -> str:
+    """Return the bundled scenario's name for a data set, straggler share and algorithm."""
     return f"synthetic-{dataset}-stragglers-{share}-{algorithm}"
 
 
@@ -118,7 +121,7 @@ def write_outputs(out_dir: Path, results: Sequence[GridResult]) -> None:
 
 
 def markdown_table(results: Sequence[GridResult]) -> str:
-    """Return final central accuracy, FedAvg vs FedProx, per data set and straggler share."""
+    """Tabulate the final central accuracy, FedAvg vs FedProx, per data set and straggler share."""
     by_key = {(r.dataset, r.share, r.algorithm): r for r in results}
     lines = [
         "| data set | stragglers | FedAvg (drop) | FedProx mu=1 (partial) | FedProx - FedAvg |",

@@ -54,9 +54,11 @@ class KeyAndCertificate:
     certificate: x509.Certificate
 
     def certificate_pem(self) -> bytes:
+        """Return the certificate in PEM."""
         return self.certificate.public_bytes(serialization.Encoding.PEM)
 
     def private_key_pem(self) -> bytes:
+        """Return the private key in PEM (PKCS#8, unencrypted)."""
         return self.private_key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,

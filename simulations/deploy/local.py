@@ -269,7 +269,7 @@ def check_run_config_keys(app_dir: Path, run_config: Mapping[str, Any]) -> None:
 def check_sandflower_installed(
     env: Mapping[str, str], cwd: Path, distribution: str = "sandflower"
 ) -> None:
-    """The coordinator side needs an installed sandflower: say so before starting.
+    """Check that the coordinator side has an installed sandflower, before starting.
 
     The SuperLink runs the ServerApp with this environment's packages (the coordinator role:
     ``pip install -e ".[coordinator]"``, or more). ``cwd`` must not hold a source tree.

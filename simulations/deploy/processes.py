@@ -63,12 +63,15 @@ class ManagedProcess:
 
     @property
     def pid(self) -> int:
+        """Return the process id."""
         return self.popen.pid
 
     def is_running(self) -> bool:
+        """Return True while the process has not exited."""
         return self.popen.poll() is None
 
     def log_tail(self, num_lines: int = 20) -> str:
+        """Return the last ``num_lines`` lines of the process's log (for error messages)."""
         try:
             lines = self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
         except OSError:
@@ -166,9 +169,11 @@ class ProcessSupervisor:
                 _signal_pid(pid, signal.SIGTERM)
 
     def __enter__(self) -> ProcessSupervisor:
+        """Return this supervisor; :meth:`__exit__` stops every process it started."""
         return self
 
     def __exit__(self, *exc_info) -> None:
+        """Stop every process this supervisor started, whatever happened inside the block."""
         self.stop_all()
 
 
@@ -179,8 +184,7 @@ def wait_until(
     watched: Sequence[ManagedProcess] = (),
     interval_s: float = POLL_INTERVAL_S,
 ) -> None:
-    """Poll ``condition`` every ``interval_s`` until it holds; fail early if a watched
-    process exits.
+    """Poll ``condition`` every ``interval_s`` until it holds; fail early if a process exits.
 
     Raises
     ------

@@ -114,9 +114,11 @@ class WorkerPool:
         return self
 
     def __enter__(self) -> WorkerPool:
+        """Start the workers; return the pool."""
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
+        """Stop every worker by pid, whatever happened inside the block."""
         self.stop()
 
     @property
@@ -129,8 +131,10 @@ class WorkerPool:
         return int(partition_id) % self.num_workers
 
     def stop(self) -> None:
-        """Stop every worker by pid: an idle one is asked and given ``STOP_GRACE_SECONDS``,
-        a busy one (interrupted mid-round) and a late one are SIGKILLed.
+        """Stop every worker by pid.
+
+        An idle one is asked and given ``STOP_GRACE_SECONDS``; a busy one (interrupted
+        mid-round) and a late one are SIGKILLed.
         """
         self._stopped = True
         workers = [worker for worker in self._workers if worker is not None]
