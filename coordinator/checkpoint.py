@@ -186,7 +186,10 @@ def write_checkpoint(run_dir: Path | str, checkpoint: Checkpoint) -> Path:
     temp = root / f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     temp.mkdir()
     try:
-        arrays = {MODEL_PREFIX + name: array for name, array in checkpoint.model.items()}
+        # Any: numpy's savez stub types **kwds so that a dict of arrays clashes with allow_pickle.
+        arrays: dict[str, Any] = {
+            MODEL_PREFIX + name: array for name, array in checkpoint.model.items()
+        }
         arrays |= {STRATEGY_PREFIX + key: a for key, a in checkpoint.strategy_state.items()}
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)

@@ -140,7 +140,7 @@ class DeviceSimulation:
     def to_json(self) -> str:
         """Canonical JSON (inf deadline written as the string "inf")."""
         deadline: float | str = self.deadline_seconds
-        if math.isinf(deadline):
+        if math.isinf(self.deadline_seconds):
             deadline = "inf"
         return json.dumps(
             {

@@ -165,7 +165,8 @@ def _client_row(client: ClientResult) -> list[object]:
 
 def _cell(field: FieldDescriptor, value: object) -> object:
     if field.is_repeated:
-        return NODE_ID_SEPARATOR.join(str(item) for item in value)  # type: ignore[union-attr]
+        assert isinstance(value, Iterable)  # a repeated field's value
+        return NODE_ID_SEPARATOR.join(str(item) for item in value)
     if field.enum_type is not None:
         named = field.enum_type.values_by_number.get(value)
         return named.name if named is not None else value

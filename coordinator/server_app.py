@@ -40,7 +40,7 @@ from protos.report_pb2 import RoundReport, RunReport, Versions
 from . import strategy_state
 from .aggregation import model_sha256
 from .checkpoint import Checkpoint, write_checkpoint
-from .config import FederationConfig
+from .config import ConfigScalar, FederationConfig
 from .flower_strategies import build_flower_strategy
 from .resume import starting_point
 from .strategy import DeltaStrategy, ExpectedExamples, FaultLabels, RoundFailedError
@@ -164,7 +164,7 @@ def run_rounds_on_grid(
             found = strategy.learn_partitions(
                 grid,
                 _arrays(global_weights),
-                ConfigRecord(config.client_config(0)),
+                ConfigRecord({**config.client_config(0)}),
                 timeout=timeout,
             )
             logger.info("partition ids known for %d nodes", found)
@@ -219,7 +219,7 @@ def run_rounds_on_grid(
     if start.resumed and start.finished_rounds == config.num_rounds:
         # No round ran in this segment: checkpoint again so its resume event is kept.
         _checkpoint(out_dir, config, strategy, config.num_rounds, global_weights, report)
-    np.savez(out_dir / FINAL_MODEL_FILE, **global_weights)
+    np.savez(out_dir / FINAL_MODEL_FILE, **dict[str, Any](global_weights))
     report.final_model_sha256 = model_sha256(global_weights)
     if report.rounds:
         last = report.rounds[-1]
@@ -284,7 +284,7 @@ def _run_round(
     timeout: float,
 ) -> dict[str, np.ndarray]:
     """One round: train, federated evaluation, central evaluation. Returns the new weights."""
-    client_config = ConfigRecord(config.client_config(server_round))
+    client_config = ConfigRecord({**config.client_config(server_round)})
     messages = strategy.configure_train(server_round, _arrays(global_weights), client_config, grid)
     replies = grid.send_and_receive(messages, timeout=timeout)
     new_arrays, _ = strategy.aggregate_train(server_round, replies)
@@ -345,7 +345,7 @@ def new_run_report(config: FederationConfig, *, engine: str) -> RunReport:
     return report
 
 
-def _struct_value(value: object) -> object:
+def _struct_value(value: ConfigScalar) -> float | str | bool:
     # A Struct number is a JSON number, and JSON has no inf or nan (json_format refuses them):
     # such a value (e.g. max-delta-norm = inf) is recorded as its text.
     if isinstance(value, float) and not math.isfinite(value):

@@ -165,8 +165,8 @@ class DecodedModel:
 
 def decode_spec(spec: ModelSpec | np.ndarray) -> DecodedModel:
     """Read spec words exactly as model.c does; ``SF_BAD_SPEC`` for anything it refuses."""
-    words = spec.encode() if isinstance(spec, ModelSpec) else np.asarray(spec)
-    words = [int(word) for word in words.astype(np.int64).ravel()]
+    encoded = spec.encode() if isinstance(spec, ModelSpec) else np.asarray(spec)
+    words = [int(word) for word in encoded.astype(np.int64).ravel()]
 
     def word(index: int) -> int:
         if index >= len(words):
@@ -255,7 +255,8 @@ def _backward(
             )
             grads[layer.weight] = dw.ravel()
             grads[layer.bias] = db
-            grad = dx
+            if dx is not None:  # None only at the first Dense layer: the loop's last step
+                grad = dx
         else:
             grad = relu_backward(activations[index + 1], grad)
     return grads
@@ -277,6 +278,7 @@ def model_loss_grad(
     _check_labels(model, labels)
     activations = _forward(model, params, x.astype(params.dtype, copy=False))
     losses, dlogits = softmax_xent_per_sample(activations[-1], labels, grad_scale=1.0 / n)
+    assert dlogits is not None  # grad_scale was given
     grads = _backward(model, params, activations, dlogits)
     return float(losses.astype(np.float64).sum() / n), grads
 
@@ -393,6 +395,7 @@ def train_budget(
                 activations[-1], labels[batch], grad_scale=1.0 / len(batch)
             )
             loss_sum += float(losses.astype(np.float64).sum())
+            assert dlogits is not None  # grad_scale was given
             grads = _backward(model, params, activations, dlogits)
             params = sgd_update(params, grads, global_params, lr, mu)
             samples_done += len(batch)

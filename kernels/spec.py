@@ -8,6 +8,7 @@ host side. It knows no runtime: it only builds numpy arrays.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -161,7 +162,7 @@ class ModelSpec:
             params[name] = rng.uniform(-limit, limit, size=shape).astype(np.float32)
         return params
 
-    def flatten(self, params: dict[str, np.ndarray]) -> np.ndarray:
+    def flatten(self, params: Mapping[str, np.ndarray]) -> np.ndarray:
         """Named arrays -> the flat float32 buffer the kernels use. Checks names and shapes."""
         shapes = self.array_shapes()
         if set(params) != set(shapes):

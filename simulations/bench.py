@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -231,15 +232,14 @@ def measure_sgemm(module: KernelModule, plan: BenchPlan) -> tuple[dict, dict]:
             c = np.empty((n, n), np.float32)
             a_ptr, b_ptr, c_ptr = job.put(a), job.put(b), job.put(c)
             flops = 2.0 * n**3
+            # partial binds this iteration's values (a lambda would need default arguments,
+            # which mypy cannot type).
             seconds = best_seconds(
-                lambda n=n, a_ptr=a_ptr, b_ptr=b_ptr, c_ptr=c_ptr: job.call(
-                    "sf_sgemm", 0, 0, n, n, n, a_ptr, b_ptr, c_ptr, 0
-                ),
-                plan,
+                partial(job.call, "sf_sgemm", 0, 0, n, n, n, a_ptr, b_ptr, c_ptr, 0), plan
             )
             wasm[str(n)] = flops / seconds / 1e9
             with threadpool_limits(1, user_api="blas"):
-                seconds = best_seconds(lambda a=a, b=b, c=c: np.matmul(a, b, out=c), plan)
+                seconds = best_seconds(partial(np.matmul, a, b, out=c), plan)
             baseline[str(n)] = flops / seconds / 1e9
             job.call("sf_heap_reset")
     return wasm, baseline
@@ -260,14 +260,14 @@ def measure_train_steps(module: KernelModule, plan: BenchPlan) -> tuple[dict, di
             steps = n // batch
             job = WasmTrainJob(module, spec, spec.flatten(params), x, labels)
             try:
-                seconds = best_seconds(lambda job=job, batch=batch: job.run(1, batch), plan)
+                seconds = best_seconds(partial(job.run, 1, batch), plan)
             finally:
                 job.close()
             wasm[key] = seconds / steps * 1e6
             numpy_mlp = NumpyMLP(spec, params, batch)
             xb, yb = x[:batch], labels[:batch]
             with threadpool_limits(1, user_api="blas"):
-                seconds = best_seconds(lambda m=numpy_mlp, xb=xb, yb=yb: m.step(xb, yb, LR), plan)
+                seconds = best_seconds(partial(numpy_mlp.step, xb, yb, LR), plan)
             baseline[key] = seconds * 1e6
     return wasm, baseline
 
@@ -290,15 +290,13 @@ def measure_digits_training(module: KernelModule, plan: BenchPlan) -> dict[str, 
     ):
         job = WasmTrainJob(module, spec, spec.flatten(params), x, labels, limits)
         try:
-            seconds_by_limits[name] = best_seconds(
-                lambda job=job: job.run(epochs, DIGITS_BATCH), plan
-            )
+            seconds_by_limits[name] = best_seconds(partial(job.run, epochs, DIGITS_BATCH), plan)
         finally:
             job.close()
     # A fuel budget (client.runner: two metered probes, then sf_train_budget) against the same
     # job through the same runner without one: what a simulated device's budget costs.
     runner = KernelRunner(module)
-    options = {"epochs": epochs, "batch_size": DIGITS_BATCH, "lr": LR, "seed": SEED}
+    options: dict[str, Any] = {"epochs": epochs, "batch_size": DIGITS_BATCH, "lr": LR, "seed": SEED}
     plain_seconds = best_seconds(lambda: runner.train(spec, params, x, labels, **options), plan)
     budget_seconds = best_seconds(
         lambda: runner.train(spec, params, x, labels, fuel_budget=BENCH_FUEL, **options), plan

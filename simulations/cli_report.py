@@ -71,6 +71,7 @@ def report(
             )
             console.print(f"report: {target / REPORT_HTML}", markup=False)
             return
+        assert out is not None  # several runs without --out failed above
         labels = _labels([path for path, _ in reports])
         page = render_comparison(
             [(label, run_report) for label, (_, run_report) in zip(labels, reports, strict=True)],

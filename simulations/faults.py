@@ -208,9 +208,9 @@ def _faulty_train(inner: ClientApp, message: Message, context: Context) -> Messa
     faults = FaultConfig.from_mapping(config)
     if not faults.active:
         return inner(message, context)
-    seed = int(config["seed"])
-    server_round = int(config.get("server-round", 0))
-    partition_id = int(partition)
+    seed = _as_int(config["seed"])
+    server_round = _as_int(config.get("server-round", 0))
+    partition_id = _as_int(partition)
     fault = faults.round_fault(seed, server_round, partition_id)
     if fault == "dropout":
         return Message(
@@ -223,7 +223,7 @@ def _faulty_train(inner: ClientApp, message: Message, context: Context) -> Messa
         context = Context(
             context.run_id, context.node_id, node_config, context.state, context.run_config
         )
-    num_partitions = int(config.get("num-partitions", 0))
+    num_partitions = _as_int(config.get("num-partitions", 0))
     if server_round < 1 or partition_id not in faults.byzantine_partitions(seed, num_partitions):
         return inner(message, context)
     if faults.attack == "labelflip":
@@ -280,6 +280,13 @@ def attack_delta(
         else:  # labelflip acts on the data, not on the delta
             out[name] = values
     return out
+
+
+def _as_int(value: object) -> int:
+    """Return a config or node config number as an int (TypeError for anything else)."""
+    if not isinstance(value, int | float | str | bytes):
+        raise TypeError(f"expected a number, given {type(value).__name__}")
+    return int(value)
 
 
 def _message_config(message: Message) -> ConfigRecord | None:

@@ -61,7 +61,9 @@ def run_grid(
     from simulations.scenario import find_scenario, load_scenario
 
     if simulate is None:
-        from simulations.inprocess import simulate_in_process as simulate
+        from simulations.inprocess import simulate_in_process
+
+        simulate = simulate_in_process
     out_dir = Path(out_dir)
     results = []
     for dataset in datasets:

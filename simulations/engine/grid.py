@@ -68,7 +68,7 @@ class LocalGrid(Grid):
         self._run = run
 
     @property
-    def run(self) -> Run:  # type: ignore[override]
+    def run(self) -> Run:
         """Return the run the messages belong to."""
         return self._run
 

@@ -265,7 +265,8 @@ class WorkerPool:
         )
         process.start()
         child_end.close()
-        self.started_pids.append(int(process.pid))
+        assert process.pid is not None  # start() returned: the process exists
+        self.started_pids.append(process.pid)
         logger.debug("worker %d started (pid %d)", index, process.pid)
         return _Worker(index, process, parent_end)
 

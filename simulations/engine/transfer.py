@@ -44,7 +44,7 @@ class TransferError(ValueError):
 
 
 class _RecordUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str):  # type: ignore[override]
+    def find_class(self, module: str, name: str):
         if (
             module.startswith(_ALLOWED_MODULE_PREFIXES)
             or (module == "builtins" and name in _ALLOWED_BUILTINS)
