@@ -1,0 +1,1 @@
+"""The device side: the wasmtime sandbox, local data, local training and the ClientApp."""

@@ -263,8 +263,11 @@ def _job_seed(seed: int, server_round: int, partition_id: int, node_id: int) -> 
 
 
 def _work_budget(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The train call's budget options from the config: ``fuel-budget`` (>= 0; -1 or absent:
-    none), ``max-steps`` (likewise), ``meter-fuel`` (measure the fuel even without a budget)."""
+    """Return the train call's budget options from the config.
+
+    ``fuel-budget`` (>= 0; -1 or absent: none), ``max-steps`` (likewise), ``meter-fuel``
+    (measure the fuel even without a budget).
+    """
     options: dict[str, Any] = {}
     for key, option in (("fuel-budget", "fuel_budget"), ("max-steps", "max_steps")):
         value = config.get(key, -1)
@@ -391,7 +394,7 @@ def estimated_fuel(spec: ModelSpec, num_samples: int, epochs: int, batch_size: i
 def default_limits(
     spec: ModelSpec, num_samples: int, epochs: int, batch_size: int, memory_mb: int
 ) -> Limits:
-    """The limits of a job when the node config sets none: fuel and deadline from its size."""
+    """Return a job's limits when the node config sets none: fuel and deadline by size."""
     estimate = estimated_fuel(spec, num_samples, epochs, batch_size)
     return Limits(
         memory_bytes=memory_mb * 2**20,
@@ -443,7 +446,7 @@ def _node_number(node_config: Mapping[str, Any], key: str, default: Any) -> floa
 
 
 def kernel_sha256(path: str | os.PathLike | None = None) -> str:
-    """The sha256 a coordinator pins for the kernel at ``path`` (default: the bundled one)."""
+    """Return the sha256 a coordinator pins for the kernel at ``path`` (default: bundled)."""
     if path is None:
         return kernel_source.read_shipped(
             kernel_source.shipped_path(kernel_source.DEFAULT_FLAVOUR)

@@ -57,6 +57,7 @@ class LocalData:
     y_test: np.ndarray
 
     def __post_init__(self) -> None:
+        """Check the arrays' dtypes and shapes; raise on a mismatch."""
         for name in ("x_train", "x_test"):
             array = getattr(self, name)
             if array.dtype != np.float32 or array.ndim != 2:
@@ -337,7 +338,7 @@ def _read_member(
             )
         # Allocated once at its checked size and filled in place: no bytes copy of the member.
         array = np.empty(count, dtype=dtype)
-        view = memoryview(array).cast("B")
+        view = memoryview(array).cast("B")  # type: ignore[arg-type]  # ndarray is a Buffer
         position = 0
         while position < nbytes:
             chunk = stream.read(min(_CHUNK_BYTES, nbytes - position))

@@ -34,7 +34,7 @@ def check_same_layout(given: Arrays, expected: Arrays, given_name: str, expected
 
 
 def delta(local: Arrays, global_weights: Arrays) -> dict[str, np.ndarray]:
-    """A client's update: ``local - global_weights``, array by array, in float32.
+    """Return a client's update: ``local - global_weights``, array by array, in float32.
 
     Parameters
     ----------

@@ -48,7 +48,7 @@ class KernelMismatch(KernelSourceError):
 
 
 class KernelUnsupported(KernelSourceError):
-    """This device's runtime lacks a WebAssembly feature the kernel needs."""
+    """The device's runtime lacks a WebAssembly feature the kernel needs."""
 
     def __init__(self, message: str, missing: tuple[str, ...]) -> None:
         super().__init__(message)
@@ -71,14 +71,14 @@ def shipped_dir() -> Path:
 
 
 def shipped_path(flavour: str, directory: Path | None = None) -> Path:
-    """The shipped (JSON) file of ``flavour`` (``relaxed`` or ``simd128``)."""
+    """Return the shipped (JSON) file of ``flavour`` (``relaxed`` or ``simd128``)."""
     if flavour not in FLAVOURS:
         raise KernelSourceError(f"kernel flavour {flavour!r}: expected one of {sorted(FLAVOURS)}")
     return (directory or shipped_dir()) / f"{FLAVOURS[flavour]}{SHIPPED_SUFFIX}"
 
 
 def declared_sha256(path: Path) -> str:
-    """The sha256 a shipped file declares (not yet checked against its bytes)."""
+    """Return the sha256 a shipped file declares (not yet checked against its bytes)."""
     return str(_read_shipped_json(path).get("sha256", ""))
 
 
@@ -118,7 +118,7 @@ def read_shipped(path: str | os.PathLike) -> KernelBytes:
 
 
 def read_wasm_file(path: str | os.PathLike) -> KernelBytes:
-    """A device's own ``.wasm`` (node config ``kernel-path``), bounded and hashed."""
+    """Return a device's own ``.wasm`` (node config ``kernel-path``), bounded and hashed."""
     path = Path(path)
     _check_size(path, MAX_KERNEL_BYTES)
     try:
@@ -129,7 +129,7 @@ def read_wasm_file(path: str | os.PathLike) -> KernelBytes:
 
 
 def pinned_kernel(pin: str, kernel_path: str | None = None) -> KernelBytes:
-    """The kernel a job must run, checked against the coordinator's pin BEFORE any compiling.
+    """Return the kernel a job must run, checked against the coordinator's pin BEFORE any compiling.
 
     Parameters
     ----------
@@ -183,7 +183,7 @@ def check_runtime_supports(kernel: KernelBytes, unavailable: frozenset[str]) -> 
 
 
 def compiled_module(kernel: KernelBytes) -> KernelModule:
-    """The compiled module for verified bytes, once per sha256 in this process.
+    """Return the compiled module for verified bytes, once per sha256 in this process.
 
     Raises
     ------

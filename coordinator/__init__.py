@@ -1,0 +1,1 @@
+"""The coordinator: the delta strategy adapter, validation, checkpoints, reports, the ServerApp."""

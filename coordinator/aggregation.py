@@ -27,7 +27,7 @@ class AggregationInputError(ArrayLayoutError):
 
 
 def weighted_average(deltas: Sequence[Arrays], weights: Sequence[float]) -> dict[str, np.ndarray]:
-    """The weighted mean of ``deltas`` (FedAvg's rule), accumulated in float64, returned float32.
+    """Return the weighted mean of ``deltas`` (FedAvg's rule): float64 sums, float32 result.
 
     Parameters
     ----------
@@ -65,7 +65,7 @@ def weighted_average(deltas: Sequence[Arrays], weights: Sequence[float]) -> dict
 
 
 def weighted_mean(values: Sequence[float], weights: Sequence[float]) -> float:
-    """The weighted mean of scalar metrics (e.g. losses weighted by num_examples); NaN if empty."""
+    """Return the weighted mean of scalar metrics (e.g. losses); NaN if empty."""
     if len(values) != len(weights):
         raise AggregationInputError(f"{len(values)} values but {len(weights)} weights")
     total = float(sum(weights))
@@ -95,7 +95,7 @@ def apply_server_step(
 
 
 def l2_norm(arrays: Arrays) -> float:
-    """The L2 norm of all arrays taken together (float64 sum; NaN and Inf propagate)."""
+    """Return the L2 norm of all arrays taken together (float64 sum; NaN and Inf propagate)."""
     total = 0.0
     for array in arrays.values():
         values = np.asarray(array, dtype=np.float64).ravel()

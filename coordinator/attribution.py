@@ -24,12 +24,17 @@ MAX_STACKED_VALUES = 50_000_000
 
 @dataclass(frozen=True)
 class Attribution:
+    """What a rule did with one client's delta (for the report).
+
+    ``weight``: its share of the aggregate; ``selected``: whether the rule kept it; ``note``: why.
+    """
+
     weight: float
     selected: bool
     note: str
 
 
-def weighted_mean(num_examples: Sequence[int], rule: str) -> list[Attribution]:
+def num_examples_shares(num_examples: Sequence[int], rule: str) -> list[Attribution]:
     """FedAvg-style rules: each client weighs num_examples / total."""
     total = float(sum(num_examples))
     return [
@@ -63,8 +68,11 @@ def krum_selection(
 
 
 def median(deltas: Sequence[Arrays]) -> list[Attribution]:
-    """Coordinate-wise median: the share of coordinates where the client's value was the median
-    (half a share per coordinate for each of the two middle values when n is even)."""
+    """Attribute the coordinate-wise median: each client's share of median coordinates.
+
+    The share of coordinates where the client's value was the median (half a share per
+    coordinate for each of the two middle values when n is even).
+    """
     count = len(deltas)
     middle = [(count - 1) // 2] if count % 2 else [count // 2 - 1, count // 2]
     share_per_rank = 1.0 / len(middle)
@@ -106,9 +114,12 @@ def trimmed_mean(deltas: Sequence[Arrays], beta: float) -> list[Attribution]:
 def bulyan(
     deltas: Sequence[Arrays], selection_order: Sequence[int], num_malicious: int
 ) -> list[Attribution]:
-    """Bulyan: MultiKrum picks theta = n - 2f deltas (``selection_order``: their indices, in
-    the order Flower returned them), then per coordinate the beta = theta - 2f values closest
-    to the picked deltas' median are averaged."""
+    """Attribute Bulyan: MultiKrum's picks, then each client's share of the averaged values.
+
+    MultiKrum picks theta = n - 2f deltas (``selection_order``: their indices, in the order
+    Flower returned them), then per coordinate the beta = theta - 2f values closest to the
+    picked deltas' median are averaged.
+    """
     count = len(deltas)
     theta = len(selection_order)
     beta = theta - 2 * num_malicious

@@ -108,7 +108,7 @@ class LoadResult:
 
 # -- the run config ---------------------------------------------------------------------------
 def encode_config(run_config: Mapping[str, Any]) -> dict[str, Any]:
-    """The run config as JSON can hold it: non-finite floats as text (JSON has no inf)."""
+    """Return the run config as JSON can hold it: non-finite floats as text (JSON has no inf)."""
     return {
         key: (str(value) if isinstance(value, float) and not math.isfinite(value) else value)
         for key, value in run_config.items()
@@ -163,7 +163,7 @@ def _canonical(value: Any) -> str:
 
 # -- writing ----------------------------------------------------------------------------------
 def checkpoint_root(run_dir: Path | str) -> Path:
-    """The folder holding a run folder's checkpoints."""
+    """Return the folder holding a run folder's checkpoints."""
     return Path(run_dir) / CHECKPOINT_DIR
 
 
@@ -186,7 +186,10 @@ def write_checkpoint(run_dir: Path | str, checkpoint: Checkpoint) -> Path:
     temp = root / f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     temp.mkdir()
     try:
-        arrays = {MODEL_PREFIX + name: array for name, array in checkpoint.model.items()}
+        # Any: numpy's savez stub types **kwds so that a dict of arrays clashes with allow_pickle.
+        arrays: dict[str, Any] = {
+            MODEL_PREFIX + name: array for name, array in checkpoint.model.items()
+        }
         arrays |= {STRATEGY_PREFIX + key: a for key, a in checkpoint.strategy_state.items()}
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
@@ -278,7 +281,7 @@ def load_latest(
     array_shapes: Mapping[str, tuple[int, ...]],
     state_slots: Sequence[str],
 ) -> LoadResult:
-    """The newest checkpoint of ``run_dir`` that passes :func:`read_checkpoint`.
+    """Return the newest checkpoint of ``run_dir`` that passes :func:`read_checkpoint`.
 
     Newer checkpoints that fail (truncated, corrupt, of another model) are skipped, each
     with its reason in ``LoadResult.refused``; ``checkpoint`` is None when the run folder has
@@ -307,7 +310,7 @@ def load_latest(
 
 
 def latest_config(run_dir: Path | str) -> tuple[dict[str, Any], Path] | None:
-    """The run config of the newest checkpoint whose manifest is intact, and that folder.
+    """Return the run config of the newest checkpoint whose manifest is intact, and that folder.
 
     Only the manifest is checked here (it is what knows the model); :func:`load_latest`
     verifies the whole checkpoint against that config when the run resumes.

@@ -69,6 +69,7 @@ class DeviceProfile:
     FIELDS = ("speed", "memory_mb", "uplink", "downlink", "availability")
 
     def to_list(self) -> list[float | int]:
+        """Return the profile as a row of ``FIELDS`` (the devices CSV's column order)."""
         return [self.speed, self.memory_mb, self.uplink, self.downlink, self.availability]
 
 
@@ -82,6 +83,7 @@ class ClientTime:
 
     @property
     def total(self) -> float:
+        """Return the client's simulated seconds: download + compute + upload."""
         return self.download + self.compute + self.upload
 
 
@@ -138,7 +140,7 @@ class DeviceSimulation:
     def to_json(self) -> str:
         """Canonical JSON (inf deadline written as the string "inf")."""
         deadline: float | str = self.deadline_seconds
-        if math.isinf(deadline):
+        if math.isinf(self.deadline_seconds):
             deadline = "inf"
         return json.dumps(
             {
@@ -152,7 +154,7 @@ class DeviceSimulation:
 
     # -- per round -----------------------------------------------------------------------------
     def profile(self, partition_id: int) -> DeviceProfile | None:
-        """The partition's device; None for a node without a partition or beyond the table."""
+        """Return the partition's device; None without a partition or beyond the table."""
         if 0 <= partition_id < len(self.profiles):
             return self.profiles[partition_id]
         return None
@@ -180,7 +182,7 @@ class DeviceSimulation:
     def client_time(
         profile: DeviceProfile | None, speed: float, payload_bytes: int, fuel: int
     ) -> ClientTime:
-        """The client's simulated seconds: download, compute (fuel / speed), upload."""
+        """Return the client's simulated seconds: download, compute (fuel / speed), upload."""
         if profile is None:
             return ClientTime(0.0, 0.0, 0.0)
         return ClientTime(
@@ -196,8 +198,11 @@ def payload_bytes(arrays: Mapping[str, np.ndarray]) -> int:
 
 
 def round_seconds(times: Sequence[float], any_dropped: bool, deadline: float) -> float:
-    """A round lasts until its last kept client is done, or until the deadline when the server
-    waited for a client it then dropped."""
+    """Return the round's simulated seconds.
+
+    A round lasts until its last kept client is done, or until the deadline when the server
+    waited for a client it then dropped.
+    """
     longest = max(times, default=0.0)
     return max(longest, deadline) if any_dropped and math.isfinite(deadline) else longest
 

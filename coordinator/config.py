@@ -219,7 +219,7 @@ class FederationConfig:
         return json.loads(self.strategy_params_json)
 
     def to_run_config(self) -> dict[str, ConfigScalar]:
-        """The full resolved run config (defaults filled in), flat, as the report records it."""
+        """Return the full resolved run config (defaults filled in), flat, as reported."""
         return {
             "scenario": self.scenario,
             "seed": self.seed,
@@ -247,7 +247,7 @@ class FederationConfig:
         }
 
     def client_config(self, server_round: int) -> dict[str, ConfigScalar]:
-        """What every train and evaluate message carries in its ConfigRecord (messages.md)."""
+        """Return what every train/evaluate message carries in its ConfigRecord (messages.md)."""
         return {
             "server-round": int(server_round),
             "lr": self.lr,

@@ -77,7 +77,7 @@ class StrategyParamsError(ValueError):
 
 
 def settable_params(name: str) -> dict[str, Any]:
-    """The constructor parameters of strategy ``name`` a run may set, with Flower's defaults."""
+    """Return strategy ``name``'s constructor parameters a run may set, with Flower's defaults."""
     signature = inspect.signature(STRATEGIES[name].__init__)
     return {
         param.name: param.default

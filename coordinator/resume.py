@@ -1,7 +1,7 @@
 """Where a run starts: round 0 (a fresh run), or after the rounds of a run folder's checkpoint.
 
-:func:`starting_point` is called by :func:`coordinator.server_app.run_federation` before
-anything is written, so every engine that runs ``run_federation`` resumes the same way (the
+:func:`starting_point` is called by :func:`coordinator.server_app.run_rounds_on_grid` before
+anything is written, so every engine that runs ``run_rounds_on_grid`` resumes the same way (the
 run config key ``resume-from``). A refused resume (a run config that differs from the
 checkpoint's, no usable checkpoint, fewer rounds than already done) raises before the run
 folder is touched.
@@ -56,7 +56,7 @@ def starting_point(
     *,
     engine: str,
 ) -> StartingPoint:
-    """A fresh start, or the state of ``config.resume_from``'s newest usable checkpoint.
+    """Return a fresh start, or the state of ``config.resume_from``'s newest usable checkpoint.
 
     Parameters
     ----------

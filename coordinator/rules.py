@@ -130,7 +130,7 @@ def attribute(
         return attribution.trimmed_mean(list(deltas), strategy.beta)
     if isinstance(strategy, FedMedian):
         return attribution.median(list(deltas))
-    return attribution.weighted_mean(list(num_examples), rule_name)
+    return attribution.num_examples_shares(list(num_examples), rule_name)
 
 
 def refusal_hint(strategy: Strategy, num_usable: int) -> str:

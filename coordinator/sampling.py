@@ -7,6 +7,7 @@ from its seed, so the adapter draws with this function instead.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -19,7 +20,7 @@ def sample_nodes(
     seed: int,
     server_round: int,
     purpose: int,
-    order_key: Callable[[int], object] = lambda node_id: node_id,
+    order_key: Callable[[int], Any] = lambda node_id: node_id,
 ) -> list[int]:
     """Draw ``max(min_nodes, int(n * fraction))`` of ``node_ids`` (at most n), reproducibly.
 

@@ -1,9 +1,11 @@
 """The Sandflower ServerApp: rounds of delta aggregation, central evaluation, the run report.
 
-:func:`make_server_app` builds the Flower ``ServerApp``; its ``main(grid, context)`` reads the
-run config (or ``run_config_override``: ``flwr.simulation.run_simulation`` leaves
-``context.run_config`` empty) and hands over to :func:`run_federation`, which runs the rounds
-on any Grid (tests drive it with an in-process grid; no engine needed).
+:func:`build_coordinator_server_app` builds the Flower ``ServerApp`` for a central evaluation
+the caller supplies (``simulations.flower_app.build_scenario_server_app`` builds the one that
+evaluates on a scenario's test set); its ``main(grid, context)`` reads the run config (or
+``run_config_override``: ``flwr.simulation.run_simulation`` leaves ``context.run_config``
+empty) and hands over to :func:`run_rounds_on_grid`, which runs the rounds on any Grid (tests
+drive it with an in-process grid; no engine needed).
 
 Per round: sample and train (:class:`coordinator.strategy.DeltaStrategy`), federated
 evaluation, central evaluation through ``central_evaluate`` (supplied by the layer that owns a
@@ -59,13 +61,13 @@ class FederationFailedError(RuntimeError):
     """The run stopped: a round had no usable reply (the report holds every client's reason)."""
 
 
-def make_server_app(
+def build_coordinator_server_app(
     *,
     central_evaluate: CentralEvaluate | None = None,
     run_config_override: Mapping[str, Any] | None = None,
     on_round: OnRound | None = None,
 ) -> ServerApp:
-    """Build the ServerApp.
+    """Build a ServerApp that runs :func:`run_rounds_on_grid` with the given central evaluation.
 
     Parameters
     ----------
@@ -87,12 +89,12 @@ def make_server_app(
     def main(grid: Grid, context: Context) -> None:
         run_config = run_config_override if run_config_override is not None else context.run_config
         config = FederationConfig.from_run_config(dict(run_config))
-        run_federation(grid, config, central_evaluate=central_evaluate, on_round=on_round)
+        run_rounds_on_grid(grid, config, central_evaluate=central_evaluate, on_round=on_round)
 
     return app
 
 
-def run_federation(
+def run_rounds_on_grid(
     grid: Grid,
     config: FederationConfig,
     *,
@@ -109,7 +111,7 @@ def run_federation(
     ----------
     grid : the Flower Grid (anything with ``get_node_ids`` and ``send_and_receive``).
     config : the validated run config.
-    central_evaluate, on_round : as in :func:`make_server_app`.
+    central_evaluate, on_round : as in :func:`build_coordinator_server_app`.
     timeout : seconds a round waits for replies.
     write_report : ``(out_dir, report) -> None``, called at the start, after every round and
         at the end; default ``coordinator.reports.writer.write_run``.
@@ -162,7 +164,7 @@ def run_federation(
             found = strategy.learn_partitions(
                 grid,
                 _arrays(global_weights),
-                ConfigRecord(config.client_config(0)),
+                ConfigRecord({**config.client_config(0)}),
                 timeout=timeout,
             )
             logger.info("partition ids known for %d nodes", found)
@@ -217,7 +219,7 @@ def run_federation(
     if start.resumed and start.finished_rounds == config.num_rounds:
         # No round ran in this segment: checkpoint again so its resume event is kept.
         _checkpoint(out_dir, config, strategy, config.num_rounds, global_weights, report)
-    np.savez(out_dir / FINAL_MODEL_FILE, **global_weights)
+    np.savez(out_dir / FINAL_MODEL_FILE, **dict[str, Any](global_weights))
     report.final_model_sha256 = model_sha256(global_weights)
     if report.rounds:
         last = report.rounds[-1]
@@ -260,7 +262,7 @@ def _partitions_needed(grid: Grid, strategy: DeltaStrategy, resumed: bool) -> bo
 
 
 def flower_strategy_of(config: FederationConfig):
-    """The Flower strategy (the aggregation rule) that ``config`` names, with its parameters."""
+    """Build the Flower strategy (the aggregation rule) ``config`` names, with its parameters."""
     return build_flower_strategy(
         config.strategy,
         config.strategy_params,
@@ -282,7 +284,7 @@ def _run_round(
     timeout: float,
 ) -> dict[str, np.ndarray]:
     """One round: train, federated evaluation, central evaluation. Returns the new weights."""
-    client_config = ConfigRecord(config.client_config(server_round))
+    client_config = ConfigRecord({**config.client_config(server_round)})
     messages = strategy.configure_train(server_round, _arrays(global_weights), client_config, grid)
     replies = grid.send_and_receive(messages, timeout=timeout)
     new_arrays, _ = strategy.aggregate_train(server_round, replies)
@@ -321,7 +323,7 @@ def _run_round(
 
 # -- the report -------------------------------------------------------------------------------
 def new_run_report(config: FederationConfig, *, engine: str) -> RunReport:
-    """A RunReport with status "running" and everything known before the first round."""
+    """Return a RunReport with status "running" and everything known before the first round."""
     report = RunReport(
         scenario=config.scenario,
         seed=config.seed,

@@ -33,7 +33,7 @@ class StrategyStateError(ValueError):
 
 
 def state_slots(strategy: Strategy) -> tuple[str, ...]:
-    """The names of the state slots ``strategy`` keeps between rounds (may be empty)."""
+    """Return the names of the state slots ``strategy`` keeps between rounds (may be empty)."""
     if isinstance(strategy, FedAdam | FedYogi | FedAdagrad):
         return ("m_t", "v_t")
     if isinstance(strategy, FedOpt):  # a FedOpt subclass we do not know: its state is unknown
@@ -44,7 +44,7 @@ def state_slots(strategy: Strategy) -> tuple[str, ...]:
 
 
 def capture(strategy: Strategy, array_names: Sequence[str]) -> dict[str, np.ndarray]:
-    """The strategy's between-rounds state as ``{"slot/array_name": array}`` (copies).
+    """Return the strategy's between-rounds state as ``{"slot/array_name": array}`` (copies).
 
     Parameters
     ----------

@@ -62,6 +62,7 @@ class TrainReply:
 
     @property
     def ok(self) -> bool:
+        """Return True when the reply passed validation."""
         return self.status == OK
 
 
@@ -80,6 +81,7 @@ class EvaluateReply:
 
     @property
     def ok(self) -> bool:
+        """Return True when the reply passed validation."""
         return self.status == OK
 
 
@@ -198,8 +200,10 @@ def _check_train_reply(
 
 
 def check_evaluate_reply(message: Message, *, server_round: int | None = None) -> EvaluateReply:
-    """Validate one evaluate reply: ``num-examples`` > 0, loss finite and >= 0, accuracy in
-    [0, 1], partition id in range. Never raises (see :func:`check_train_reply`)."""
+    """Validate one evaluate reply; never raises (see :func:`check_train_reply`).
+
+    ``num-examples`` > 0, loss finite and >= 0, accuracy in [0, 1], partition id in range.
+    """
     try:
         return _check_evaluate_reply(message, server_round)
     except Exception as error:  # a backstop: no reply may raise out of validation
@@ -271,7 +275,7 @@ class WeightPolicy:
     def clip(
         self, claims: Sequence[int], expected: Sequence[int | None] | None = None
     ) -> list[tuple[int, str]]:
-        """The weight each claim counts for, and a note where it was clipped (else "")."""
+        """Return the weight each claim counts for, and a note where it was clipped (else "")."""
         expected = list(expected) if expected is not None else [None] * len(claims)
         bounded: list[tuple[int, str]] = []
         for claim, known in zip(claims, expected, strict=True):
@@ -336,7 +340,7 @@ def _safe_message_bytes(message: Message) -> int:
 
 
 def _envelope_problem(message: Message, message_type: str, server_round: int | None) -> str:
-    """What is wrong with the reply outside its metrics and arrays ('' when nothing)."""
+    """Return what is wrong with the reply outside its metrics and arrays ('' when nothing)."""
     metadata = message.metadata
     kind = str(metadata.message_type).split(".", 1)[0]
     if kind != message_type:
@@ -349,7 +353,7 @@ def _envelope_problem(message: Message, message_type: str, server_round: int | N
 
 
 def reply_kernel_sha256(message: Message) -> str:
-    """The kernel sha256 a train reply names (ConfigRecord ``kernel``, key ``sha256``).
+    """Return the kernel sha256 a train reply names (ConfigRecord ``kernel``, key ``sha256``).
 
     Only 64 lowercase hex digits are taken; anything else is "" (a reply is never trusted to
     put arbitrary text into a report).
@@ -369,7 +373,7 @@ def _single_metric_record(message: Message) -> tuple[MetricRecord | None, str]:
 
 
 def _num_examples(metrics: MetricRecord) -> tuple[int, str]:
-    """The claim (clamped to [0, INT64_MAX] for the report) and the problem with it."""
+    """Return the claim (clamped to [0, INT64_MAX] for the report) and the problem with it."""
     value, problem = _int_value(metrics, "num-examples", low=1, high=INT64_MAX, required=True)
     claim = metrics.get("num-examples")
     if problem and isinstance(claim, int) and not isinstance(claim, bool) and claim <= 0:
@@ -418,7 +422,7 @@ def _train_metrics_problem(metrics: MetricRecord) -> str:
 def _int_value(
     metrics: MetricRecord, key: str, *, low: int, high: int, required: bool
 ) -> tuple[int | None, str]:
-    """An integer metric in [low, high] (an integral float is accepted), or the problem."""
+    """Return an integer metric in [low, high] (an integral float is accepted), or the problem."""
     if key not in metrics:
         return None, (f"the MetricRecord lacks {key!r}" if required else "")
     value = metrics[key]
@@ -437,7 +441,7 @@ def _int_value(
 def _float_value(
     metrics: MetricRecord, key: str, *, low: float, high: float, required: bool
 ) -> tuple[float, str]:
-    """A finite number in [low, high], or NaN and the problem ('' when absent and optional)."""
+    """Return a finite number in [low, high], or NaN and the problem ('' if optional)."""
     if key not in metrics:
         return math.nan, (f"the MetricRecord lacks {key!r}" if required else "")
     value = metrics[key]
@@ -463,7 +467,7 @@ def _clamp_claim(value: object) -> int:
 
 
 def _show(value: object) -> str:
-    """A short, printable repr of anything a client sent."""
+    """Return a short, printable repr of anything a client sent."""
     try:
         text = repr(value)
     except Exception:

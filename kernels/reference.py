@@ -153,19 +153,22 @@ class Layer:
 
 @dataclass(frozen=True)
 class DecodedModel:
+    """A model decoded from the int32 spec words the kernels read."""
+
     input_dim: int
     layers: tuple[Layer, ...]
     num_params: int
 
     @property
     def classes(self) -> int:
+        """Return the number of classes (the last Dense layer's width)."""
         return self.layers[-1].out_dim
 
 
 def decode_spec(spec: ModelSpec | np.ndarray) -> DecodedModel:
     """Read spec words exactly as model.c does; ``SF_BAD_SPEC`` for anything it refuses."""
-    words = spec.encode() if isinstance(spec, ModelSpec) else np.asarray(spec)
-    words = [int(word) for word in words.astype(np.int64).ravel()]
+    encoded = spec.encode() if isinstance(spec, ModelSpec) else np.asarray(spec)
+    words = [int(word) for word in encoded.astype(np.int64).ravel()]
 
     def word(index: int) -> int:
         if index >= len(words):
@@ -254,7 +257,8 @@ def _backward(
             )
             grads[layer.weight] = dw.ravel()
             grads[layer.bias] = db
-            grad = dx
+            if dx is not None:  # None only at the first Dense layer: the loop's last step
+                grad = dx
         else:
             grad = relu_backward(activations[index + 1], grad)
     return grads
@@ -276,6 +280,7 @@ def model_loss_grad(
     _check_labels(model, labels)
     activations = _forward(model, params, x.astype(params.dtype, copy=False))
     losses, dlogits = softmax_xent_per_sample(activations[-1], labels, grad_scale=1.0 / n)
+    assert dlogits is not None  # grad_scale was given
     grads = _backward(model, params, activations, dlogits)
     return float(losses.astype(np.float64).sum() / n), grads
 
@@ -300,6 +305,7 @@ class SplitMix64:
         self.state = seed & _MASK64
 
     def next(self) -> int:
+        """Advance the state and return the next 64-bit output."""
         self.state = (self.state + 0x9E3779B97F4A7C15) & _MASK64
         z = self.state
         z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
@@ -308,7 +314,7 @@ class SplitMix64:
 
 
 def epoch_permutations(n: int, epochs: int, seed: int) -> Iterator[np.ndarray]:
-    """The sample order of every epoch of sf_train: one Fisher-Yates pass per epoch, in place."""
+    """Return the sample order of every epoch of sf_train: a Fisher-Yates pass per epoch."""
     rng = SplitMix64(seed)
     perm = list(range(n))
     for _ in range(epochs):
@@ -391,6 +397,7 @@ def train_budget(
                 activations[-1], labels[batch], grad_scale=1.0 / len(batch)
             )
             loss_sum += float(losses.astype(np.float64).sum())
+            assert dlogits is not None  # grad_scale was given
             grads = _backward(model, params, activations, dlogits)
             params = sgd_update(params, grads, global_params, lr, mu)
             samples_done += len(batch)

@@ -8,6 +8,7 @@ host side. It knows no runtime: it only builds numpy arrays.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,11 +29,15 @@ class ModelSpecError(ValueError):
 
 @dataclass(frozen=True)
 class Dense:
+    """A fully connected layer with ``out_dim`` outputs (weights and bias)."""
+
     out_dim: int
 
 
 @dataclass(frozen=True)
 class ReLU:
+    """A ReLU activation (no parameters)."""
+
     pass
 
 
@@ -51,6 +56,7 @@ class ModelSpec:
     layers: tuple[Layer, ...]
 
     def __post_init__(self) -> None:
+        """Check the input width and the layer list; raise ModelSpecError on a bad model."""
         if self.input_dim <= 0:
             raise ModelSpecError(f"input_dim must be > 0, given {self.input_dim}")
         if not 1 <= len(self.layers) <= MAX_LAYERS:
@@ -75,7 +81,7 @@ class ModelSpec:
     def mlp(
         cls, input_dim: int, hidden: tuple[int, ...] | list[int], num_classes: int
     ) -> ModelSpec:
-        """An MLP with a ReLU after every hidden Dense layer."""
+        """Return an MLP with a ReLU after every hidden Dense layer."""
         layers: list[Layer] = []
         for width in hidden:
             layers += [Dense(int(width)), ReLU()]
@@ -103,6 +109,7 @@ class ModelSpec:
     # -- derived facts ----------------------------------------------------------------------
     @property
     def num_classes(self) -> int:
+        """Return the number of classes (the last layer's width)."""
         return self.dims()[-1]
 
     def dims(self) -> list[int]:
@@ -113,6 +120,7 @@ class ModelSpec:
         return sizes
 
     def __str__(self) -> str:
+        """Return the model in the run config's notation, e.g. ``mlp:64-32-10``."""
         dense = [layer.out_dim for layer in self.layers if isinstance(layer, Dense)]
         kind = "logreg" if len(self.layers) == 1 else "mlp"
         return f"{kind}:" + "-".join(str(d) for d in [self.input_dim, *dense])
@@ -128,10 +136,11 @@ class ModelSpec:
         return shapes
 
     def num_params(self) -> int:
+        """Return the number of float32 parameters (weights and biases)."""
         return sum(int(np.prod(shape)) for shape in self.array_shapes().values())
 
     def encode(self) -> np.ndarray:
-        """The int32 words the kernels read (kernels/ABI.md)."""
+        """Return the int32 words the kernels read (kernels/ABI.md)."""
         words = [SPEC_MAGIC, self.input_dim, len(self.layers)]
         for layer in self.layers:
             if isinstance(layer, Dense):
@@ -156,7 +165,7 @@ class ModelSpec:
             params[name] = rng.uniform(-limit, limit, size=shape).astype(np.float32)
         return params
 
-    def flatten(self, params: dict[str, np.ndarray]) -> np.ndarray:
+    def flatten(self, params: Mapping[str, np.ndarray]) -> np.ndarray:
         """Named arrays -> the flat float32 buffer the kernels use. Checks names and shapes."""
         shapes = self.array_shapes()
         if set(params) != set(shapes):
@@ -172,7 +181,7 @@ class ModelSpec:
         return np.concatenate(parts)
 
     def unflatten(self, flat: np.ndarray) -> dict[str, np.ndarray]:
-        """The flat float32 buffer -> named arrays (copies)."""
+        """Split the flat float32 buffer into named arrays (copies)."""
         flat = np.asarray(flat, dtype=np.float32)
         if flat.size != self.num_params():
             raise ModelSpecError(

@@ -1,0 +1,1 @@
+"""The .proto files and their generated Python (model spec, kernel manifest, reports)."""

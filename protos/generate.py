@@ -52,6 +52,7 @@ def stale_files() -> list[str]:
 
 
 def main() -> int:
+    """Regenerate the *_pb2 modules (or with ``--check``, fail if stale); return the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail when generated code is stale")
     if parser.parse_args().check:

@@ -1,0 +1,1 @@
+"""The top layer: scenarios, data sets, partitioning, the engines and the command line."""

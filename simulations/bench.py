@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +57,12 @@ class BenchPlan:
 
     @classmethod
     def full(cls) -> BenchPlan:
+        """Return the plan of a full benchmark (the README's figures)."""
         return cls(repeats=7, min_seconds=0.05, digits_epochs=5, step_samples=4096)
 
     @classmethod
     def quick(cls) -> BenchPlan:
+        """Return the plan of a quick run (a smoke test, rough figures)."""
         return cls(repeats=2, min_seconds=0.005, digits_epochs=1, step_samples=512)
 
 
@@ -174,6 +177,7 @@ class WasmTrainJob:
         self.n = len(labels)
 
     def run(self, epochs: int, batch_size: int) -> None:
+        """Run ``epochs`` epochs of sf_train from the initial parameters."""
         # Start every run from the same parameters so every repeat does the same work.
         self.job.write(self.params_ptr, self.initial)
         self.job.call_status(
@@ -182,6 +186,7 @@ class WasmTrainJob:
         )  # fmt: skip
 
     def close(self) -> None:
+        """Close the sandbox job."""
         self.job.close()
 
 
@@ -194,7 +199,7 @@ def digits_data() -> tuple[np.ndarray, np.ndarray]:
 
 
 def blas_description() -> dict[str, Any]:
-    """What numpy's BLAS is, as threadpoolctl reports it (architecture, version, threads)."""
+    """Return what numpy's BLAS is, as threadpoolctl reports it (architecture, version, threads)."""
     with threadpool_limits(1, user_api="blas"):
         infos = [info for info in threadpool_info() if info.get("user_api") == "blas"]
     if not infos:
@@ -206,14 +211,18 @@ def blas_description() -> dict[str, Any]:
 
 # -- the measurements -------------------------------------------------------------------------
 def measure_call_overhead(module: KernelModule, plan: BenchPlan) -> float:
-    """Microseconds of one sf_sgemm call on 1x1 matrices: the host->wasm call itself (nine
-    arguments through wasmtime-py), which bounds the small-n sgemm figures."""
+    """Return the microseconds of one sf_sgemm call on 1x1 matrices.
+
+    That is the host->wasm call itself (nine arguments through wasmtime-py), which bounds the
+    small-n sgemm figures.
+    """
     with module.job("bench-call") as job:
         a, b, c = (job.put(np.ones((1, 1), np.float32)) for _ in range(3))
         return best_seconds(lambda: job.call("sf_sgemm", 0, 0, 1, 1, 1, a, b, c, 0), plan) * 1e6
 
 
 def measure_sgemm(module: KernelModule, plan: BenchPlan) -> tuple[dict, dict]:
+    """Return sgemm GFLOP/s of the wasm kernel and of numpy, by matrix size."""
     rng = np.random.default_rng(SEED)
     wasm, baseline = {}, {}
     with module.job("bench-sgemm") as job:
@@ -223,15 +232,14 @@ def measure_sgemm(module: KernelModule, plan: BenchPlan) -> tuple[dict, dict]:
             c = np.empty((n, n), np.float32)
             a_ptr, b_ptr, c_ptr = job.put(a), job.put(b), job.put(c)
             flops = 2.0 * n**3
+            # partial binds this iteration's values (a lambda would need default arguments,
+            # which mypy cannot type).
             seconds = best_seconds(
-                lambda n=n, a_ptr=a_ptr, b_ptr=b_ptr, c_ptr=c_ptr: job.call(
-                    "sf_sgemm", 0, 0, n, n, n, a_ptr, b_ptr, c_ptr, 0
-                ),
-                plan,
+                partial(job.call, "sf_sgemm", 0, 0, n, n, n, a_ptr, b_ptr, c_ptr, 0), plan
             )
             wasm[str(n)] = flops / seconds / 1e9
             with threadpool_limits(1, user_api="blas"):
-                seconds = best_seconds(lambda a=a, b=b, c=c: np.matmul(a, b, out=c), plan)
+                seconds = best_seconds(partial(np.matmul, a, b, out=c), plan)
             baseline[str(n)] = flops / seconds / 1e9
             job.call("sf_heap_reset")
     return wasm, baseline
@@ -252,21 +260,23 @@ def measure_train_steps(module: KernelModule, plan: BenchPlan) -> tuple[dict, di
             steps = n // batch
             job = WasmTrainJob(module, spec, spec.flatten(params), x, labels)
             try:
-                seconds = best_seconds(lambda job=job, batch=batch: job.run(1, batch), plan)
+                seconds = best_seconds(partial(job.run, 1, batch), plan)
             finally:
                 job.close()
             wasm[key] = seconds / steps * 1e6
             numpy_mlp = NumpyMLP(spec, params, batch)
             xb, yb = x[:batch], labels[:batch]
             with threadpool_limits(1, user_api="blas"):
-                seconds = best_seconds(lambda m=numpy_mlp, xb=xb, yb=yb: m.step(xb, yb, LR), plan)
+                seconds = best_seconds(partial(numpy_mlp.step, xb, yb, LR), plan)
             baseline[key] = seconds * 1e6
     return wasm, baseline
 
 
 def measure_digits_training(module: KernelModule, plan: BenchPlan) -> dict[str, float]:
-    """Samples/s of local training on the digits MLP, fused wasm vs numpy, and the cost of
-    metering (fuel) and deadlines (epoch interruption) on the same fused job."""
+    """Measure local training on the digits MLP: fused wasm vs numpy, in samples/s.
+
+    Also the cost of metering (fuel) and deadlines (epoch interruption) on the same fused job.
+    """
     x, labels = digits_data()
     spec = ModelSpec.parse(DIGITS_MODEL)
     params = spec.init_params(SEED)
@@ -280,15 +290,13 @@ def measure_digits_training(module: KernelModule, plan: BenchPlan) -> dict[str, 
     ):
         job = WasmTrainJob(module, spec, spec.flatten(params), x, labels, limits)
         try:
-            seconds_by_limits[name] = best_seconds(
-                lambda job=job: job.run(epochs, DIGITS_BATCH), plan
-            )
+            seconds_by_limits[name] = best_seconds(partial(job.run, epochs, DIGITS_BATCH), plan)
         finally:
             job.close()
     # A fuel budget (client.runner: two metered probes, then sf_train_budget) against the same
     # job through the same runner without one: what a simulated device's budget costs.
     runner = KernelRunner(module)
-    options = {"epochs": epochs, "batch_size": DIGITS_BATCH, "lr": LR, "seed": SEED}
+    options: dict[str, Any] = {"epochs": epochs, "batch_size": DIGITS_BATCH, "lr": LR, "seed": SEED}
     plain_seconds = best_seconds(lambda: runner.train(spec, params, x, labels, **options), plan)
     budget_seconds = best_seconds(
         lambda: runner.train(spec, params, x, labels, fuel_budget=BENCH_FUEL, **options), plan
@@ -355,7 +363,7 @@ def run_benchmark(
 
 
 def ratios(figures: dict[str, Any]) -> dict[str, Any]:
-    """wasm / numpy ratios (> 1: wasm faster, for steps the inverse of the time ratio)."""
+    """Wasm / numpy ratios (> 1: wasm faster, for steps the inverse of the time ratio)."""
     return {
         "sgemm_ratio": {
             n: figures["sgemm_gflops"][n] / figures["numpy_sgemm_gflops"][n]
@@ -372,6 +380,8 @@ def ratios(figures: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class TargetCheck:
+    """One of the issue's targets: the measured value, the target and whether it is met."""
+
     name: str
     value: float
     target: str
@@ -379,7 +389,7 @@ class TargetCheck:
 
 
 def target_checks(figures: dict[str, Any]) -> list[TargetCheck]:
-    """The issue's targets against this run's figures."""
+    """Return the issue's targets against this run's figures."""
     sgemm = figures["sgemm_ratio"]["256"]
     speedup = figures["fused_train_speedup"]
     fuel, deadline = figures["fuel_slowdown"], figures["deadline_slowdown"]

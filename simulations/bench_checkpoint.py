@@ -53,6 +53,7 @@ def measure(run_dir: Path) -> dict[str, float]:
 
 
 def main(argv: list[str]) -> int:
+    """Measure the checkpoint cost (arguments as in ``--help``); return the exit code."""
     if len(argv) != 1:
         print("usage: python -m simulations.bench_checkpoint RUN_DIR", file=sys.stderr)
         return 2

@@ -61,7 +61,7 @@ class BenchRun:
 
 
 def plan(quick: bool = False) -> list[BenchRun]:
-    """The runs the issue asks for (``quick``: fewer rounds and clients, a smoke test)."""
+    """Return the runs the issue asks for (``quick``: fewer rounds and clients, a smoke test)."""
     full = (("federation.fraction_train", "1.0"),)
     default_rounds, big_clients = (3, 100) if quick else (30, 1000)
     runs = []
@@ -120,7 +120,7 @@ def measure(run: BenchRun) -> dict[str, Any]:
 
 
 def tree_memory(root: int) -> tuple[int, int]:
-    """(summed RSS, summed PSS) in bytes of ``root`` and every process below it (Linux)."""
+    """Return (summed RSS, summed PSS) in bytes of ``root`` and every process below it (Linux)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -151,7 +151,7 @@ def tree_memory(root: int) -> tuple[int, int]:
 
 def _child(spec: dict[str, Any]) -> None:
     from simulations.scenario import default_scenario_path, find_scenario, load_scenario
-    from simulations.simulate import default_workers, run_federation
+    from simulations.simulate import default_workers, simulate_on_engine
 
     path = find_scenario(spec["scenario"]) if spec["scenario"] else default_scenario_path()
     scenario = load_scenario(path).with_overrides(
@@ -160,7 +160,7 @@ def _child(spec: dict[str, Any]) -> None:
     run_config = scenario.to_run_config()
     round_ends: list[float] = []
     started = time.perf_counter()
-    report = run_federation(
+    report = simulate_on_engine(
         run_config,
         Path(spec["out"]),
         engine=spec["engine"],
@@ -193,7 +193,7 @@ def _child(spec: dict[str, Any]) -> None:
 
 
 def ratios(figures: dict[str, Any]) -> list[tuple[str, float | None, str, bool | None]]:
-    """The issue's targets as (name, measured ratio or value, target, met) rows."""
+    """Return the issue's targets as (name, measured ratio or value, target, met) rows."""
     runs = {(run["scenario"], run["engine"]): run for run in figures["runs"]}
     rows: list[tuple[str, float | None, str, bool | None]] = []
 

@@ -52,6 +52,7 @@ app.add_typer(cli_bench.app, name="bench")
 
 
 def main() -> None:
+    """Run the ``sandflower`` command line (the console script's entry point)."""
     app()
 
 

@@ -1,15 +1,20 @@
-"""`sandflower bench`: benchmarks and experiments that run whole federations (the kernels' own
-benchmark is `sandflower kernels bench`): `engines` (the local engine against Flower's Ray
-engine) and `stragglers` (FedProx's heterogeneity grid)."""
+"""`sandflower bench`: benchmarks and experiments that run whole federations.
+
+`engines` (the local engine against Flower's Ray engine) and `stragglers` (FedProx's
+heterogeneity grid); the kernels' own benchmark is `sandflower kernels bench`.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from simulations.cli_output import fail, literal, stdout_console
 
 app = typer.Typer(help="Benchmarks that run whole simulations.", no_args_is_help=True)
 
@@ -21,11 +26,14 @@ def engines(
         False, "--quick", help="3 rounds and 100 clients (a smoke test, rough figures)."
     ),
 ) -> None:
-    """The default scenario (30 rounds) and synthetic-1-1-fedavg with 1000 clients at full
-    participation (3 rounds), on the local and the Ray engine, each run in its own process."""
+    """Benchmark the local engine against Flower's Ray engine, each run in its own process.
+
+    The runs: the default scenario (30 rounds) and synthetic-1-1-fedavg with 1000 clients at
+    full participation (3 rounds).
+    """
     from simulations.bench_engines import RUN_KEYS, plan, ratios, run_all
 
-    console = Console()
+    console = stdout_console()
     with console.status("benchmarking") as status:
         figures = run_all(
             plan(quick),
@@ -39,7 +47,7 @@ def engines(
     for run in figures["runs"]:
         table.add_row(
             *(
-                str(run[key])[:12] if key == "final_model_sha256" else str(run[key])
+                literal(str(run[key])[:12] if key == "final_model_sha256" else run[key])
                 for key in RUN_KEYS + ("total_s", "peak_pss_mb")
             )
         )
@@ -52,7 +60,7 @@ def engines(
     console.print(targets)
     if json_path is not None:
         json_path.write_text(json.dumps(figures, indent=2) + "\n")
-        console.print(f"figures written to {json_path}")
+        console.print(f"figures written to {literal(json_path)}")
 
 
 @app.command()
@@ -78,23 +86,20 @@ def stragglers(
 
     unknown = [d for d in dataset if d not in grid.DATASETS]
     if unknown or any(s not in grid.STRAGGLER_SHARES for s in share):
-        typer.echo(
-            f"error: --dataset takes {', '.join(grid.DATASETS)}; --stragglers takes "
-            f"{', '.join(map(str, grid.STRAGGLER_SHARES))}",
-            err=True,
+        fail(
+            f"--dataset takes {', '.join(grid.DATASETS)}; --stragglers takes "
+            f"{', '.join(map(str, grid.STRAGGLER_SHARES))}"
         )
-        raise typer.Exit(2)
     if engine not in ("local", "ray", "inprocess"):
-        typer.echo(f"error: --engine: expected local, ray or inprocess, given {engine!r}", err=True)
-        raise typer.Exit(2)
-    if engine == "inprocess":
-        from simulations.inprocess import run_federation
-    else:
-        from functools import partial
+        fail(f"--engine: expected local, ray or inprocess, given {engine!r}")
+    from functools import partial
 
-        from simulations.simulate import run_federation as run_on_engine
+    from simulations.inprocess import simulate_in_process
+    from simulations.simulate import simulate_on_engine
 
-        run_federation = partial(run_on_engine, engine=engine)
+    simulate: Callable[..., Any] = (
+        simulate_in_process if engine == "inprocess" else partial(simulate_on_engine, engine=engine)
+    )
 
     def show(result: grid.GridResult) -> None:
         typer.echo(
@@ -109,7 +114,7 @@ def stragglers(
         rounds=rounds or None,
         datasets=dataset or grid.DATASETS,
         shares=share or grid.STRAGGLER_SHARES,
-        run_federation=run_federation,
+        simulate=simulate,
         on_run=show,
     )
     typer.echo(f"table: {out / 'stragglers.md'}; plot: {out / 'stragglers.svg'}")

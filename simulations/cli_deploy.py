@@ -9,6 +9,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from simulations.cli_output import EXIT_FAILED, fail, literal, print_error, stdout_console
+
 app = typer.Typer(
     help="Deploy to edge devices: a SuperLink on the coordinator, a SuperNode per device.",
     no_args_is_help=True,
@@ -55,8 +57,8 @@ def init(
     from simulations.deploy.certs import DEFAULT_HOSTS, CertificateError
     from simulations.deploy.layout import DeploymentError, DeploymentPlan, write_deployment
 
-    console = Console()
-    run_config = _scenario_run_config(console, scenario, nodes) if scenario else None
+    console = stdout_console()
+    run_config = _scenario_run_config(scenario, nodes) if scenario else None
     try:
         plan = DeploymentPlan(
             num_nodes=nodes,
@@ -68,20 +70,21 @@ def init(
         )
         layout = write_deployment(directory, plan)
     except (DeploymentError, CertificateError, OSError) as error:
-        console.print(f"[red]error:[/] {error}")
-        raise typer.Exit(2) from None
+        fail(error)
     if run_config is not None:
         from simulations.deploy.local import write_node_data_files
 
         paths = write_node_data_files(run_config, layout, nodes)
         console.print(
-            f"wrote {len(paths)} data files of {run_config['scenario']} to {layout.data_dir}"
+            f"wrote {len(paths)} data files of {run_config['scenario']} to {layout.data_dir}",
+            markup=False,
         )
     console.print(
         f"wrote a deployment for {nodes} SuperNodes to {layout.root}\n"
         f"  SuperLink address {plan.superlink_address} "
         f"(certificate for {', '.join(plan.certificate_hosts)})\n"
-        f"  commands, in order: {layout.commands}"
+        f"  commands, in order: {layout.commands}",
+        markup=False,
     )
 
 
@@ -90,8 +93,8 @@ def local(
     scenario: Annotated[
         str | None,
         typer.Argument(
-            help="Scenario TOML file, or the name of a bundled one "
-            "(default: digits-mlp-dirichlet).",
+            help="A scenario TOML file, or the name of a bundled scenario (`sandflower "
+            "scenario list` lists them). Default: digits-mlp-dirichlet.",
             show_default=False,
         ),
     ] = None,
@@ -152,15 +155,12 @@ def local(
     The SuperNodes run COMMANDS.txt's device commands from a virtualenv that holds only the
     device runtime (flwr, wasmtime, numpy): the app bundle brings the ClientApp and kernel.
     """
-    from rich.markup import escape
-
     from simulations.roles import RoleNotInstalled, require_role
 
     try:  # the node data files are partitions of the scenario; the ServerApp runs here
         require_role("simulation", "sandflower deploy local")
     except RoleNotInstalled as error:
-        Console().print(f"[red]error:[/] {escape(str(error))}")
-        raise typer.Exit(2) from None
+        fail(error)
     from simulations.cli_simulate import parse_sets
     from simulations.deploy.device import DeviceRuntimeError, default_device_venv
     from simulations.deploy.layout import DeploymentError
@@ -173,7 +173,7 @@ def local(
         load_scenario,
     )
 
-    console = Console()
+    console = stdout_console()
     try:
         if resume is not None:
             from simulations.resume import resume_arguments
@@ -189,22 +189,20 @@ def local(
             )
             run_config = loaded.to_run_config()
     except (ScenarioError, ValueError, OSError) as error:
-        console.print(f"[red]error:[/] {error}")
-        raise typer.Exit(2) from None
+        fail(error)
     app_dir = app or source_app_dir()
     if app_dir is None:
-        console.print(
-            "[red]error:[/] no Flower App to run: this sandflower is not a source folder; "
+        fail(
+            "no Flower App to run: this sandflower is not a source folder; "
             "pass --app DIR (the sandflower source folder)"
         )
-        raise typer.Exit(2)
     name = str(run_config["scenario"])
     out_dir = out or Path("runs") / f"{name}-deploy-{time.strftime('%Y%m%d-%H%M%S')}"
     if resume is not None:
         out_dir = Path(str(run_config["out-dir"]))
-        console.print(f"resuming [bold]{resume}[/] from its latest checkpoint")
+        console.print(f"resuming [bold]{literal(resume)}[/] from its latest checkpoint")
     console.print(
-        f"[bold]{name}[/]: {nodes} SuperNodes on loopback (TLS, node authentication), "
+        f"[bold]{literal(name)}[/]: {nodes} SuperNodes on loopback (TLS, node authentication), "
         f"{run_config['num-rounds']} rounds"
     )
     try:
@@ -214,31 +212,31 @@ def local(
             out_dir,
             app_dir,
             timeouts=Timeouts(run=timeout),
-            on_status=lambda text: console.print(f"  {text}"),
+            on_status=lambda text: console.print(f"  {text}", markup=False),
             device_venv=None if supernodes_here else (device_venv or default_device_venv()),
         )
     except (DeploymentError, LocalDeploymentError, ProcessError, DeviceRuntimeError) as error:
-        console.print(f"[red]the deployment failed:[/] {error}")
-        console.print(f"process logs: {Path(out_dir) / 'logs'}")
-        raise typer.Exit(1) from None
+        print_error(
+            f"{error}\nprocess logs: {Path(out_dir) / 'logs'}", label="the deployment failed"
+        )
+        raise typer.Exit(EXIT_FAILED) from None
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted:[/] every process was stopped")
+        print_error("every process was stopped", label="interrupted", style="yellow")
         raise typer.Exit(130) from None
     _print_result(console, result)
 
 
-def _scenario_run_config(console: Console, scenario: str, nodes: int) -> dict:
+def _scenario_run_config(scenario: str, nodes: int) -> dict:
     from simulations.scenario import ScenarioError, find_scenario, load_scenario
 
     try:
         return load_scenario(find_scenario(scenario)).with_overrides(clients=nodes).to_run_config()
     except (ScenarioError, ValueError, OSError) as error:
-        console.print(f"[red]error:[/] {error}")
-        raise typer.Exit(2) from None
+        fail(error)
 
 
 def source_app_dir() -> Path | None:
-    """The sandflower source folder (the Flower App) this code runs from, if it is one.
+    """Return the sandflower source folder (the Flower App) this code runs from, if it is one.
 
     A source checkout or an editable install has pyproject.toml next to the packages; a
     regular install (site-packages) has none.
@@ -249,11 +247,17 @@ def source_app_dir() -> Path | None:
 
 def _print_result(console: Console, result) -> None:
     report_path = result.out_dir / "report.json"
-    console.print(f"run {result.run_id}: {result.status}; run folder {result.out_dir}")
+    console.print(
+        f"run {result.run_id}: {result.status}; run folder {result.out_dir}", markup=False
+    )
     if report_path.is_file():
         from coordinator.reports.report_json import load_report
         from simulations.summary import print_summary
 
         print_summary(load_report(result.out_dir), console, result.out_dir)
     else:
-        console.print(f"[yellow]no report.json in {result.out_dir}[/]; see {result.log_dir}")
+        print_error(
+            f"no report.json in {result.out_dir}; see {result.log_dir}",
+            label="warning",
+            style="yellow",
+        )

@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from simulations.cli_output import EXIT_FAILED, fail, literal, print_error, stdout_console
+
 app = typer.Typer(help="Build, verify and benchmark the wasm kernels.", no_args_is_help=True)
 
 
@@ -17,14 +19,13 @@ def build() -> None:
     """Compile kernels/*.c into kernels/wasm/*.wasm and write the manifest."""
     from kernels import build as kernel_build
 
-    console = Console()
+    console = stdout_console()
     try:
         built = kernel_build.build()
     except kernel_build.KernelBuildError as error:
-        console.print(f"[red]error:[/] {error}")
-        raise typer.Exit(2) from None
+        fail(error)
     for name, kernel in built.items():
-        console.print(f"{name}  {kernel.size} bytes  sha256 {kernel.sha256}")
+        console.print(f"{name}  {kernel.size} bytes  sha256 {kernel.sha256}", markup=False)
 
 
 @app.command()
@@ -32,16 +33,15 @@ def verify() -> None:
     """Rebuild into a temporary directory; exit 1 if a hash differs from the committed .wasm."""
     from kernels import build as kernel_build
 
-    console = Console()
+    console = stdout_console()
     try:
         problems = kernel_build.check()
     except kernel_build.KernelBuildError as error:
-        console.print(f"[red]error:[/] {error}")
-        raise typer.Exit(2) from None
+        fail(error)
     for problem in problems:
-        console.print(f"[red]mismatch:[/] {problem}")
+        print_error(problem, label="mismatch")
     if problems:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
     console.print("kernels/wasm matches its sources")
 
 
@@ -57,7 +57,7 @@ def bench(
     from client.runner import default_kernel_path
     from simulations.bench import run_benchmark
 
-    console = Console()
+    console = stdout_console()
     with console.status("benchmarking") as status:
         figures = run_benchmark(
             quick=quick,
@@ -67,10 +67,11 @@ def bench(
     print_figures(console, figures)
     if json_path is not None:
         json_path.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
-        console.print(f"figures written to {json_path}")
+        console.print(f"figures written to {literal(json_path)}")
 
 
 def print_figures(console: Console, figures: dict) -> None:
+    """Print the benchmark's figures as a table, then the targets and whether each is met."""
     from simulations.bench import target_checks
 
     blas = figures["blas"]

@@ -6,11 +6,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+
+from simulations.cli_output import EXIT_BAD_INPUT, EXIT_FAILED, fail, literal, stdout_console
 
 # Exit codes: 2 for bad input (like a usage error), 1 when writing the output failed.
-EXIT_BAD_INPUT = 2
-EXIT_WRITE_FAILED = 1
+EXIT_WRITE_FAILED = EXIT_FAILED
+__all__ = ["EXIT_BAD_INPUT", "EXIT_WRITE_FAILED", "report"]
 
 
 def report(
@@ -50,19 +51,13 @@ def report(
     from coordinator.reports.writer import REPORT_HTML, write_run
 
     # soft_wrap: paths and messages stay on one line whatever the terminal width (copyable).
-    console = Console(soft_wrap=True)
-    error_console = Console(stderr=True, soft_wrap=True)
+    console = stdout_console(soft_wrap=True)
     if len(run_dirs) > 1 and out is None:
-        error_console.print(
-            f"[red]error:[/] comparing {len(run_dirs)} runs needs --out FOLDER "
-            "(where compare.html is written)"
-        )
-        raise typer.Exit(EXIT_BAD_INPUT)
+        fail(f"comparing {len(run_dirs)} runs needs --out FOLDER (where compare.html is written)")
     try:
         reports = [(path, load_report(path)) for path in run_dirs]
     except ReportError as error:
-        error_console.print(f"[red]error:[/] {error}")
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+        fail(error)
 
     try:
         if len(reports) == 1:
@@ -71,10 +66,12 @@ def report(
             write_run(target, run_report, render_html=True)
             console.print(
                 f"{run_report.scenario or 'run'}: {len(run_report.rounds)} rounds, "
-                f"status {run_report.status or 'unknown'}"
+                f"status {run_report.status or 'unknown'}",
+                markup=False,
             )
-            console.print(f"report: {target / REPORT_HTML}")
+            console.print(f"report: {target / REPORT_HTML}", markup=False)
             return
+        assert out is not None  # several runs without --out failed above
         labels = _labels([path for path, _ in reports])
         page = render_comparison(
             [(label, run_report) for label, (_, run_report) in zip(labels, reports, strict=True)],
@@ -82,9 +79,8 @@ def report(
             target_accuracy=target_accuracy,
         )
     except OSError as error:
-        error_console.print(f"[red]error:[/] cannot write the report: {error}")
-        raise typer.Exit(EXIT_WRITE_FAILED) from None
-    console.print(f"comparison of {len(reports)} runs: {page}")
+        fail(f"cannot write the report: {error}", EXIT_WRITE_FAILED)
+    console.print(f"comparison of {len(reports)} runs: {literal(page)}")
 
 
 def _run_folder(path: Path) -> Path:

@@ -9,14 +9,14 @@ import time
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 
 def simulate(
     scenario: str = typer.Argument(
         None,
-        help="Scenario TOML file, or the name of a bundled one (default: digits-mlp-dirichlet).",
+        help="A scenario TOML file, or the name of a bundled scenario (`sandflower scenario "
+        "list` lists them). Default: digits-mlp-dirichlet.",
         show_default=False,
     ),
     rounds: int = typer.Option(None, "--rounds", help="Override the number of rounds."),
@@ -52,24 +52,26 @@ def simulate(
     ),
 ) -> None:
     """Train a scenario across simulated clients, each in its own Wasm sandbox."""
-    from rich.markup import escape
-
+    from simulations.cli_output import (
+        EXIT_FAILED,
+        fail,
+        literal,
+        print_error,
+        stderr_console,
+        stdout_console,
+    )
     from simulations.roles import RoleNotInstalled, require_role
 
     try:
         require_role("simulation", "sandflower simulate")
     except RoleNotInstalled as error:
-        Console().print(f"[red]error:[/] {escape(str(error))}")
-        raise typer.Exit(2) from None
+        fail(error)
     from simulations.engine.stopping import EXIT_INTERRUPTED, stop_on_signals
     from simulations.scenario import ScenarioError, default_scenario_path, find_scenario
-    from simulations.simulate import ENGINES, SimulationError, run_federation
+    from simulations.simulate import ENGINES, SimulationError, simulate_on_engine
     from simulations.summary import print_summary
 
-    console = Console()
-    if not console.is_terminal:
-        # Piped into a log or a file, rich assumes 80 columns and elides the figures.
-        console = Console(width=120)
+    console = stdout_console()
     try:
         if resume is not None:
             from simulations.resume import resume_arguments
@@ -90,8 +92,7 @@ def simulate(
         if ray_address and engine != "ray":
             raise ValueError("--ray-address: only with --engine ray")
     except (ScenarioError, ValueError, OSError) as error:
-        console.print(f"[red]error:[/] {error}")
-        raise typer.Exit(2) from None
+        fail(error)
 
     name = str(run_config["scenario"])
     out_dir = out or Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -99,18 +100,19 @@ def simulate(
         out_dir = Path(str(run_config["out-dir"]))
     resuming_in_place = resume is not None and out_dir.resolve() == resume.resolve()
     if not force and _holds_a_run(out_dir) and not resuming_in_place:
-        console.print(
-            f"[red]error:[/] {out_dir} already holds a run; continue it with --resume {out_dir}, "
+        fail(
+            f"{out_dir} already holds a run; continue it with --resume {out_dir}, "
             "or overwrite it with --force"
         )
-        raise typer.Exit(2)
     num_rounds = int(run_config["num-rounds"])
     if resume is not None:
-        console.print(f"resuming [bold]{resume}[/] from its latest checkpoint")
+        console.print(f"resuming [bold]{literal(resume)}[/] from its latest checkpoint")
     console.print(
-        f"[bold]{name}[/]: {run_config['num-partitions']} clients, {num_rounds} rounds, "
-        f"strategy {run_config['strategy']}, model {run_config['model']}, "
-        f"seed {run_config['seed']}, engine {engine}"
+        f"[bold]{literal(name)}[/]: {run_config['num-partitions']} clients, {num_rounds} rounds, "
+        + literal(
+            f"strategy {run_config['strategy']}, model {run_config['model']}, "
+            f"seed {run_config['seed']}, engine {engine}"
+        )
     )
     # Flower logs every round at INFO; the progress bar says the same in one line. (Its
     # console handler, not the logger: importing flwr resets the logger's level.)
@@ -152,7 +154,7 @@ def simulate(
 
     try:
         with stop_on_signals(), progress:
-            report = run_federation(
+            report = simulate_on_engine(
                 run_config,
                 out_dir,
                 engine=engine,
@@ -162,12 +164,16 @@ def simulate(
                 ray_address=ray_address,
             )
     except SimulationError as error:
-        console.print(f"[red]the run failed:[/] {error}")
-        console.print(f"partial report (finished rounds): {out_dir / 'report.html'}")
-        raise typer.Exit(1) from None
+        print_error(error, label="the run failed")
+        stderr_console().print(
+            f"partial report (finished rounds): {out_dir / 'report.html'}", markup=False
+        )
+        raise typer.Exit(EXIT_FAILED) from None
     except KeyboardInterrupt:
-        console.print("[magenta]interrupted[/]: every worker stopped")
-        console.print(f"partial report (finished rounds): {out_dir / 'report.html'}")
+        print_error("every worker stopped", label="interrupted", style="magenta")
+        stderr_console().print(
+            f"partial report (finished rounds): {out_dir / 'report.html'}", markup=False
+        )
         # The report is written and every worker is gone: skip the interpreter's teardown of
         # the loaded libraries (seconds on a busy machine), the user asked to stop now.
         sys.stdout.flush()
@@ -189,6 +195,7 @@ def _load(path: Path):
 
 
 def parse_sets(sets: list[str]) -> dict[str, str]:
+    """Return the ``--set KEY=VALUE`` items as a dict; raise ValueError on an item without ``=``."""
     overrides: dict[str, str] = {}
     for item in sets:
         key, sep, value = item.partition("=")

@@ -140,7 +140,7 @@ def synthetic_device(
 
 # -- a folder of per-client files -----------------------------------------------------------
 def folder_files(path: str | os.PathLike) -> list[Path]:
-    """The .npz/.csv files directly in ``path``, sorted by name: client i reads file i."""
+    """Return the .npz/.csv files directly in ``path``, sorted by name: client i reads file i."""
     folder = Path(path).expanduser()
     if not str(path):
         raise DatasetError("the folder data set needs a path (data.path / dataset-path)")
@@ -165,6 +165,7 @@ class ClientFile:
 
     @property
     def readable(self) -> bool:
+        """Return True when the file was read (``x`` and ``y`` are set)."""
         return self.x is not None
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
@@ -220,11 +221,13 @@ def _read_folder_cached(stamp: tuple[tuple[str, int, int], ...]) -> tuple[Client
         first = client_files[0]
         raise DatasetError(f"no readable client file; {first.path}: {first.error}")
     reference = readable[0]
+    reference_x, _ = reference.arrays()
     for client_file in readable[1:]:
-        if client_file.x.shape[1] != reference.x.shape[1]:
+        x, _ = client_file.arrays()
+        if x.shape[1] != reference_x.shape[1]:
             raise DatasetError(
-                f"{client_file.path}: {client_file.x.shape[1]} features, but "
-                f"{reference.path} has {reference.x.shape[1]}; every client file needs the "
+                f"{client_file.path}: {x.shape[1]} features, but "
+                f"{reference.path} has {reference_x.shape[1]}; every client file needs the "
                 "same features"
             )
     return tuple(client_files)
@@ -235,9 +238,9 @@ def folder_shape(path: str | os.PathLike) -> tuple[int, int]:
 
     Classes = the largest label + 1 (at least 2).
     """
-    readable = [client_file for client_file in read_folder(path) if client_file.readable]
-    num_features = int(readable[0].x.shape[1])
-    num_classes = max(2, max(int(client_file.y.max()) for client_file in readable) + 1)
+    readable = [client_file.arrays() for client_file in read_folder(path) if client_file.readable]
+    num_features = int(readable[0][0].shape[1])
+    num_classes = max(2, max(int(y.max()) for _, y in readable) + 1)
     return num_features, num_classes
 
 

@@ -70,8 +70,11 @@ def draw_profiles(
 
 
 def read_profiles(path: str | Path, num_clients: int) -> list[DeviceProfile]:
-    """One device per row of a CSV file with the header ``speed,memory_mb,uplink,downlink,
-    availability``, row i for client (partition) i; exactly ``num_clients`` rows."""
+    """Read one device per row of a CSV file; row i is client (partition) i.
+
+    The header is ``speed,memory_mb,uplink,downlink,availability``; exactly ``num_clients``
+    rows.
+    """
     path = Path(path)
     try:
         with path.open(newline="", encoding="utf-8") as handle:
@@ -106,7 +109,7 @@ def read_profiles(path: str | Path, num_clients: int) -> list[DeviceProfile]:
 
 
 def calibrate_deadline(times: Sequence[float], straggler_share: float) -> float:
-    """A deadline that makes ``straggler_share`` of the clients (by nominal time) stragglers.
+    """Return a deadline that makes ``straggler_share`` of the clients (by nominal time) stragglers.
 
     The clients sorted by time; the first ``round(n * (1 - share))`` finish in time; the
     deadline lies halfway between the last of them and the first straggler. Share 0: no

@@ -1,5 +1,8 @@
-"""Environment every Flower process we start runs with: no telemetry, no update check, no runtime
-dependency installation (README, "Flower App"), and Ray's accelerator override off."""
+"""The environment every Flower process we start runs with.
+
+No telemetry, no update check, no runtime dependency installation (README, "Flower App"),
+and Ray's accelerator override off.
+"""
 
 from __future__ import annotations
 

@@ -75,6 +75,7 @@ class FaultConfig:
     noise_std: float = 1.0
 
     def __post_init__(self) -> None:
+        """Check that every fault share is in [0, 1] and the attack is known."""
         for name in ("dropout", "crash", "slow", "byzantine"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -106,6 +107,7 @@ class FaultConfig:
 
     @property
     def active(self) -> bool:
+        """Return True when any fault is switched on."""
         return self.dropout > 0 or self.crash > 0 or self.slow > 0 or self.byzantine > 0
 
     @classmethod
@@ -132,7 +134,7 @@ class FaultConfig:
         return cls(**values)
 
     def to_run_config(self) -> dict[str, str | int | float]:
-        """The flat keys; empty when no fault is switched on (the run config stays as it was)."""
+        """Return the flat keys; none when no fault is on (the run config stays as it was)."""
         if not self.active:
             return {}
         return {
@@ -141,7 +143,7 @@ class FaultConfig:
 
     # -- who does what ------------------------------------------------------------------------
     def byzantine_partitions(self, seed: int, num_partitions: int) -> frozenset[int]:
-        """The partitions that attack in every round of this run (fixed by the seed)."""
+        """Return the partitions that attack in every round of this run (fixed by the seed)."""
         count = int(round(self.byzantine * num_partitions))
         if count == 0:
             return frozenset()
@@ -149,7 +151,7 @@ class FaultConfig:
         return frozenset(int(p) for p in rng.choice(num_partitions, size=count, replace=False))
 
     def round_fault(self, seed: int, server_round: int, partition_id: int) -> str:
-        """ "dropout", "crash", "slow" or "" for this client in this round."""
+        """Return "dropout", "crash", "slow" or "" for this client in this round."""
         if server_round < 1 or not (self.dropout or self.crash or self.slow):
             return ""
         draw = np.random.default_rng([seed, STREAM, server_round, partition_id + 1]).random()
@@ -184,7 +186,7 @@ def fault_labels(run_config: Mapping[str, Any]) -> Callable[[int, int], tuple[st
 
 # -- the wrapper ------------------------------------------------------------------------------
 def with_faults(inner: ClientApp) -> ClientApp:
-    """A ClientApp that runs ``inner`` and injects the faults the message config asks for."""
+    """Return a ClientApp that runs ``inner`` and injects the faults the message config asks for."""
     wrapped = ClientApp()
 
     @wrapped.train()
@@ -206,9 +208,9 @@ def _faulty_train(inner: ClientApp, message: Message, context: Context) -> Messa
     faults = FaultConfig.from_mapping(config)
     if not faults.active:
         return inner(message, context)
-    seed = int(config["seed"])
-    server_round = int(config.get("server-round", 0))
-    partition_id = int(partition)
+    seed = _as_int(config["seed"])
+    server_round = _as_int(config.get("server-round", 0))
+    partition_id = _as_int(partition)
     fault = faults.round_fault(seed, server_round, partition_id)
     if fault == "dropout":
         return Message(
@@ -221,7 +223,7 @@ def _faulty_train(inner: ClientApp, message: Message, context: Context) -> Messa
         context = Context(
             context.run_id, context.node_id, node_config, context.state, context.run_config
         )
-    num_partitions = int(config.get("num-partitions", 0))
+    num_partitions = _as_int(config.get("num-partitions", 0))
     if server_round < 1 or partition_id not in faults.byzantine_partitions(seed, num_partitions):
         return inner(message, context)
     if faults.attack == "labelflip":
@@ -252,7 +254,7 @@ def attack_delta(
     global_weights: Mapping[str, np.ndarray],
     rng: np.random.Generator,
 ) -> dict[str, np.ndarray]:
-    """The delta a Byzantine client sends instead of its honest ``delta``.
+    """Return the delta a Byzantine client sends instead of its honest ``delta``.
 
     signflip: ``-k * delta`` (k = 1: the plain sign flip); scaling: ``k * delta``; noise:
     ``delta + N(0, std)``; nan: all NaN; replacement: ``k * (target - global)`` for a random
@@ -278,6 +280,13 @@ def attack_delta(
         else:  # labelflip acts on the data, not on the delta
             out[name] = values
     return out
+
+
+def _as_int(value: object) -> int:
+    """Return a config or node config number as an int (TypeError for anything else)."""
+    if not isinstance(value, int | float | str | bytes):
+        raise TypeError(f"expected a number, given {type(value).__name__}")
+    return int(value)
 
 
 def _message_config(message: Message) -> ConfigRecord | None:

@@ -22,7 +22,7 @@ import client.client_app  # noqa: F401  (imported eagerly: see the comment above
 from client import kernel_source
 from client.runner import KernelRunner
 from coordinator.config import FederationConfig, RunConfigError
-from coordinator.server_app import run_federation
+from coordinator.server_app import run_rounds_on_grid
 from simulations.central import make_central_evaluate
 from simulations.faults import fault_labels
 from simulations.partitions import DataConfig, build_federated_data
@@ -31,7 +31,7 @@ KERNEL_FLAVOUR_KEY = "kernel-flavour"
 
 
 def resolve_run_config(run_config: Mapping[str, Any]) -> dict[str, Any]:
-    """The run config with the defaults filled in that only this layer knows.
+    """Return the run config with the defaults filled in that only this layer knows.
 
     An empty ``kernel-sha256`` pins the kernel build named by ``kernel-flavour`` ("relaxed",
     the default, or "simd128" for devices whose runtime has no relaxed SIMD), as shipped in
@@ -75,7 +75,7 @@ def partition_sizes(run_config: Mapping[str, Any]) -> Callable[[int, str], int |
 
 
 def pinned_runner(pin: str) -> KernelRunner:
-    """A runner on the pinned kernel, for central evaluation: the one the clients run.
+    """Return a runner on the pinned kernel, for central evaluation: the one the clients run.
 
     A pin that no shipped build has (the operator's own kernel) falls back to the bundled
     kernel: central evaluation computes the same function whatever build runs it.
@@ -87,12 +87,29 @@ def pinned_runner(pin: str) -> KernelRunner:
     return KernelRunner(kernel_source.compiled_module(kernel))
 
 
-def build_server_app(
+def build_scenario_server_app(
     *,
     run_config_override: Mapping[str, Any] | None = None,
     on_round: Callable | None = None,
 ) -> ServerApp:
-    """A ServerApp that trains with central evaluation on the scenario's held-out test set."""
+    """Build the scenario's ServerApp: central evaluation on the scenario's held-out test set.
+
+    It resolves the run config, then runs ``coordinator.server_app.run_rounds_on_grid`` with
+    the scenario's central evaluation, partition sizes and fault labels (what
+    ``coordinator.server_app.build_coordinator_server_app`` leaves to its caller).
+
+    Parameters
+    ----------
+    run_config_override : Mapping[str, Any] or None
+        The flat run config to use instead of ``context.run_config``.
+    on_round : Callable or None
+        Called with each finished RoundReport (a progress display).
+
+    Returns
+    -------
+    flwr.serverapp.ServerApp
+        The app; ``serverapp`` below is the one ``flwr run .`` starts.
+    """
     app = ServerApp()
 
     @app.main()
@@ -101,7 +118,7 @@ def build_server_app(
             run_config_override if run_config_override is not None else context.run_config
         )
         config = FederationConfig.from_run_config(run_config)
-        run_federation(
+        run_rounds_on_grid(
             grid,
             config,
             central_evaluate=make_central_evaluate(
@@ -115,4 +132,4 @@ def build_server_app(
     return app
 
 
-serverapp = build_server_app()
+serverapp = build_scenario_server_app()

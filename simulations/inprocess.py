@@ -44,34 +44,38 @@ class InProcessGrid:
         }
 
     def get_node_ids(self) -> list[int]:
+        """Return the node ids, one per partition."""
         return list(self.contexts)
 
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> list[Message]:
+        """Run each message through the ClientApp in this process; return the replies in order."""
         return [
             self.client_app(message, self.contexts[message.metadata.dst_node_id])
             for message in messages
         ]
 
 
-def run_federation(
+def simulate_in_process(
     run_config: Mapping[str, Any],
     out_dir: Path,
     *,
     client_app=None,
     on_round=None,
 ):
-    """``simulations.simulate.run_federation`` on an :class:`InProcessGrid`: the same
-    arguments, the same ServerApp (``simulations.flower_app.build_server_app``: central
-    evaluation, the kernel pin, partition sizes and fault labels), the same run folder and
-    RunReport."""
+    """Run a simulation on an :class:`InProcessGrid`, in this process.
+
+    Like ``simulations.simulate.simulate_on_engine``: the same arguments, the same ServerApp
+    (``simulations.flower_app.build_scenario_server_app``: central evaluation, the kernel pin,
+    partition sizes and fault labels), the same run folder and RunReport.
+    """
     from flwr.supercore.task_identity import TaskIdentity
 
     from coordinator.reports.report_json import load_report
     from simulations.engine.worker import load_client_app
     from simulations.environment import apply_flower_env
-    from simulations.flower_app import build_server_app, resolve_run_config
+    from simulations.flower_app import build_scenario_server_app, resolve_run_config
     from simulations.simulate import SimulationError, default_client_app
 
     apply_flower_env()
@@ -85,10 +89,12 @@ def run_federation(
     # Flower's engine sets the process-wide task identity that new messages read.
     TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = 1, 1, 1
     grid = InProcessGrid(client_app, int(config["num-partitions"]), int(config["seed"]))
-    server_app = build_server_app(run_config_override=config, on_round=on_round)
+    server_app = build_scenario_server_app(run_config_override=config, on_round=on_round)
     context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=config)
     try:
-        server_app(grid, context)
+        # InProcessGrid is a duck-typed Grid: it has the two methods the ServerApp logic calls
+        # (get_node_ids, send_and_receive), not the abstract class's SuperLink plumbing.
+        server_app(grid, context)  # type: ignore[arg-type]
     except Exception as error:  # the ServerApp's own error (its report is written)
         raise SimulationError(f"{type(error).__name__}: {error}") from error
     return load_report(out_dir)

@@ -52,7 +52,7 @@ def site_packages_bytes(venv: Path, *, bytecode: bool = True) -> int:
 
 
 def _clean_source(scratch: Path) -> Path:
-    """A copy of the source tree without virtualenvs, caches and VCS data, made once.
+    """Return a copy of the source tree without virtualenvs, caches and VCS data, made once.
 
     pip builds the wheel from the folder it is given; a checkout with a 1.6 GB .venv in it
     makes that slow for nothing.
@@ -104,6 +104,7 @@ def measure_role(role: str, scratch: Path) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Measure the install size of each role (arguments as in ``--help``); return the exit code."""
     parser = argparse.ArgumentParser(
         prog="python -m simulations.install_sizes", description=__doc__
     )

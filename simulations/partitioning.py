@@ -104,7 +104,7 @@ def dirichlet(labels: np.ndarray, num_partitions: int, alpha: float, seed: int) 
 def shards(
     labels: np.ndarray, num_partitions: int, shards_per_client: int, seed: int
 ) -> list[np.ndarray]:
-    """The FedAvg paper's label shards: sort by label, cut equal shards, deal them out at random.
+    """Return the FedAvg paper's label shards: sort by label, cut shards, deal them at random.
 
     With ``shards_per_client = 2`` most clients see two classes. The
     ``len(labels) % (num_partitions * shards_per_client)`` samples that do not fill a

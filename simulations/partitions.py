@@ -74,6 +74,7 @@ class DataConfig:
     test_fraction: float = 0.2
 
     def __post_init__(self) -> None:
+        """Check the data keys; raise DataConfigError naming the first bad one."""
         _expect(
             self.dataset in datasets.DATASETS,
             "dataset",
@@ -132,7 +133,7 @@ class DataConfig:
         return cls(**values)
 
     def to_mapping(self) -> dict[str, str | int | float]:
-        """The flat data keys (``DATA_KEYS``), as they go into a run config."""
+        """Return the flat data keys (``DATA_KEYS``), as they go into a run config."""
         return {_flat_key(name): value for name, value in asdict(self).items()}
 
 
@@ -196,7 +197,7 @@ def load_client_data(data_config: Mapping[str, Any], partition_id: int) -> Local
 
 
 def load_central_test(data_config: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """The coordinator's central test set: x float32 [n, d], y int32 [n] (read-only).
+    """Return the coordinator's central test set: x float32 [n, d], y int32 [n] (read-only).
 
     For ``synthetic`` with ``natural`` partitioning: the held-out splits of the first
     ``CENTRAL_TEST_DEVICES`` devices (all of them up to that many), so that the test set, and

@@ -53,13 +53,13 @@ class ResumeError(ValueError):
 
 
 def is_run_folder(path: Path | str) -> bool:
-    """True when ``path`` holds a run (a report or checkpoints): a new run must not reuse it."""
+    """Return True when ``path`` holds a run (report or checkpoints) a new run must not reuse."""
     path = Path(path)
     return (path / REPORT_FILE_NAME).is_file() or (path / CHECKPOINT_DIR).is_dir()
 
 
 def saved_run_config(run_dir: Path | str) -> tuple[dict[str, Any], int]:
-    """The run config a run folder was run with, and how many rounds its checkpoint holds.
+    """Return the run config a run folder was run with, and how many rounds its checkpoint holds.
 
     Raises
     ------
@@ -87,7 +87,7 @@ def resume_run_config(
     rounds: int | None = None,
     out_dir: Path | str | None = None,
 ) -> dict[str, Any]:
-    """The run config that continues ``run_dir``.
+    """Return the run config that continues ``run_dir``.
 
     Parameters
     ----------

@@ -12,7 +12,7 @@ It prints a markdown table of final central accuracies (the README's) and writes
 (seeded), so the machine's load does not change them.
 
 Engine: ``--engine local`` (default) runs each cell on the local multi-process engine,
-``--engine ray`` on Flower's simulation engine (both ``simulations.simulate.run_federation``),
+``--engine ray`` on Flower's simulation engine (both ``simulations.simulate.simulate_on_engine``),
 ``--engine inprocess`` on ``simulations.inprocess`` (the same ServerApp and ClientApp, one
 client after the other in one process). All three give the same bits.
 """
@@ -59,7 +59,7 @@ def cell_run_config(
     attack: bool,
     rounds: int | None = None,
 ) -> dict[str, Any]:
-    """The flat run config of one cell of the grid."""
+    """Return the flat run config of one cell of the grid."""
     from simulations.scenario import find_scenario, load_scenario
 
     scenario = load_scenario(find_scenario(scenario_name))
@@ -76,10 +76,10 @@ def cell_run_config(
 def run_cell(run_config: Mapping[str, Any], out_dir: Path, engine: str):
     """Run one cell on ``engine`` (local, ray or inprocess); return its RunReport."""
     if engine == "inprocess":
-        from simulations.inprocess import run_federation as run_in_process
+        from simulations.inprocess import simulate_in_process as run_in_process
 
         return run_in_process(run_config, out_dir)
-    from simulations.simulate import run_federation as run_on_engine
+    from simulations.simulate import simulate_on_engine as run_on_engine
 
     return run_on_engine(run_config, out_dir, engine=engine)
 
@@ -89,6 +89,7 @@ def _inline_table(params: Mapping[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the robustness grid (arguments as in ``--help``); return the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/robustness"))
     parser.add_argument("--engine", choices=("local", "ray", "inprocess"), default="local")
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def markdown_table(results: list[dict[str, Any]]) -> str:
-    """Final central accuracy per rule (rows) and run (columns)."""
+    """Tabulate the final central accuracy per rule (rows) and run (columns)."""
     runs = list(dict.fromkeys(result["run"] for result in results))
     rules = list(dict.fromkeys(result["rule"] for result in results))
     cell = {(r["rule"], r["run"]): r["final_central_accuracy"] for r in results}

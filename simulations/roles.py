@@ -20,7 +20,7 @@ class RoleNotInstalled(RuntimeError):
 
 
 def missing_modules(role: str) -> list[str]:
-    """The modules of ``role`` that this environment cannot import."""
+    """Return the modules of ``role`` that this environment cannot import."""
     if role not in ROLE_MODULES:
         raise ValueError(f"role {role!r}: expected one of {sorted(ROLE_MODULES)}")
     return [name for name in ROLE_MODULES[role] if importlib.util.find_spec(name) is None]

@@ -122,6 +122,8 @@ _DATA_DEFAULTS = {f.name: f.default for f in fields(DataConfig)}
 
 @dataclass(frozen=True)
 class ScenarioSection:
+    """The ``[scenario]`` table: name, seed, description."""
+
     name: str = _rule("str", "a name of letters, digits, '.', '_', '-'", _NAME_PATTERN.fullmatch)
     seed: int = _rule("int", "an int >= 0", lambda value: value >= 0, default=0)
     description: str = _rule("str", "a string", default="")
@@ -129,6 +131,8 @@ class ScenarioSection:
 
 @dataclass(frozen=True)
 class DataSection:
+    """The ``[data]`` table: the data set and how it is partitioned."""
+
     dataset: str = _rule("str", "one of digits, synthetic, folder")
     path: str = _rule("str", "a folder path", default=_DATA_DEFAULTS["dataset_path"])
     synthetic_alpha: float = _rule(
@@ -151,6 +155,8 @@ class DataSection:
 
 @dataclass(frozen=True)
 class FederationSection:
+    """The ``[federation]`` table: clients, rounds, sampling, the strategy and the reply bounds."""
+
     clients: int = _rule("int", "an int >= 1", lambda v: v >= 1, default=10)
     rounds: int = _rule("int", "an int >= 1", lambda v: v >= 1, default=10)
     fraction_train: float = _rule("float", "a float in (0, 1]", lambda v: 0 < v <= 1, default=1.0)
@@ -176,6 +182,8 @@ class FederationSection:
 
 @dataclass(frozen=True)
 class TrainingSection:
+    """The ``[training]`` table: the clients' local training."""
+
     local_epochs: int = _rule("int", "an int >= 1", lambda v: v >= 1, default=1)
     batch_size: int = _rule("int", "an int >= 1", lambda v: v >= 1, default=32)
     lr: float = _rule("float", "a float > 0", _positive, default=0.1)
@@ -186,6 +194,8 @@ class TrainingSection:
 
 @dataclass(frozen=True)
 class ModelSection:
+    """The ``[model]`` table: the model kind and its hidden widths."""
+
     kind: str = _rule("str", "one of logreg, mlp")
     hidden: tuple[int, ...] = _rule(
         "ints", "a list of ints >= 1", lambda v: all(w >= 1 for w in v), default=()
@@ -308,14 +318,17 @@ class Scenario:
 
     @property
     def name(self) -> str:
+        """Return the scenario's name (``[scenario] name``)."""
         return self.scenario.name
 
     @property
     def seed(self) -> int:
+        """Return the run seed (``[scenario] seed``)."""
         return self.scenario.seed
 
     @property
     def strategy_params(self) -> dict[str, int | float]:
+        """Return the strategy's parameters (``[federation.strategy_params]``) as a dict."""
         return dict(self.federation.strategy_params)
 
     @classmethod
@@ -343,7 +356,7 @@ class Scenario:
         return scenario
 
     def data_config(self) -> DataConfig:
-        """The data keys as a validated :class:`~simulations.partitions.DataConfig`."""
+        """Return the data keys as a validated :class:`~simulations.partitions.DataConfig`."""
         try:
             return DataConfig(
                 dataset=self.data.dataset,
@@ -361,7 +374,7 @@ class Scenario:
             raise self._data_error(error) from error
 
     def model_spec(self) -> ModelSpec:
-        """The model: kind and hidden widths from the scenario, input and classes from the data."""
+        """Return the model: hidden widths from the scenario, input and classes from the data."""
         try:
             num_features, num_classes = data_shape(self.data_config())
         except DataConfigError as error:
@@ -374,7 +387,7 @@ class Scenario:
             raise ScenarioError(self.source, "model", str(error)) from error
 
     def to_run_config(self) -> dict[str, str | int | float]:
-        """The flat run config (README, "Run config"): what the coordinator and clients read."""
+        """Return the flat run config (README, "Run config") the coordinator and clients read."""
         run_config: dict[str, str | int | float] = {
             "scenario": self.name,
             "seed": self.seed,
@@ -403,8 +416,11 @@ class Scenario:
         return run_config
 
     def device_simulation(self, run_config: Mapping[str, Any]):
-        """The scenario's devices as a ``coordinator.clock.DeviceSimulation`` (deadline
-        calibrated when ``straggler_share`` >= 0: runs every client's job once, metered)."""
+        """Return the scenario's devices as a ``coordinator.clock.DeviceSimulation``.
+
+        The deadline is calibrated when ``straggler_share`` >= 0: this runs every client's job
+        once, metered.
+        """
         from simulations import devices
 
         section = self.devices
@@ -444,7 +460,7 @@ class Scenario:
         )
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        """The scenario as nested tables, in the TOML file's shape (lists for arrays)."""
+        """Return the scenario as nested tables, in the TOML file's shape (lists for arrays)."""
         raw: dict[str, dict[str, Any]] = {}
         for section_name in _SECTIONS:
             section = getattr(self, section_name)
@@ -468,7 +484,7 @@ class Scenario:
         seed: int | None = None,
         sets: Mapping[str, str] | None = None,
     ) -> Scenario:
-        """A copy with some keys replaced, validated like the file.
+        """Return a copy with some keys replaced, validated like the file.
 
         Parameters
         ----------
@@ -587,7 +603,7 @@ def load_scenario(path: str | Path) -> Scenario:
 
 
 def default_scenario_path() -> Path:
-    """The bundled default scenario, digits-mlp-dirichlet.toml."""
+    """Return the bundled default scenario, digits-mlp-dirichlet.toml."""
     return SCENARIO_DIR / f"{DEFAULT_SCENARIO}.toml"
 
 
@@ -597,7 +613,7 @@ def bundled_scenarios() -> list[str]:
 
 
 def find_scenario(name_or_path: str | Path) -> Path:
-    """A scenario file: an existing path, or the name of a bundled scenario (.toml optional).
+    """Find a scenario file: an existing path, or the name of a bundled scenario (.toml optional).
 
     Raises
     ------
@@ -715,7 +731,7 @@ def _apply_set(raw: dict[str, dict[str, Any]], key: str, text: str, source: str)
 
 
 def _parse_text(text: str, kind: str) -> Any:
-    """A --set value: strings as written (quotes optional), anything else as a TOML value."""
+    """Parse a --set value: strings as written (quotes optional), anything else as a TOML value."""
     text = text.strip()
     if kind == "str":
         if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":

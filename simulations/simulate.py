@@ -1,7 +1,8 @@
 """Run a scenario on a simulation engine and return its RunReport.
 
-Two engines run the same ServerApp logic (``simulations.flower_app.build_server_app``, i.e.
-``coordinator.server_app.run_federation``) and the same ClientApp:
+Two engines run the same ServerApp logic
+(``simulations.flower_app.build_scenario_server_app``, i.e.
+``coordinator.server_app.run_rounds_on_grid``) and the same ClientApp:
 
 - ``local`` (default): :class:`simulations.engine.LocalGrid` over a pool of worker
   processes on this machine (one per core by default).
@@ -9,7 +10,7 @@ Two engines run the same ServerApp logic (``simulations.flower_app.build_server_
   machine; ``ray_address`` points it at an existing cluster (``ray start --head``).
 
 ``flwr.simulation.run_simulation`` leaves ``context.run_config`` empty, so the scenario's
-run config reaches the ServerApp through ``build_server_app(run_config_override=...)``.
+run config reaches the ServerApp through ``build_scenario_server_app(run_config_override=...)``.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def run_federation(
+def simulate_on_engine(
     run_config: Mapping[str, Any],
     out_dir: Path,
     *,
@@ -99,8 +100,11 @@ def run_federation(
 
 
 def default_client_app(run_config: Mapping[str, Any]) -> str:
-    """The simulation's ClientApp: the device's own, wrapped by the fault injector when the
-    run config asks for faults (``[faults]`` in the scenario)."""
+    """Return the simulation's ClientApp: the device's own, wrapped for faults if asked.
+
+    The fault injector wraps it when the run config asks for faults (``[faults]`` in the
+    scenario).
+    """
     from simulations.faults import FaultConfig
 
     if FaultConfig.from_mapping(run_config).active:
@@ -112,7 +116,7 @@ def _run_local(config, workers, client_app, on_round, on_progress) -> None:
     from flwr.app import Context, RecordDict
 
     from simulations.engine import LocalGrid, WorkerPool, stopping
-    from simulations.flower_app import build_server_app, resolve_run_config
+    from simulations.flower_app import build_scenario_server_app, resolve_run_config
 
     num_workers = default_workers() if workers is None else workers
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
@@ -120,7 +124,7 @@ def _run_local(config, workers, client_app, on_round, on_progress) -> None:
     num_clients = int(config["num-partitions"])
     resolved = resolve_run_config(config)  # compiles (or loads) the kernel here, once
     _load_data_before_forking(resolved)
-    server_app = build_server_app(run_config_override=resolved, on_round=on_round)
+    server_app = build_scenario_server_app(run_config_override=resolved, on_round=on_round)
     pool = WorkerPool(min(num_workers, num_clients), client_app, resolved, num_clients)
     stopping.register(pool)
     try:
@@ -160,13 +164,13 @@ last_pool_stats: dict[str, Any] = {}
 def _run_ray(config, client_app, on_round, num_cpus_per_client, ray_address) -> None:
     from flwr.simulation import run_simulation
 
-    from simulations.flower_app import build_server_app
+    from simulations.flower_app import build_scenario_server_app
 
     if isinstance(client_app, str) or not hasattr(client_app, "_call"):
         from simulations.engine.worker import load_client_app
 
         client_app = load_client_app(client_app)
-    server_app = build_server_app(run_config_override=config, on_round=on_round)
+    server_app = build_scenario_server_app(run_config_override=config, on_round=on_round)
     num_clients = int(config["num-partitions"])
     init_args: dict[str, Any] = {
         "include_dashboard": False,

@@ -1,9 +1,11 @@
-"""The FedProx paper's systems-heterogeneity grid: Synthetic(0,0), (0.5,0.5), (1,1) x 0/50/90%
-stragglers x FedAvg (stragglers dropped) / FedProx (mu = 1, partial work kept).
+"""The FedProx paper's systems-heterogeneity grid.
+
+Synthetic(0,0), (0.5,0.5), (1,1) x 0/50/90% stragglers x FedAvg (stragglers dropped) /
+FedProx (mu = 1, partial work kept).
 
 ``run_grid`` runs each bundled scenario ``synthetic-A-B-stragglers-S-ALGO`` through a
-``run_federation(run_config, out_dir, **engine_kwargs)`` (default: the in-process grid,
-``simulations.inprocess``; ``simulations.simulate.run_federation`` runs Flower's Ray engine,
+``simulate(run_config, out_dir, **engine_kwargs)`` (default: the in-process grid,
+``simulations.inprocess``; ``simulations.simulate.simulate_on_engine`` runs Flower's Ray engine,
 and a faster engine with the same signature can be passed), then writes ``stragglers.csv``,
 ``stragglers.md`` (the README table) and ``stragglers.svg`` (central accuracy by round, one
 panel per data set) into the output folder.
@@ -24,6 +26,7 @@ ALGORITHMS = ("fedavg", "fedprox")
 
 
 def scenario_name(dataset: str, share: int, algorithm: str) -> str:
+    """Return the bundled scenario's name for a data set, straggler share and algorithm."""
     return f"synthetic-{dataset}-stragglers-{share}-{algorithm}"
 
 
@@ -50,15 +53,17 @@ def run_grid(
     rounds: int | None = None,
     datasets: Sequence[str] = DATASETS,
     shares: Sequence[int] = STRAGGLER_SHARES,
-    run_federation: Callable[..., Any] | None = None,
+    simulate: Callable[..., Any] | None = None,
     engine_kwargs: dict[str, Any] | None = None,
     on_run: Callable[[GridResult], None] | None = None,
 ) -> list[GridResult]:
     """Run the grid; ``rounds`` overrides the scenarios' 200 (the paper's) when given."""
     from simulations.scenario import find_scenario, load_scenario
 
-    if run_federation is None:
-        from simulations.inprocess import run_federation
+    if simulate is None:
+        from simulations.inprocess import simulate_in_process
+
+        simulate = simulate_in_process
     out_dir = Path(out_dir)
     results = []
     for dataset in datasets:
@@ -69,7 +74,7 @@ def run_grid(
                 run_config = scenario.to_run_config()
                 if rounds is not None:
                     run_config["num-rounds"] = int(rounds)
-                report = run_federation(run_config, out_dir / name, **(engine_kwargs or {}))
+                report = simulate(run_config, out_dir / name, **(engine_kwargs or {}))
                 result = _result(dataset, share, algorithm, report)
                 results.append(result)
                 # Rewritten after every run: an interrupted grid leaves a table of what ran.
@@ -118,7 +123,7 @@ def write_outputs(out_dir: Path, results: Sequence[GridResult]) -> None:
 
 
 def markdown_table(results: Sequence[GridResult]) -> str:
-    """Final central accuracy, FedAvg vs FedProx, per data set and straggler share."""
+    """Tabulate the final central accuracy, FedAvg vs FedProx, per data set and straggler share."""
     by_key = {(r.dataset, r.share, r.algorithm): r for r in results}
     lines = [
         "| data set | stragglers | FedAvg (drop) | FedProx mu=1 (partial) | FedProx - FedAvg |",

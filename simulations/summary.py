@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from coordinator.reports.formatting import (
@@ -31,7 +32,7 @@ _STATUS_STYLES = {
 
 
 def summary_table(report: RunReport) -> Table:
-    """A rich table of the run: one row per round (first and last ones for long runs), finals.
+    """Return a rich table of the run: a row per round (first and last ones if long), finals.
 
     Parameters
     ----------
@@ -44,7 +45,8 @@ def summary_table(report: RunReport) -> Table:
     status_style = _STATUS_STYLES.get(report.status, "white")
     table = Table(
         title=(
-            f"[bold]{report.scenario or 'run'}[/] · [{status_style}]{report.status or 'unknown'}"
+            f"[bold]{escape(report.scenario or 'run')}[/] · "
+            f"[{status_style}]{escape(report.status or 'unknown')}"
             f"[/] · {len(report.rounds)} of {report.num_rounds} rounds · seed {report.seed}"
         ),
         show_footer=True,
@@ -81,21 +83,32 @@ def summary_table(report: RunReport) -> Table:
 
 
 def print_summary(report: RunReport, console: Console, run_dir: Path) -> None:
-    """Print the summary table, the run's error if it failed, and where the report files are."""
+    """Print the summary table, the run's error if it failed, and where the report files are.
+
+    Parameters
+    ----------
+    report : RunReport
+        The run (finished or not).
+    console : rich.console.Console
+        Where the summary goes.
+    run_dir : Path
+        The run folder, for the paths of the report files.
+    """
     console.print(summary_table(report))
     if report.error:
-        console.print(f"[red]error:[/] {report.error}")
+        console.print(f"[red]error:[/] {escape(report.error)}")
     for event in report.resumes:
-        console.print(f"resumed: {resume_text(event)}")
+        console.print(f"resumed: {resume_text(event)}", markup=False)
     run_dir = Path(run_dir)
-    console.print(f"report: [bold]{run_dir / 'report.html'}[/]")
+    console.print(f"report: [bold]{escape(str(run_dir / 'report.html'))}[/]")
     console.print(
-        f"data:   {run_dir / 'report.json'}, {run_dir / 'rounds.csv'}, {run_dir / 'clients.csv'}"
+        f"data:   {run_dir / 'report.json'}, {run_dir / 'rounds.csv'}, {run_dir / 'clients.csv'}",
+        markup=False,
     )
 
 
 def _final(report: RunReport, round_field: str) -> float:
-    """The run's final figure; before it completes (or when it failed), the latest measured."""
+    """Return the final figure; before completion (or after a failure), the latest one."""
     final = getattr(report, f"final_{round_field}")
     if report.status == "completed" and math.isfinite(final):
         return final

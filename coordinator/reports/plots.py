@@ -12,6 +12,7 @@ import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from matplotlib import rc_context
@@ -31,7 +32,7 @@ MAX_ROUNDS_FOR_BARS = 60
 MAX_ROUNDS_FOR_POINTS = 40
 FIGURE_SIZE_INCHES = (6.4, 3.3)
 
-_RC = {
+_RC: dict[str, Any] = {
     "svg.fonttype": "path",
     "svg.hashsalt": "sandflower",  # fixed ids: the same report gives the same bytes
     "font.size": 9,
@@ -211,7 +212,7 @@ def comparison_plots(
 
 
 def _draw(plot_id: str, title: str, draw, data, caption: str) -> Plot:
-    with rc_context(_RC):
+    with rc_context(_RC):  # type: ignore[arg-type]  # the stub wants literal rcParams keys
         # Fixed margins: a layout engine would double the drawing time of every plot.
         figure = Figure(figsize=FIGURE_SIZE_INCHES, dpi=100)
         figure.subplots_adjust(left=0.11, right=0.98, top=0.9, bottom=0.15)

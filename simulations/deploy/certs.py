@@ -54,9 +54,11 @@ class KeyAndCertificate:
     certificate: x509.Certificate
 
     def certificate_pem(self) -> bytes:
+        """Return the certificate in PEM."""
         return self.certificate.public_bytes(serialization.Encoding.PEM)
 
     def private_key_pem(self) -> bytes:
+        """Return the private key in PEM (PKCS#8, unencrypted)."""
         return self.private_key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
@@ -65,7 +67,7 @@ class KeyAndCertificate:
 
 
 def generate_ca(common_name: str = "Sandflower deployment CA") -> KeyAndCertificate:
-    """A self-signed certificate authority that may sign server certificates (path length 0).
+    """Return a self-signed certificate authority that may sign server certificates (path length 0).
 
     Parameters
     ----------
@@ -105,7 +107,7 @@ def generate_ca(common_name: str = "Sandflower deployment CA") -> KeyAndCertific
 
 
 def subject_alternative_names(hosts: Sequence[str]) -> list[x509.GeneralName]:
-    """The SAN entries for ``hosts``: an IPAddress entry for an IP, a DNSName otherwise.
+    """Return the SAN entries for ``hosts``: an IPAddress entry for an IP, a DNSName otherwise.
 
     Raises
     ------
@@ -134,7 +136,7 @@ def subject_alternative_names(hosts: Sequence[str]) -> list[x509.GeneralName]:
 def generate_server_certificate(
     ca: KeyAndCertificate, hosts: Sequence[str] = DEFAULT_HOSTS
 ) -> KeyAndCertificate:
-    """A TLS server certificate signed by ``ca`` whose SANs cover ``hosts``.
+    """Return a TLS server certificate signed by ``ca`` whose SANs cover ``hosts``.
 
     Parameters
     ----------
@@ -181,12 +183,12 @@ def generate_server_certificate(
 
 
 def generate_node_key() -> ec.EllipticCurvePrivateKey:
-    """A fresh SuperNode authentication key (ECDSA on NIST P-384)."""
+    """Return a fresh SuperNode authentication key (ECDSA on NIST P-384)."""
     return ec.generate_private_key(NODE_KEY_CURVE)
 
 
 def node_private_key_openssh(private_key: ec.EllipticCurvePrivateKey) -> bytes:
-    """The private key as ``flower-supernode --auth-supernode-private-key`` loads it."""
+    """Return the private key as ``flower-supernode --auth-supernode-private-key`` loads it."""
     return private_key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.OpenSSH,
@@ -195,7 +197,7 @@ def node_private_key_openssh(private_key: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 def node_public_key_openssh(private_key: ec.EllipticCurvePrivateKey, comment: str = "") -> bytes:
-    """The public key as one OpenSSH line (``ecdsa-sha2-nistp384 AAAA... comment``)."""
+    """Return the public key as one OpenSSH line (``ecdsa-sha2-nistp384 AAAA... comment``)."""
     line = private_key.public_key().public_bytes(
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
     )

@@ -31,7 +31,7 @@ class DeviceRuntimeError(RuntimeError):
 
 
 def device_requirements() -> list[str]:
-    """The pip requirements of the device runtime, e.g. ``["flwr==1.42.0", ...]``.
+    """Return the pip requirements of the device runtime, e.g. ``["flwr==1.42.0", ...]``.
 
     Read from the source tree's pyproject.toml when this code runs from one (a checkout or
     an editable install, whose installed metadata may be older than the file), else from the
@@ -69,7 +69,7 @@ def device_requirements() -> list[str]:
 
 
 def install_command(venv: str = ".venv") -> str:
-    """The shell line that makes a device's virtualenv ``venv`` (python3 >= 3.11 on PATH)."""
+    """Return the shell line that makes a device's virtualenv ``venv`` (python3 >= 3.11 on PATH)."""
     packages = " ".join(shlex.quote(req) for req in device_requirements())
     return f"python3 -m venv {venv} && {venv}/bin/pip install -q {packages}"
 
@@ -82,7 +82,7 @@ def default_device_venv() -> Path:
 
 
 def venv_bin(venv: Path) -> Path:
-    """The folder of a virtualenv's executables (flower-supernode lives there)."""
+    """Return the folder of a virtualenv's executables (flower-supernode lives there)."""
     return Path(venv) / ("Scripts" if os.name == "nt" else "bin")
 
 
@@ -128,7 +128,7 @@ def build_device_venv(venv: Path, python: str = sys.executable) -> Path:
 
 
 def _clean_environment() -> dict[str, str]:
-    """This process's environment without what would show pip another Python's packages.
+    """Return this process's environment without what would show pip another Python's packages.
 
     Flower's Ray backend sets PYTHONPATH to the whole ``sys.path`` of the process that ran a
     Ray simulation (flwr/server/superlink/fleet/vce/backend/raybackend.py), and every later

@@ -49,51 +49,64 @@ class DeploymentLayout:
 
     @property
     def commands(self) -> Path:
+        """Return the path of COMMANDS.txt."""
         return self.root / "COMMANDS.txt"
 
     @property
     def certificates_dir(self) -> Path:
+        """Return the folder of the CA and server certificates and keys."""
         return self.root / "certificates"
 
     @property
     def ca_certificate(self) -> Path:
+        """Return the path of the CA certificate."""
         return self.certificates_dir / "ca.crt"
 
     @property
     def ca_key(self) -> Path:
+        """Return the path of the CA's private key."""
         return self.certificates_dir / "ca.key"
 
     @property
     def server_certificate(self) -> Path:
+        """Return the path of the SuperLink's certificate."""
         return self.certificates_dir / "server.crt"
 
     @property
     def server_key(self) -> Path:
+        """Return the path of the SuperLink's private key."""
         return self.certificates_dir / "server.key"
 
     @property
     def keys_dir(self) -> Path:
+        """Return the folder of the SuperNodes' authentication keys."""
         return self.root / "keys"
 
     def node_private_key(self, node: int) -> Path:
+        """Return the path of SuperNode ``node``'s private key."""
         return self.keys_dir / f"supernode-{node}"
 
     def node_public_key(self, node: int) -> Path:
+        """Return the path of SuperNode ``node``'s public key (OpenSSH)."""
         return self.keys_dir / f"supernode-{node}.pub"
 
     @property
     def data_dir(self) -> Path:
+        """Return the folder of the SuperNodes' data files."""
         return self.root / "data"
 
     def node_data(self, node: int) -> Path:
+        """Return the path of SuperNode ``node``'s data file (.npz)."""
         return self.data_dir / f"node-{node}.npz"
 
     @property
     def flwr_home(self) -> Path:
+        """Return the FLWR_HOME of the ``flwr`` CLI on the coordinator."""
         return self.root / "flwr-home"
 
     @property
     def flower_config(self) -> Path:
+        """Return the path of the Flower connection config (``flwr_home/config.toml``)."""
         return self.flwr_home / "config.toml"
 
     def node_flwr_home(self, node: int) -> Path:
@@ -102,10 +115,12 @@ class DeploymentLayout:
 
     @property
     def superlink_database(self) -> Path:
+        """Return the path of the SuperLink's state database."""
         return self.root / "superlink" / "state.db"
 
     @property
     def logs_dir(self) -> Path:
+        """Return the folder of the processes' log files."""
         return self.root / "logs"
 
 
@@ -129,6 +144,7 @@ class DeploymentPlan:
     app_dir: Path = Path(".")
 
     def __post_init__(self) -> None:
+        """Check the node count, hosts and ports; raise DeploymentError naming the bad one."""
         if not isinstance(self.num_nodes, int) or self.num_nodes < 1:
             raise DeploymentError(f"nodes: expected an integer >= 1, given {self.num_nodes!r}")
         if not self.hosts:
@@ -246,7 +262,7 @@ DEVICE_VENV = ".venv"
 
 
 def render_commands(layout: DeploymentLayout, plan: DeploymentPlan) -> str:
-    """The text of COMMANDS.txt: every command line, in order, ready to paste."""
+    """Return the text of COMMANDS.txt: every command line, in order, ready to paste."""
     env_line = " ".join(
         f"{key}={shlex.quote(value)}"
         for key, value in {**FLOWER_ENV, "FLWR_HOME": str(layout.flwr_home)}.items()

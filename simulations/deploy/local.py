@@ -91,7 +91,7 @@ class LocalRunResult:
 
 # -- bringing a federation up ----------------------------------------------------------------
 def loopback_plan(num_nodes: int, app_dir: Path) -> DeploymentPlan:
-    """A plan on 127.0.0.1 with free ports (bound to port 0 by the OS just before)."""
+    """Return a plan on 127.0.0.1 with free ports (bound to port 0 by the OS just before)."""
     superlink_port = find_free_port(LOOPBACK)
     supernode_ports: list[int] = []
     while len(supernode_ports) < num_nodes:
@@ -245,7 +245,7 @@ def write_node_data_files(
 
 
 def read_app_config(app_dir: Path) -> dict[str, Any]:
-    """The Flower App's pyproject.toml, parsed."""
+    """Return the Flower App's pyproject.toml, parsed."""
     pyproject = Path(app_dir) / "pyproject.toml"
     try:
         return tomllib.loads(pyproject.read_text(encoding="utf-8"))
@@ -269,7 +269,7 @@ def check_run_config_keys(app_dir: Path, run_config: Mapping[str, Any]) -> None:
 def check_sandflower_installed(
     env: Mapping[str, str], cwd: Path, distribution: str = "sandflower"
 ) -> None:
-    """The coordinator side needs an installed sandflower: say so before starting.
+    """Check that the coordinator side has an installed sandflower, before starting.
 
     The SuperLink runs the ServerApp with this environment's packages (the coordinator role:
     ``pip install -e ".[coordinator]"``, or more). ``cwd`` must not hold a source tree.

@@ -32,7 +32,7 @@ class ProcessError(RuntimeError):
 
 
 def find_free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port on ``host`` that is free right now (the OS picks it: bind to port 0)."""
+    """Return a TCP port on ``host`` that is free right now (the OS picks it: bind to port 0)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.bind((host, 0))
@@ -40,7 +40,7 @@ def find_free_port(host: str = "127.0.0.1") -> int:
 
 
 def flower_environment(flwr_home: Path, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment of every Flower process we start.
+    """Return the environment of every Flower process we start.
 
     ``FLWR_HOME`` is private to the deployment; the venv's bin directory comes first on
     ``PATH`` because the SuperLink and SuperNodes start ``flower-superexec`` by name.
@@ -63,12 +63,15 @@ class ManagedProcess:
 
     @property
     def pid(self) -> int:
+        """Return the process id."""
         return self.popen.pid
 
     def is_running(self) -> bool:
+        """Return True while the process has not exited."""
         return self.popen.poll() is None
 
     def log_tail(self, num_lines: int = 20) -> str:
+        """Return the last ``num_lines`` lines of the process's log (for error messages)."""
         try:
             lines = self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
         except OSError:
@@ -166,9 +169,11 @@ class ProcessSupervisor:
                 _signal_pid(pid, signal.SIGTERM)
 
     def __enter__(self) -> ProcessSupervisor:
+        """Return this supervisor; :meth:`__exit__` stops every process it started."""
         return self
 
     def __exit__(self, *exc_info) -> None:
+        """Stop every process this supervisor started, whatever happened inside the block."""
         self.stop_all()
 
 
@@ -179,8 +184,7 @@ def wait_until(
     watched: Sequence[ManagedProcess] = (),
     interval_s: float = POLL_INTERVAL_S,
 ) -> None:
-    """Poll ``condition`` every ``interval_s`` until it holds; fail early if a watched
-    process exits.
+    """Poll ``condition`` every ``interval_s`` until it holds; fail early if a process exits.
 
     Raises
     ------
@@ -207,7 +211,7 @@ def wait_until(
 
 
 def port_accepts(host: str, port: int) -> bool:
-    """True when a TCP connection to ``host:port`` succeeds."""
+    """Return True when a TCP connection to ``host:port`` succeeds."""
     try:
         with socket.create_connection((host, port), timeout=0.5):
             return True
@@ -216,7 +220,7 @@ def port_accepts(host: str, port: int) -> bool:
 
 
 def pid_running(pid: int) -> bool:
-    """True when ``pid`` names a live process (a zombie counts as gone)."""
+    """Return True when ``pid`` names a live process (a zombie counts as gone)."""
     stat = _read_stat(pid)
     if stat is not None:
         return stat[0] != "Z"

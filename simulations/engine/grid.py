@@ -1,6 +1,6 @@
 """``LocalGrid``: the Flower Grid of the local engine, over a :class:`.pool.WorkerPool`.
 
-The ServerApp logic (``coordinator.server_app.run_federation``) drives it exactly as it
+The ServerApp logic (``coordinator.server_app.run_rounds_on_grid``) drives it exactly as it
 drives Flower's InMemoryGrid or a SuperLink's grid: ``get_node_ids`` then
 ``send_and_receive``. Node ids are deterministic (``NODE_ID_OFFSET + partition id``), every
 node's Context carries ``partition-id`` and ``num-partitions`` as Flower's engine sets them,
@@ -29,7 +29,7 @@ OnProgress = Callable[[int, int], None]  # (replies received, messages sent) in 
 
 
 def node_id_of(partition_id: int) -> int:
-    """The node id of client ``partition_id`` in the local engine."""
+    """Return the node id of client ``partition_id`` in the local engine."""
     return NODE_ID_OFFSET + int(partition_id)
 
 
@@ -68,7 +68,8 @@ class LocalGrid(Grid):
         self._run = run
 
     @property
-    def run(self) -> Run:  # type: ignore[override]
+    def run(self) -> Run:
+        """Return the run the messages belong to."""
         return self._run
 
     def create_message(
@@ -79,9 +80,11 @@ class LocalGrid(Grid):
         group_id: str,
         ttl: float | None = None,
     ) -> Message:
+        """Return a new Message to ``dst_node_id`` in this run."""
         return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
 
     def get_node_ids(self) -> Iterable[int]:
+        """Return the node ids, one per partition."""
         return range(NODE_ID_OFFSET, NODE_ID_OFFSET + self.num_partitions)
 
     def node_partitions(self) -> dict[int, int]:
@@ -89,6 +92,7 @@ class LocalGrid(Grid):
         return {node_id_of(partition): partition for partition in range(self.num_partitions)}
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        """Queue ``messages`` for the workers; return their message ids."""
         ids = []
         for message in messages:
             self._stamp(message)
@@ -97,6 +101,7 @@ class LocalGrid(Grid):
         return ids
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        """Run the queued messages among ``message_ids`` and return the replies that are ready."""
         wanted = set(message_ids)
         to_run = [self._pushed.pop(i) for i in list(self._pushed) if i in wanted]
         if to_run:

@@ -114,9 +114,11 @@ class WorkerPool:
         return self
 
     def __enter__(self) -> WorkerPool:
+        """Start the workers; return the pool."""
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
+        """Stop every worker by pid, whatever happened inside the block."""
         self.stop()
 
     @property
@@ -125,12 +127,15 @@ class WorkerPool:
         return [worker.pid for worker in self._workers if worker is not None]
 
     def worker_of(self, partition_id: int) -> int:
-        """The index of the worker that runs client ``partition_id``."""
+        """Return the index of the worker that runs client ``partition_id``."""
         return int(partition_id) % self.num_workers
 
     def stop(self) -> None:
-        """Stop every worker by pid: an idle one is asked and given ``STOP_GRACE_SECONDS``,
-        a busy one (interrupted mid-round) and a late one are SIGKILLed."""
+        """Stop every worker by pid.
+
+        An idle one is asked and given ``STOP_GRACE_SECONDS``; a busy one (interrupted
+        mid-round) and a late one are SIGKILLed.
+        """
         self._stopped = True
         workers = [worker for worker in self._workers if worker is not None]
         self._workers = [None] * self.num_workers
@@ -260,7 +265,8 @@ class WorkerPool:
         )
         process.start()
         child_end.close()
-        self.started_pids.append(int(process.pid))
+        assert process.pid is not None  # start() returned: the process exists
+        self.started_pids.append(process.pid)
         logger.debug("worker %d started (pid %d)", index, process.pid)
         return _Worker(index, process, parent_end)
 

@@ -27,6 +27,7 @@ def register(pool: WorkerPool) -> None:
 
 
 def unregister(pool: WorkerPool) -> None:
+    """Forget ``pool``: its workers are stopped."""
     _active_pools.discard(pool)
 
 

@@ -44,7 +44,7 @@ class TransferError(ValueError):
 
 
 class _RecordUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str):  # type: ignore[override]
+    def find_class(self, module: str, name: str):
         if (
             module.startswith(_ALLOWED_MODULE_PREFIXES)
             or (module == "builtins" and name in _ALLOWED_BUILTINS)
@@ -64,12 +64,12 @@ def _loads(buffer: bytes | memoryview, what: str) -> object:
 
 
 def encode_content(content: RecordDict) -> bytes:
-    """A message content as one buffer."""
+    """Return a message content as one buffer."""
     return pickle.dumps(content, protocol=PROTOCOL)
 
 
 def decode_content(buffer: bytes) -> RecordDict:
-    """The content :func:`encode_content` wrote (a fresh RecordDict on every call)."""
+    """Return the content :func:`encode_content` wrote (a fresh RecordDict on every call)."""
     content = _loads(buffer, "content")
     if not isinstance(content, RecordDict):
         raise TransferError(f"content: expected a RecordDict, given {type(content).__name__}")
@@ -77,7 +77,7 @@ def decode_content(buffer: bytes) -> RecordDict:
 
 
 def instruction(metadata: Metadata, content: RecordDict) -> Message:
-    """The instruction Message a ClientApp receives: the job's metadata and its content."""
+    """Return the instruction Message a ClientApp receives: the job's metadata and its content."""
     return make_message(metadata=metadata, content=content)
 
 
@@ -87,7 +87,7 @@ def pack_replies(replies: Iterable[Message]) -> bytes:
 
 
 def unpack_replies(buffer: bytes | memoryview) -> list[Message]:
-    """The Messages :func:`pack_replies` packed, in order."""
+    """Return the Messages :func:`pack_replies` packed, in order."""
     replies = _loads(buffer, "reply batch")
     if not isinstance(replies, list) or not all(isinstance(r, Message) for r in replies):
         raise TransferError("reply batch: expected a list of Messages")

@@ -43,7 +43,7 @@ class ClientAppLoadError(ValueError):
 
 
 def load_client_app(source: ClientAppSource) -> ClientApp:
-    """The ClientApp that ``source`` names.
+    """Return the ClientApp that ``source`` names.
 
     Parameters
     ----------
@@ -90,7 +90,7 @@ def run_worker(
     num_partitions: int,
     run_id: int,
 ) -> None:
-    """The worker process's main function (returns when told to stop or the pipe closes)."""
+    """Run the worker process's loop (returns when told to stop or the pipe closes)."""
     # Ctrl-C in a terminal reaches the whole process group: the coordinator decides when a
     # worker stops (and stops it by pid), so a worker never dies half-way through a reply.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -140,8 +140,11 @@ def run_worker(
 
 
 def run_job(app: ClientApp, message: Message, context: Context) -> Message:
-    """One client job; whatever the ClientApp raises or returns wrongly becomes an error
-    reply that says so (as Flower's engine does: the run goes on)."""
+    """Run one client job and return its reply.
+
+    Whatever the ClientApp raises or returns wrongly becomes an error reply that says so (as
+    Flower's engine does: the run goes on).
+    """
     try:
         reply = app(message, context)
     except Exception as error:  # the ClientApp's own failure: reported, never fatal

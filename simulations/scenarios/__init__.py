@@ -1,0 +1,1 @@
+"""The bundled scenario files (TOML): ``sandflower simulate NAME`` finds them by name."""

@@ -1,4 +1,4 @@
-"""coordinator/checkpoint.py and resume inside run_federation, on the in-process grid.
+"""coordinator/checkpoint.py and resume inside run_rounds_on_grid, on the in-process grid.
 
 A run stopped after round k and resumed (on a grid whose node ids are all new, as in a new
 simulation) must give the bit-identical final model and the same per-round central figures
@@ -24,7 +24,7 @@ from coordinator.checkpoint import (
 )
 from coordinator.config import FederationConfig
 from coordinator.reports.report_json import REPORT_FILE_NAME, load_report
-from coordinator.server_app import run_federation
+from coordinator.server_app import run_rounds_on_grid
 from kernels.spec import ModelSpec
 from tests.coordinator.test_server_app import (
     MODEL,
@@ -62,7 +62,7 @@ def _config(folder, **changes):
 
 
 def _run(folder, grid_seed=1, **changes):
-    return run_federation(
+    return run_rounds_on_grid(
         InProcessGrid(grid_seed),
         _config(folder, **changes),
         central_evaluate=central_evaluate,
@@ -138,7 +138,7 @@ def test_the_checkpoint_of_round_k_exists_before_the_report_claims_round_k(tmp_p
             seen.append(done)
         write_json_only(out_dir, report)
 
-    run_federation(
+    run_rounds_on_grid(
         InProcessGrid(1),
         _config(tmp_path, num_rounds=4),
         central_evaluate=central_evaluate,
@@ -252,7 +252,7 @@ def test_no_usable_checkpoint_is_an_error_naming_each_reason(tmp_path):
     config = _config(tmp_path, num_rounds=4, resume_from=str(_run_dir(tmp_path)))
     before = (_run_dir(tmp_path) / REPORT_FILE_NAME).read_bytes()
     with pytest.raises(CheckpointError):
-        run_federation(InProcessGrid(1), config, write_report=write_json_only)
+        run_rounds_on_grid(InProcessGrid(1), config, write_report=write_json_only)
     assert (_run_dir(tmp_path) / REPORT_FILE_NAME).read_bytes() == before
 
 
@@ -293,7 +293,7 @@ def test_resume_with_a_changed_config_is_refused_naming_the_keys(tmp_path):
     before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
     config = _config(tmp_path, num_rounds=3, lr=0.25, seed=12, resume_from=str(run_dir))
     with pytest.raises(ResumeConfigError, match=r"\['lr', 'seed'\]") as raised:
-        run_federation(InProcessGrid(1), config, write_report=write_json_only)
+        run_rounds_on_grid(InProcessGrid(1), config, write_report=write_json_only)
     assert raised.value.keys == ["lr", "seed"]
     assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
 

@@ -1,6 +1,6 @@
 """A malformed-reply corpus, each case a whole run: no single reply may abort a federation.
 
-Every case drives the real ``run_federation`` and ``DeltaStrategy`` over an in-process grid
+Every case drives the real ``run_rounds_on_grid`` and ``DeltaStrategy`` over an in-process grid
 (``tests/coordinator/test_server_app.py``'s quadratic clients): partition 2 answers round 1
 with a hostile train or evaluate reply. Each run must complete, the report must round-trip
 through report.json, the hostile client's row must say what happened (status and reason, the
@@ -19,7 +19,7 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from coordinator.config import FederationConfig
 from coordinator.reports.report_json import load_report
-from coordinator.server_app import run_federation
+from coordinator.server_app import run_rounds_on_grid
 from coordinator.validation import INT32_MAX, INT64_MAX, MAX_REASON_CHARS
 from protos.report_pb2 import FAILED, OK, REJECTED
 from tests.coordinator.messages import reply_metadata
@@ -69,7 +69,7 @@ class HostileGrid(InProcessGrid):
 
 def run(tmp_path, grid, **changes):
     config = FederationConfig.from_run_config(run_config(tmp_path, num_rounds=1, **changes))
-    report = run_federation(grid, config, write_report=write_json_only)
+    report = run_rounds_on_grid(grid, config, write_report=write_json_only)
     assert report.status == "completed", report.error
     assert load_report(tmp_path / "run") == report  # the report serialises whatever came in
     return report
@@ -362,7 +362,7 @@ def test_a_huge_claim_is_clipped_to_the_absolute_bound(tmp_path):
 def test_known_partition_sizes_undo_the_lie_entirely(tmp_path, honest_models):
     grid = HostileGrid(with_metrics(**{"num-examples": BIG}))
     config = FederationConfig.from_run_config(run_config(tmp_path, num_rounds=1))
-    report = run_federation(
+    report = run_rounds_on_grid(
         grid,
         config,
         write_report=write_json_only,
@@ -442,7 +442,7 @@ def test_the_full_report_writer_renders_hostile_rows(tmp_path):
     # report.html and the CSV files, not only report.json, take whatever a client sent.
     grid = HostileGrid(error(2**62, "<script>alert(1)</script>\x00" + "x" * 5000))
     config = FederationConfig.from_run_config(run_config(tmp_path, num_rounds=1))
-    report = run_federation(grid, config)
+    report = run_rounds_on_grid(grid, config)
     assert report.status == "completed"
     page = (tmp_path / "run" / "report.html").read_text()
     assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)" in page

@@ -31,8 +31,8 @@ from coordinator.reports.run_config import run_config as run_config_of
 from coordinator.server_app import (
     FINAL_MODEL_FILE,
     FederationFailedError,
-    make_server_app,
-    run_federation,
+    build_coordinator_server_app,
+    run_rounds_on_grid,
 )
 from kernels.spec import ModelSpec
 from protos.report_pb2 import FAILED, OK, REJECTED
@@ -169,7 +169,7 @@ def central_evaluate(arrays):
 def test_a_run_writes_its_report_and_final_model_round_by_round(tmp_path):
     seen = []
     config = FederationConfig.from_run_config(run_config(tmp_path))
-    report = run_federation(
+    report = run_rounds_on_grid(
         InProcessGrid(1),
         config,
         central_evaluate=central_evaluate,
@@ -203,7 +203,7 @@ def test_a_run_writes_its_report_and_final_model_round_by_round(tmp_path):
 
 def test_the_full_report_writer_is_the_default(tmp_path):
     config = FederationConfig.from_run_config(run_config(tmp_path, num_rounds=1))
-    report = run_federation(InProcessGrid(1), config)
+    report = run_rounds_on_grid(InProcessGrid(1), config)
     assert load_report(tmp_path / "run") == report
     for name in ("rounds.csv", "clients.csv", "report.html"):
         assert (tmp_path / "run" / name).stat().st_size > 0
@@ -213,7 +213,7 @@ def test_an_unbounded_delta_norm_is_reported_as_text(tmp_path):
     config = FederationConfig.from_run_config(
         run_config(tmp_path, num_rounds=1, max_delta_norm=math.inf)
     )
-    report = run_federation(InProcessGrid(1), config, write_report=write_json_only)
+    report = run_rounds_on_grid(InProcessGrid(1), config, write_report=write_json_only)
     assert report.config["max-delta-norm"] == "inf"
     assert load_report(tmp_path / "run").status == "completed"
 
@@ -223,7 +223,7 @@ def test_messages_carry_the_forwarded_data_keys(tmp_path):
     config = FederationConfig.from_run_config(
         run_config(tmp_path, num_rounds=1, kernel_sha256="ab" * 32)
     )
-    run_federation(grid, config, write_report=write_json_only)
+    run_rounds_on_grid(grid, config, write_report=write_json_only)
     train = [m for m in grid.sent if m.metadata.message_type == "train"]
     sent_config = train[0].content["config"]
     assert (
@@ -253,7 +253,7 @@ def test_same_seed_same_model_whatever_the_node_ids(tmp_path, strategy, params):
             run_config(tmp_path / str(node_id_seed), **changes)
         )
         hashes.append(
-            run_federation(
+            run_rounds_on_grid(
                 InProcessGrid(node_id_seed), config, write_report=write_json_only
             ).final_model_sha256
         )
@@ -262,7 +262,7 @@ def test_same_seed_same_model_whatever_the_node_ids(tmp_path, strategy, params):
         run_config(tmp_path / "s", fraction_train=0.6, seed=12)
     )
     assert (
-        run_federation(
+        run_rounds_on_grid(
             InProcessGrid(1), other_seed, write_report=write_json_only
         ).final_model_sha256
         != hashes[0]
@@ -271,7 +271,7 @@ def test_same_seed_same_model_whatever_the_node_ids(tmp_path, strategy, params):
 
 def test_partition_ids_are_asked_for_only_when_sampling_is_partial(tmp_path):
     full = InProcessGrid(3)
-    run_federation(
+    run_rounds_on_grid(
         full,
         FederationConfig.from_run_config(run_config(tmp_path / "a", num_rounds=1)),
         write_report=write_json_only,
@@ -281,7 +281,7 @@ def test_partition_ids_are_asked_for_only_when_sampling_is_partial(tmp_path):
     config = FederationConfig.from_run_config(
         run_config(tmp_path / "b", num_rounds=1, fraction_train=0.4)
     )
-    run_federation(partial, config, write_report=write_json_only)
+    run_rounds_on_grid(partial, config, write_report=write_json_only)
     round_zero = [m for m in partial.sent if m.content["config"]["server-round"] == 0]
     assert len(round_zero) == NUM_CLIENTS and all(
         m.metadata.message_type == "evaluate" for m in round_zero
@@ -294,7 +294,9 @@ def test_the_evaluation_sample_is_reproducible_too(tmp_path):
         config = FederationConfig.from_run_config(
             run_config(tmp_path / str(node_id_seed), fraction_evaluate=0.4)
         )
-        report = run_federation(InProcessGrid(node_id_seed), config, write_report=write_json_only)
+        report = run_rounds_on_grid(
+            InProcessGrid(node_id_seed), config, write_report=write_json_only
+        )
         evaluated.append(
             [
                 sorted(c.partition_id for c in r.clients if c.eval_status == OK)
@@ -308,7 +310,7 @@ def test_partial_sampling_draws_the_configured_share(tmp_path):
     config = FederationConfig.from_run_config(
         run_config(tmp_path, fraction_train=0.4, fraction_evaluate=0.0)
     )
-    report = run_federation(InProcessGrid(3), config, write_report=write_json_only)
+    report = run_rounds_on_grid(InProcessGrid(3), config, write_report=write_json_only)
     assert all(r.clients_sampled == 2 and len(r.sampled_node_ids) == 2 for r in report.rounds)
     assert all(math.isnan(r.federated_eval_loss) for r in report.rounds)
     assert math.isnan(report.final_central_accuracy)  # no central evaluation was given
@@ -316,7 +318,7 @@ def test_partial_sampling_draws_the_configured_share(tmp_path):
 
 def test_bad_clients_are_counted_and_the_run_goes_on(tmp_path):
     grid = InProcessGrid(4, behaviours={0: "error", 3: "nan"})
-    report = run_federation(
+    report = run_rounds_on_grid(
         grid, FederationConfig.from_run_config(run_config(tmp_path)), write_report=write_json_only
     )
     assert report.status == "completed"
@@ -335,7 +337,7 @@ def test_bad_clients_are_counted_and_the_run_goes_on(tmp_path):
 def test_a_round_without_usable_replies_fails_the_run_after_reporting(tmp_path):
     grid = InProcessGrid(5, behaviours={p: "error" for p in range(NUM_CLIENTS)})
     with pytest.raises(FederationFailedError, match="round 1: no usable reply"):
-        run_federation(
+        run_rounds_on_grid(
             grid,
             FederationConfig.from_run_config(run_config(tmp_path)),
             write_report=write_json_only,
@@ -350,7 +352,7 @@ def test_a_round_without_usable_replies_fails_the_run_after_reporting(tmp_path):
 
 def test_make_server_app_runs_main_with_the_override(tmp_path, json_only_by_default):
     seen = []
-    app = make_server_app(
+    app = build_coordinator_server_app(
         central_evaluate=central_evaluate,
         run_config_override=run_config(tmp_path, num_rounds=2),
         on_round=seen.append,
@@ -372,7 +374,7 @@ def test_make_server_app_reads_context_run_config_and_refuses_bad_keys(
         run_config=run_config(tmp_path) | {"bogus": 1},
     )
     with pytest.raises(RunConfigError, match="bogus"):
-        make_server_app()(InProcessGrid(7), context)
+        build_coordinator_server_app()(InProcessGrid(7), context)
 
 
 # -- on Flower's simulation engine ------------------------------------------------------------
@@ -408,7 +410,9 @@ def test_on_the_simulation_engine_a_run_is_reproducible(tmp_path, monkeypatch):
     reports = []
     for attempt in ("first", "second"):
         config = run_config(tmp_path / attempt, fraction_train=0.6, num_rounds=2)
-        app = make_server_app(central_evaluate=central_evaluate, run_config_override=config)
+        app = build_coordinator_server_app(
+            central_evaluate=central_evaluate, run_config_override=config
+        )
         run_simulation(
             server_app=app,
             client_app=quadratic_client_app(nan_partition=1),
@@ -448,7 +452,7 @@ class InterruptedGrid(InProcessGrid):
 def test_an_interrupted_run_reports_interrupted_with_its_finished_rounds(tmp_path):
     config = FederationConfig.from_run_config(run_config(tmp_path, num_rounds=4))
     with pytest.raises(KeyboardInterrupt):
-        run_federation(
+        run_rounds_on_grid(
             InterruptedGrid(interrupt_round=3),
             config,
             central_evaluate=central_evaluate,
@@ -468,7 +472,7 @@ def test_the_run_folder_leaves_unmeasured_figures_empty_and_keeps_integers(tmp_p
     config = FederationConfig.from_run_config(
         run_config(tmp_path, num_rounds=1, fraction_evaluate=0.4)
     )
-    report = run_federation(grid, config)
+    report = run_rounds_on_grid(grid, config)
     run_dir = tmp_path / "run"
 
     with open(run_dir / "clients.csv", newline="", encoding="utf-8") as handle:

@@ -599,7 +599,7 @@ def test_krum_and_weighted_mean_attribution_by_hand():
     krum = attribution.krum_selection([2, 0, 1], 2, [10, 30, 10], "multikrum")
     assert [n.weight for n in krum] == pytest.approx([0.0, 0.75, 0.25])
     assert [n.selected for n in krum] == [False, True, True]
-    mean = attribution.weighted_mean([1, 3], "fedavg")
+    mean = attribution.num_examples_shares([1, 3], "fedavg")
     assert [n.weight for n in mean] == pytest.approx([0.25, 0.75]) and all(n.selected for n in mean)
 
 

@@ -8,7 +8,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from coordinator import strategy_state
 from coordinator.config import FederationConfig
 from coordinator.flower_strategies import build_flower_strategy
-from coordinator.server_app import flower_strategy_of, run_federation
+from coordinator.server_app import flower_strategy_of, run_rounds_on_grid
 from kernels.spec import ModelSpec
 from tests.coordinator.test_checkpoint import STRATEGIES
 from tests.coordinator.test_server_app import (
@@ -45,7 +45,7 @@ def test_no_strategy_keeps_state_the_checkpoint_misses(tmp_path, monkeypatch, na
     config = FederationConfig.from_run_config(
         run_config(tmp_path, num_rounds=3, strategy=name, strategy_params=STRATEGIES[name])
     )
-    run_federation(
+    run_rounds_on_grid(
         InProcessGrid(1), config, central_evaluate=central_evaluate, write_report=write_json_only
     )
     used = seen[-1]

@@ -21,7 +21,7 @@ from threadpoolctl import threadpool_info
 
 from coordinator.reports.report_json import load_report
 from simulations.scenario import default_scenario_path, find_scenario, load_scenario
-from simulations.simulate import run_federation
+from simulations.simulate import simulate_on_engine
 
 pytestmark = pytest.mark.e2e
 
@@ -55,8 +55,8 @@ def _config(path, **overrides) -> dict:
 def test_local_and_ray_engines_give_the_same_final_model(tmp_path, scenario, overrides):
     path = default_scenario_path() if scenario == "default" else find_scenario(scenario)
     run_config = _config(path, **overrides)
-    local = run_federation(run_config, tmp_path / "local", engine="local", workers=2)
-    ray = run_federation(run_config, tmp_path / "ray", engine="ray")
+    local = simulate_on_engine(run_config, tmp_path / "local", engine="local", workers=2)
+    ray = simulate_on_engine(run_config, tmp_path / "ray", engine="ray")
     assert local.status == ray.status == "completed"
     assert local.engine == "local" and ray.engine == "simulation"
     assert len(local.final_model_sha256) == 64

@@ -15,7 +15,7 @@ import pytest
 from protos.report_pb2 import FAILED, OK, REJECTED
 from simulations.faults import ERROR_CRASH, FaultConfig
 from simulations.scenario import find_scenario, load_scenario
-from simulations.simulate import run_federation
+from simulations.simulate import simulate_on_engine
 
 pytestmark = pytest.mark.e2e
 
@@ -48,7 +48,7 @@ def test_faults_are_injected_recorded_and_survived(tmp_path):
     }
     assert {"crash", "slow"} <= set(expected.values()) and len(attackers) == 1
 
-    report = run_federation(run_config, tmp_path / "run")
+    report = simulate_on_engine(run_config, tmp_path / "run")
 
     assert report.status == "completed" and len(report.rounds) == ROUNDS
     assert all(math.isfinite(r.central_accuracy) for r in report.rounds)

@@ -18,7 +18,7 @@ from client import client_app as sandflower_client
 from coordinator.reports.report_json import load_report
 from protos.report_pb2 import ClientStatus
 from simulations.scenario import find_scenario, load_scenario
-from simulations.simulate import SimulationError, run_federation
+from simulations.simulate import SimulationError, simulate_on_engine
 
 pytestmark = pytest.mark.e2e
 
@@ -87,7 +87,7 @@ def test_bad_file_and_nan_delta_are_counted_not_aggregated(tmp_path, engine):
             "federation.fraction_evaluate": "1.0",
         },
     )
-    report = run_federation(
+    report = simulate_on_engine(
         run_config, tmp_path / "run", engine=engine, client_app=_nan_client_app()
     )
     assert report.engine == {"local": "local", "ray": "simulation"}[engine]
@@ -116,13 +116,13 @@ def test_bad_file_and_nan_delta_are_counted_not_aggregated(tmp_path, engine):
 
 def test_same_scenario_and_seed_give_the_same_model(tmp_path):
     sets = {"federation.fraction_train": "0.5"}
-    first = run_federation(
+    first = simulate_on_engine(
         _config("digits-mlp-dirichlet", rounds=2, clients=4, seed=11, sets=sets), tmp_path / "a"
     )
-    second = run_federation(
+    second = simulate_on_engine(
         _config("digits-mlp-dirichlet", rounds=2, clients=4, seed=11, sets=sets), tmp_path / "b"
     )
-    other = run_federation(
+    other = simulate_on_engine(
         _config("digits-mlp-dirichlet", rounds=2, clients=4, seed=12, sets=sets), tmp_path / "c"
     )
     assert first.final_model_sha256 and len(first.final_model_sha256) == 64
@@ -137,7 +137,7 @@ def test_a_round_with_no_usable_reply_fails_the_run_clearly(tmp_path):
     # Every client refuses a kernel that is not the pinned one: round 1 has no usable reply.
     run_config = _config("digits-mlp-iid", rounds=2, clients=2) | {"kernel-sha256": "0" * 64}
     with pytest.raises(SimulationError, match="no usable repl"):
-        run_federation(run_config, tmp_path / "run")
+        simulate_on_engine(run_config, tmp_path / "run")
     report = load_report(tmp_path / "run")
     assert report.status == "failed" and "round 1" in report.error
     [failed_round] = report.rounds

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from simulations.inprocess import run_federation as run_in_process
-from simulations.simulate import run_federation as run_on_engine
+from simulations.inprocess import simulate_in_process as run_in_process
+from simulations.simulate import simulate_on_engine as run_on_engine
 from tests.simulations.test_devices import small
 
 pytestmark = pytest.mark.e2e

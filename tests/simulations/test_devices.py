@@ -9,7 +9,7 @@ import pytest
 from coordinator.clock import DeviceSimulation
 from coordinator.reports.report_json import load_report
 from simulations import devices
-from simulations.inprocess import run_federation
+from simulations.inprocess import simulate_in_process
 from simulations.scenario import Scenario, ScenarioError, find_scenario, load_scenario
 
 DISTRIBUTION = devices.DeviceDistribution(
@@ -90,8 +90,8 @@ def straggler_runs(tmp_path_factory):
     runs = {}
     for name in ("fedavg", "fedprox"):
         scenario = small(f"synthetic-1-1-stragglers-90-{name}", 0.9)
-        runs[name] = run_federation(scenario.to_run_config(), out / name)
-    runs["fedprox-again"] = run_federation(
+        runs[name] = simulate_in_process(scenario.to_run_config(), out / name)
+    runs["fedprox-again"] = simulate_in_process(
         small("synthetic-1-1-stragglers-90-fedprox", 0.9).to_run_config(), out / "again"
     )
     runs["out"] = out

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from coordinator.checkpoint import CHECKPOINT_DIR
 from coordinator.config import FederationConfig
-from coordinator.server_app import run_federation
+from coordinator.server_app import run_rounds_on_grid
 from simulations.cli import app as cli_app
 from simulations.resume import (
     ResumeError,
@@ -30,7 +30,7 @@ def task_identity(monkeypatch):
 @pytest.fixture
 def run_dir(tmp_path):
     config = run_config(tmp_path, num_rounds=2, max_delta_norm=float("inf"))
-    run_federation(
+    run_rounds_on_grid(
         InProcessGrid(1), FederationConfig.from_run_config(config), write_report=write_json_only
     )
     return tmp_path / "run"

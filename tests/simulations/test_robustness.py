@@ -7,7 +7,7 @@ import math
 
 from protos.report_pb2 import OK
 from simulations.faults import FaultConfig
-from simulations.inprocess import run_federation as run_in_process
+from simulations.inprocess import simulate_in_process as run_in_process
 from simulations.robustness import cell_run_config, markdown_table
 
 

@@ -435,11 +435,11 @@ def test_strategy_params_match_what_the_coordinator_accepts():
     ("name", "target"), [("digits-mlp-dirichlet", 0.93), ("digits-mlp-iid", 0.95)]
 )
 def test_a_digits_scenario_reaches_its_target_accuracy_within_its_rounds(tmp_path, name, target):
-    from simulations.simulate import run_federation
+    from simulations.simulate import simulate_on_engine
 
     run_config = load_scenario(find_scenario(name)).to_run_config()
     assert run_config["num-rounds"] == 30
-    report = run_federation(run_config, tmp_path / "run")
+    report = simulate_on_engine(run_config, tmp_path / "run")
     accuracies = [round_report.central_accuracy for round_report in report.rounds]
     assert len(accuracies) == 30
     assert max(accuracies) >= target, accuracies
