@@ -57,7 +57,7 @@ class Job:
         )
         engine = _engine(flags)
         compiled = module._compiled(flags)
-        self._store = wasmtime.Store(engine.engine)
+        self._store: wasmtime.Store | None = wasmtime.Store(engine.engine)
         _set_store_limits(self._store, limits.memory_bytes, module.bounds)
         if limits.fuel is not None:
             self._store.set_fuel(limits.fuel)
@@ -71,7 +71,7 @@ class Job:
             ticks = math.ceil(limits.deadline_seconds / EPOCH_TICK_SECONDS) + 1
             self._store.set_epoch_deadline(ticks)
         try:
-            self._instance = wasmtime.Instance(self._store, compiled, [])
+            self._instance: wasmtime.Instance | None = wasmtime.Instance(self._store, compiled, [])
         except wasmtime.Trap as error:
             self.close()
             raise self._trap_error(error, "instantiate") from error
@@ -159,6 +159,7 @@ class Job:
             for i, (t, v) in enumerate(zip(params, args, strict=True))
         ]
         if func is None:
+            assert self._instance is not None  # set with the Store, cleared with it
             found = _instance_export(store, self._instance, entry)
             if not isinstance(found, wasmtime.Func):
                 raise KernelError(
@@ -323,7 +324,7 @@ class Job:
         if self._memory is None and self._store is not None:
             memories = self._module._memories
             name = MEMORY_EXPORT if MEMORY_EXPORT in memories else next(iter(memories), None)
-            if name is not None:
+            if name is not None and self._instance is not None:
                 found = _instance_export(self._store, self._instance, name)
                 if isinstance(found, wasmtime.Memory):
                     self._memory = found

@@ -78,7 +78,7 @@ def _to_dict(message) -> dict:
 
 def _in_field_order(as_dict: dict, descriptor) -> dict:
     # MessageToDict puts the fields left at their defaults last; the .proto order reads better.
-    ordered = {}
+    ordered: dict[str, object] = {}
     for field in descriptor.fields:
         if field.name not in as_dict:
             if field.message_type is None and field.has_presence:
