@@ -59,6 +59,7 @@ from flwr.serverapp.strategy import (
 from flwr.serverapp.strategy.fedopt import FedOpt
 from flwr.serverapp.strategy.multikrum import select_multikrum
 
+from protos import contract
 from protos.report_pb2 import FAILED, OK, REJECTED, ClientResult, RoundReport
 
 from . import attribution, clock
@@ -90,8 +91,8 @@ Reply = TypeVar("Reply", TrainReply, EvaluateReply)
 
 PURPOSE_TRAIN = 0
 PURPOSE_EVALUATE = 1
-ARRAYS_KEY = "arrays"
-CONFIG_KEY = "config"
+ARRAYS_KEY = contract.RECORD_ARRAYS
+CONFIG_KEY = contract.RECORD_CONFIG
 NODE_WAIT_SECONDS = 1.0
 
 # (partition id, "train" | "evaluate") -> the examples that partition holds, or None: unknown.
@@ -350,7 +351,7 @@ class DeltaStrategy(Strategy):
             result.aggregation_note = note.note
         arrays = ArrayRecord({name: Array(array) for name, array in new_weights.items()})
         metrics = (
-            MetricRecord({"train-loss": float(report.train_loss)})
+            MetricRecord({contract.METRIC_TRAIN_LOSS: float(report.train_loss)})
             if math.isfinite(report.train_loss)
             else MetricRecord()
         )
@@ -431,8 +432,8 @@ class DeltaStrategy(Strategy):
             return None
         return MetricRecord(
             {
-                "eval-loss": report.federated_eval_loss,
-                "eval-accuracy": report.federated_eval_accuracy,
+                contract.METRIC_EVAL_LOSS: report.federated_eval_loss,
+                contract.METRIC_EVAL_ACCURACY: report.federated_eval_accuracy,
             }
         )
 
@@ -505,10 +506,10 @@ class DeltaStrategy(Strategy):
             )
             state.device_plan[node_id] = (profile, speed, budget)
             config = ConfigRecord(dict(record[CONFIG_KEY]))
-            config["meter-fuel"] = True
-            config["fuel-budget"] = int(budget)
+            config[contract.CONFIG_METER_FUEL] = True
+            config[contract.CONFIG_FUEL_BUDGET] = int(budget)
             if profile is not None:
-                config["device-memory-mb"] = int(profile.memory_mb)
+                config[contract.CONFIG_DEVICE_MEMORY_MB] = int(profile.memory_mb)
             node_record = RecordDict({ARRAYS_KEY: record[ARRAYS_KEY], CONFIG_KEY: config})
             messages += _messages(node_record, [node_id], MessageType.TRAIN, server_round)
         return messages
@@ -760,7 +761,10 @@ def _work_done(message: Message) -> tuple[int, int] | None:
     if message.has_error() or not message.has_content():
         return None
     for record in message.content.metric_records.values():
-        done, planned = record.get("steps-done"), record.get("steps-planned")
+        done, planned = (
+            record.get(contract.METRIC_STEPS_DONE),
+            record.get(contract.METRIC_STEPS_PLANNED),
+        )
         if (
             isinstance(done, int)
             and isinstance(planned, int)
@@ -779,7 +783,7 @@ def _no_delta(reply: Reply) -> dict[str, None]:
 # -- message helpers --------------------------------------------------------------------------
 def _message_record(arrays: ArrayRecord, config: ConfigRecord, server_round: int) -> RecordDict:
     config_copy = ConfigRecord(dict(config))
-    config_copy["server-round"] = int(server_round)
+    config_copy[contract.CONFIG_SERVER_ROUND] = int(server_round)
     return RecordDict({ARRAYS_KEY: arrays, CONFIG_KEY: config_copy})
 
 
@@ -803,7 +807,12 @@ def _delta_content(reply: TrainReply) -> RecordDict:
         {name: Array(np.array(array, copy=True)) for name, array in reply.delta.items()}
     )
     return RecordDict(
-        {ARRAYS_KEY: arrays, "metrics": MetricRecord({"num-examples": reply.num_examples})}
+        {
+            ARRAYS_KEY: arrays,
+            contract.RECORD_METRICS: MetricRecord(
+                {contract.METRIC_NUM_EXAMPLES: reply.num_examples}
+            ),
+        }
     )
 
 

@@ -99,13 +99,13 @@ def run_federation(
 
 
 def default_client_app(run_config: Mapping[str, Any]) -> str:
-    """The simulation's ClientApp: the device's own, wrapped by the fault injector when the
-    run config asks for faults (``[faults]`` in the scenario)."""
+    """The simulation's ClientApp (``simulations.client_app``: the scenario's partitions as its
+    data), wrapped by the fault injector when the run config asks for faults (``[faults]``)."""
     from simulations.faults import FaultConfig
 
     if FaultConfig.from_mapping(run_config).active:
         return "simulations.faults:app"
-    return "client.client_app:app"
+    return "simulations.client_app:app"
 
 
 def _run_local(config, workers, client_app, on_round, on_progress) -> None:
@@ -160,12 +160,15 @@ last_pool_stats: dict[str, Any] = {}
 def _run_ray(config, client_app, on_round, num_cpus_per_client, ray_address) -> None:
     from flwr.simulation import run_simulation
 
+    from simulations.client_app import with_run_config
     from simulations.flower_app import build_server_app
 
     if isinstance(client_app, str) or not hasattr(client_app, "_call"):
         from simulations.engine.worker import load_client_app
 
         client_app = load_client_app(client_app)
+    # run_simulation leaves context.run_config empty: the clients read the data keys there.
+    client_app = with_run_config(client_app, config)
     server_app = build_server_app(run_config_override=config, on_round=on_round)
     num_clients = int(config["num-partitions"])
     init_args: dict[str, Any] = {
