@@ -24,7 +24,7 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from coordinator import server_app
 from coordinator.aggregation import model_sha256
-from coordinator.config import FederationConfig, RunConfigError
+from coordinator.config import DATA_KEYS, FederationConfig, RunConfigError
 from coordinator.report_io import REPORT_FILE_NAME, load_report, report_to_json
 from coordinator.server_app import (
     FINAL_MODEL_FILE,
@@ -227,7 +227,9 @@ def test_an_unbounded_delta_norm_is_reported_as_text(tmp_path):
     assert load_report(tmp_path / "run").status == "completed"
 
 
-def test_messages_carry_the_forwarded_data_keys(tmp_path):
+def test_messages_carry_the_job_config_and_no_data_keys(tmp_path):
+    # Issue 11: clients read the data keys from their run config; the coordinator no longer
+    # forwards them (this test checked that it did).
     grid = InProcessGrid(1)
     config = FederationConfig.from_run_config(
         run_config(tmp_path, num_rounds=1, kernel_sha256="ab" * 32)
@@ -235,9 +237,8 @@ def test_messages_carry_the_forwarded_data_keys(tmp_path):
     run_federation(grid, config, write_report=write_json_only)
     train = [m for m in grid.sent if m.metadata.message_type == "train"]
     sent_config = train[0].content[contract.RECORD_CONFIG]
-    assert (
-        sent_config["num-partitions"] == NUM_CLIENTS and sent_config["kernel-sha256"] == "ab" * 32
-    )
+    assert "num-partitions" not in sent_config and not set(DATA_KEYS) & set(sent_config)
+    assert sent_config["kernel-sha256"] == "ab" * 32
     assert (
         sent_config["server-round"] == 1
         and sent_config["model"] == MODEL
