@@ -29,6 +29,51 @@ def test_the_error_codes_keep_their_wire_values():
     assert all(1000 < code < 1900 for code in ClientErrorCode)
 
 
+def test_the_keys_keep_their_wire_values():
+    assert (
+        contract.RECORD_ARRAYS,
+        contract.RECORD_CONFIG,
+        contract.RECORD_METRICS,
+        contract.RECORD_KERNEL,
+        contract.KERNEL_SHA256,
+    ) == ("arrays", "config", "metrics", "kernel", "sha256")
+    assert contract.REQUIRED_CONFIG == (
+        "server-round",
+        "lr",
+        "local-epochs",
+        "batch-size",
+        "proximal-mu",
+        "seed",
+        "model",
+    )
+    assert contract.TRAIN_METRICS == (
+        "num-examples",
+        "train-loss",
+        "kernel-seconds",
+        "fuel-used",
+        "reply-bytes",
+        "partition-id",
+        "steps-done",
+        "steps-planned",
+        "fuel-planning",
+    )
+    assert contract.EVALUATE_METRICS == (
+        "num-examples",
+        "eval-loss",
+        "eval-accuracy",
+        "partition-id",
+    )
+    # Flower's strategies weight by, and read the records of, the same keys (their defaults).
+    from flwr.serverapp.strategy import FedAvg
+
+    flower = FedAvg()
+    assert flower.weighted_by_key == contract.METRIC_NUM_EXAMPLES
+    assert (flower.arrayrecord_key, flower.configrecord_key) == (
+        contract.RECORD_ARRAYS,
+        contract.RECORD_CONFIG,
+    )
+
+
 def test_a_client_job_error_carries_its_code_as_the_enum():
     error = ClientJobError(1002, "data.npz: no such file")
     assert error.code is ClientErrorCode.DATA and str(error) == "data.npz: no such file"
