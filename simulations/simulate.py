@@ -62,7 +62,7 @@ def run_federation(
     engine : "local" (worker processes on this machine) or "ray" (Flower's Ray engine).
     workers : local engine: the number of worker processes (default: one per core).
     client_app : the ClientApp to run, a ``"module:attribute"`` reference to one, or a
-        factory (default: ``client.client_app.app``, wrapped by ``simulations.faults`` when the
+        factory (default: ``simulations.client_app.app``, wrapped by ``simulations.faults`` when the
         run config has ``faults-*`` keys); tests pass a wrapped one to play a misbehaving client.
     on_round : called with each finished RoundReport (progress display).
     on_progress : local engine: ``(clients replied, clients sent)`` within a round.
