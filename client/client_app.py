@@ -7,21 +7,20 @@ never any data. Whatever stops a client from training (a bad data file, a kernel
 is not the pinned one, a trapping kernel) becomes an error reply that names the problem; the
 coordinator counts it and the run goes on.
 
-Where the data comes from:
-- on a device, the file named by the node config ``data-path`` (.npz with x/y, or .csv);
-- in simulation, the node's partition (``partition-id``) of the scenario's data set, built by
-  ``simulations.partitions``. That module is imported only on this path, so a device needs
-  client/, kernels/ and protos/ alone.
+Where the data comes from is the app's :class:`~client.data_source.DataSource`
+(:func:`make_client_app`): ``app``, a device's ClientApp, reads the file named by the node
+config ``data-path`` (.npz with x/y, or .csv). A simulation composes its own app with a source
+that loads the scenario's partition (``simulations.client_app``), so this module, like all of
+client/, imports nothing of coordinator/ or simulations/: a device needs client/, kernels/ and
+protos/ alone. The record, metric and config keys and the error codes are the message contract
+(``protos.contract``), which the coordinator reads with the same names.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib
 import math
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,36 +37,29 @@ from flwr.app.error import Error
 from flwr.clientapp import ClientApp
 
 from client import kernel_source
-from client.data import (
-    DEFAULT_MAX_DATA_BYTES,
-    DataFileError,
-    LocalData,
-    check_labels,
-    load_data_file,
-    split_local,
+from client.data import DataFileError, LocalData, check_labels
+from client.data_source import (
+    DEFAULT_TEST_FRACTION,
+    RUN_TEST_FRACTION,
+    DataSource,
+    device_data,
 )
 from client.delta import delta
+from client.node_config import (
+    NODE_DATA_PATH,
+    NODE_DEADLINE_S,
+    NODE_DISABLED_FEATURES,
+    NODE_FUEL,
+    NODE_KERNEL_PATH,
+    NODE_MEMORY_MB,
+    NODE_PARTITION_ID,
+    node_number,
+)
 from client.runner import KernelRunner
 from client.sandbox import KERNEL_FEATURES, Limits, SandboxError
 from kernels.spec import ModelSpec, ModelSpecError
-
-# Error codes of Sandflower's error replies (Flower's own codes are 0..8).
-ERROR_BAD_CONFIG = 1001
-ERROR_DATA = 1002
-ERROR_KERNEL_MISMATCH = 1003
-ERROR_KERNEL_FAILED = 1004
-ERROR_NOTHING_TO_EVALUATE = 1005  # the local held-out split is empty (e.g. a 1-sample client)
-ERROR_KERNEL_UNSUPPORTED = 1006  # this device's runtime lacks a feature the kernel needs
-
-# Node config keys a device owner may set (flower-supernode --node-config).
-NODE_DATA_PATH = "data-path"
-NODE_KERNEL_PATH = "kernel-path"  # the device's own .wasm instead of the app bundle's
-# WebAssembly features this device's runtime must not use, e.g. "relaxed-simd" (comma-separated)
-NODE_DISABLED_FEATURES = "disabled-wasm-features"
-NODE_MEMORY_MB = "memory-mb"  # linear-memory cap of the sandbox
-NODE_FUEL = "fuel"  # deterministic compute budget per job (absent: derived; 0: unmetered)
-NODE_DEADLINE_S = "deadline-seconds"  # wall-clock limit per job (absent: derived; 0: none)
-NODE_MAX_DATA_MB = "max-data-mb"  # cap on the data file and the arrays it declares
+from protos import contract
+from protos.contract import NO_PARTITION, ClientErrorCode, ClientJobError
 
 DEFAULT_MEMORY_MB = 512
 # Default job budgets, derived from the job's size so that a kernel that loops or stalls ends
@@ -84,54 +76,77 @@ FUEL_HEADROOM = 16  # default fuel budget = 16x the estimate
 DEADLINE_BASE_SECONDS = 10.0
 DEADLINE_FUEL_PER_SECOND = 1e7
 
-NO_PARTITION = -1
+
+def make_client_app(data_source: DataSource = device_data) -> ClientApp:
+    """Build a Sandflower ClientApp whose clients take their data from ``data_source``.
+
+    Parameters
+    ----------
+    data_source : DataSource
+        Where each job's data comes from (default: the device's file, node config
+        ``data-path``). The simulation layer passes the scenario's partitions.
+
+    Returns
+    -------
+    ClientApp
+        Handles train and evaluate messages with :func:`train` and :func:`evaluate`.
+    """
+    client_app = ClientApp()
+
+    @client_app.train()
+    def train_job(message: Message, context: Context) -> Message:
+        return train(message, context, data_source)
+
+    @client_app.evaluate()
+    def evaluate_job(message: Message, context: Context) -> Message:
+        return evaluate(message, context, data_source)
+
+    return client_app
 
 
-class ClientJobError(Exception):
-    """A job this client cannot do; becomes an error reply with ``code``."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-
-
-app = ClientApp()
-
-
-@app.train()
-def train(message: Message, context: Context) -> Message:
+def train(message: Message, context: Context, data_source: DataSource = device_data) -> Message:
+    """Reply to a train message: the delta and metrics, or an error reply that says why."""
     try:
-        return Message(_train(message, context), reply_to=message)
+        return Message(_train(message, context, data_source), reply_to=message)
     except ClientJobError as error:
-        return Message(Error(code=error.code, reason=str(error)), reply_to=message)
+        return _error_reply(message, error.code, str(error))
     except (ValueError, TypeError, KeyError) as error:
         # A config value of the wrong type or range (the coordinator's or the node's).
-        reason = f"bad job configuration: {error}"
-        return Message(Error(code=ERROR_BAD_CONFIG, reason=reason), reply_to=message)
+        return _error_reply(message, ClientErrorCode.BAD_CONFIG, f"bad job configuration: {error}")
 
 
-@app.evaluate()
-def evaluate(message: Message, context: Context) -> Message:
+def evaluate(message: Message, context: Context, data_source: DataSource = device_data) -> Message:
+    """Reply to an evaluate message: loss and accuracy on the local held-out data, or an error."""
     try:
-        return Message(_evaluate(message, context), reply_to=message)
+        return Message(_evaluate(message, context, data_source), reply_to=message)
     except ClientJobError as error:
-        return Message(Error(code=error.code, reason=str(error)), reply_to=message)
+        return _error_reply(message, error.code, str(error))
     except (ValueError, TypeError, KeyError) as error:
-        reason = f"bad job configuration: {error}"
-        return Message(Error(code=ERROR_BAD_CONFIG, reason=reason), reply_to=message)
+        return _error_reply(message, ClientErrorCode.BAD_CONFIG, f"bad job configuration: {error}")
+
+
+def _error_reply(message: Message, code: ClientErrorCode, reason: str) -> Message:
+    # A plain int on the wire: the local engine's reply unpickler admits builtins and Flower's
+    # record classes only, and Flower's serde expects an int.
+    return Message(Error(code=int(code), reason=reason), reply_to=message)
 
 
 # -- the two jobs ---------------------------------------------------------------------------
-def _train(message: Message, context: Context) -> RecordDict:
+def _train(message: Message, context: Context, data_source: DataSource) -> RecordDict:
     config = _config(message)
     spec, global_weights = _global_model(message, config)
-    data = _local_data(context.node_config, config, spec)
-    epochs, batch_size = int(config["local-epochs"]), int(config["batch-size"])
+    data = _local_data(data_source, context, config, spec)
+    epochs, batch_size = (
+        int(config[contract.CONFIG_LOCAL_EPOCHS]),
+        int(config[contract.CONFIG_BATCH_SIZE]),
+    )
     limits = _limits(context.node_config, config, spec, data.num_train, epochs, batch_size)
     runner = _runner(context.node_config, config, limits)
-    server_round = int(config["server-round"])
+    server_round = int(config[contract.CONFIG_SERVER_ROUND])
     partition_id = _partition_id(context.node_config)
-    job_seed = _job_seed(int(config["seed"]), server_round, partition_id, context.node_id)
+    job_seed = _job_seed(
+        int(config[contract.CONFIG_SEED]), server_round, partition_id, context.node_id
+    )
     try:
         result = runner.train(
             spec,
@@ -140,48 +155,57 @@ def _train(message: Message, context: Context) -> RecordDict:
             data.y_train,
             epochs=epochs,
             batch_size=batch_size,
-            lr=float(config["lr"]),
-            mu=float(config["proximal-mu"]),
+            lr=float(config[contract.CONFIG_LR]),
+            mu=float(config[contract.CONFIG_PROXIMAL_MU]),
             seed=job_seed,
             global_params=global_weights,
             job_name=f"train round {server_round} node {context.node_id}",
             **_work_budget(config),
         )
     except SandboxError as error:
-        raise ClientJobError(ERROR_KERNEL_FAILED, f"local training failed: {error}") from error
+        raise ClientJobError(
+            ClientErrorCode.KERNEL_FAILED, f"local training failed: {error}"
+        ) from error
     update = delta(result.params, global_weights)
     reply_bytes = sum(array.nbytes for array in update.values())
     metrics = MetricRecord(
         {
-            "num-examples": int(data.num_train),
-            "train-loss": float(result.loss),
-            "kernel-seconds": float(result.seconds),
-            "fuel-used": int(result.fuel_used or 0),
-            "reply-bytes": int(reply_bytes),
-            "partition-id": partition_id,
+            contract.METRIC_NUM_EXAMPLES: int(data.num_train),
+            contract.METRIC_TRAIN_LOSS: float(result.loss),
+            contract.METRIC_KERNEL_SECONDS: float(result.seconds),
+            contract.METRIC_FUEL_USED: int(result.fuel_used or 0),
+            contract.METRIC_REPLY_BYTES: int(reply_bytes),
+            contract.METRIC_PARTITION_ID: partition_id,
             # Work done against the job's plan: < planned when a budget stopped it.
-            "steps-done": int(result.steps_done),
-            "steps-planned": int(result.steps_planned),
-            "fuel-planning": int(result.fuel_planning),
+            contract.METRIC_STEPS_DONE: int(result.steps_done),
+            contract.METRIC_STEPS_PLANNED: int(result.steps_planned),
+            contract.METRIC_FUEL_PLANNING: int(result.fuel_planning),
         }
     )
     arrays = ArrayRecord({name: Array(array) for name, array in update.items()})
     # Which kernel trained this delta: a MetricRecord holds numbers only, so a ConfigRecord.
-    kernel = ConfigRecord({"sha256": runner.module.sha256})
-    return RecordDict({"arrays": arrays, "metrics": metrics, "kernel": kernel})
+    kernel = ConfigRecord({contract.KERNEL_SHA256: runner.module.sha256})
+    return RecordDict(
+        {
+            contract.RECORD_ARRAYS: arrays,
+            contract.RECORD_METRICS: metrics,
+            contract.RECORD_KERNEL: kernel,
+        }
+    )
 
 
-def _evaluate(message: Message, context: Context) -> RecordDict:
+def _evaluate(message: Message, context: Context, data_source: DataSource) -> RecordDict:
     config = _config(message)
     spec, global_weights = _global_model(message, config)
-    data = _local_data(context.node_config, config, spec)
+    data = _local_data(data_source, context, config, spec)
     if data.num_test == 0:
         # Defined behaviour (issue 9): no held-out sample, no evaluation; an error reply
         # rather than a metric over nothing. Training uses the sample as usual.
+        test_fraction = context.run_config.get(RUN_TEST_FRACTION, DEFAULT_TEST_FRACTION)
         raise ClientJobError(
-            ERROR_NOTHING_TO_EVALUATE,
+            ClientErrorCode.NOTHING_TO_EVALUATE,
             f"no local held-out samples to evaluate on ({data.num_train} training sample(s), "
-            f"test-fraction {config.get('test-fraction', 0.2)})",
+            f"test-fraction {test_fraction})",
         )
     limits = _limits(context.node_config, config, spec, data.num_test, 1, data.num_test)
     runner = _runner(context.node_config, config, limits)
@@ -191,67 +215,62 @@ def _evaluate(message: Message, context: Context) -> RecordDict:
             global_weights,
             data.x_test,
             data.y_test,
-            job_name=f"evaluate round {config['server-round']} node {context.node_id}",
+            job_name=f"evaluate round {config[contract.CONFIG_SERVER_ROUND]} "
+            f"node {context.node_id}",
         )
     except SandboxError as error:
-        raise ClientJobError(ERROR_KERNEL_FAILED, f"local evaluation failed: {error}") from error
+        raise ClientJobError(
+            ClientErrorCode.KERNEL_FAILED, f"local evaluation failed: {error}"
+        ) from error
     metrics = MetricRecord(
         {
-            "num-examples": int(result.num_examples),
-            "eval-loss": float(result.loss),
-            "eval-accuracy": float(result.accuracy),
-            "partition-id": _partition_id(context.node_config),
+            contract.METRIC_NUM_EXAMPLES: int(result.num_examples),
+            contract.METRIC_EVAL_LOSS: float(result.loss),
+            contract.METRIC_EVAL_ACCURACY: float(result.accuracy),
+            contract.METRIC_PARTITION_ID: _partition_id(context.node_config),
         }
     )
-    return RecordDict({"metrics": metrics})
+    return RecordDict({contract.RECORD_METRICS: metrics})
 
 
 # -- reading the message --------------------------------------------------------------------
-_REQUIRED_CONFIG = (
-    "server-round",
-    "lr",
-    "local-epochs",
-    "batch-size",
-    "proximal-mu",
-    "seed",
-    "model",
-)
-
-
 def _config(message: Message) -> dict[str, Any]:
     records = message.content.config_records
-    if "config" not in records:
-        raise ClientJobError(ERROR_BAD_CONFIG, "the message has no ConfigRecord 'config'")
-    config = dict(records["config"])
-    missing = [key for key in _REQUIRED_CONFIG if key not in config]
+    if contract.RECORD_CONFIG not in records:
+        raise ClientJobError(
+            ClientErrorCode.BAD_CONFIG,
+            f"the message has no ConfigRecord {contract.RECORD_CONFIG!r}",
+        )
+    config = dict(records[contract.RECORD_CONFIG])
+    missing = [key for key in contract.REQUIRED_CONFIG if key not in config]
     if missing:
-        raise ClientJobError(ERROR_BAD_CONFIG, f"the message config lacks {missing}")
+        raise ClientJobError(ClientErrorCode.BAD_CONFIG, f"the message config lacks {missing}")
     return config
 
 
 def _global_model(message: Message, config: Mapping[str, Any]) -> tuple[ModelSpec, dict]:
     try:
-        spec = ModelSpec.parse(str(config["model"]))
+        spec = ModelSpec.parse(str(config[contract.CONFIG_MODEL]))
     except ModelSpecError as error:
-        raise ClientJobError(ERROR_BAD_CONFIG, str(error)) from error
+        raise ClientJobError(ClientErrorCode.BAD_CONFIG, str(error)) from error
     array_records = message.content.array_records
     if len(array_records) != 1:
         raise ClientJobError(
-            ERROR_BAD_CONFIG, f"expected one ArrayRecord, given {len(array_records)}"
+            ClientErrorCode.BAD_CONFIG, f"expected one ArrayRecord, given {len(array_records)}"
         )
     record = next(iter(array_records.values()))
     global_weights = {name: array.numpy() for name, array in record.items()}
     try:
         spec.flatten(global_weights)  # checks names and shapes against the spec
     except ModelSpecError as error:
-        raise ClientJobError(ERROR_BAD_CONFIG, f"global model: {error}") from error
+        raise ClientJobError(ClientErrorCode.BAD_CONFIG, f"global model: {error}") from error
     return spec, global_weights
 
 
 def _partition_id(node_config: Mapping[str, Any]) -> int:
-    if NODE_DATA_PATH in node_config or "partition-id" not in node_config:
+    if NODE_DATA_PATH in node_config or NODE_PARTITION_ID not in node_config:
         return NO_PARTITION
-    return int(node_config["partition-id"])
+    return int(node_config[NODE_PARTITION_ID])
 
 
 def _job_seed(seed: int, server_round: int, partition_id: int, node_id: int) -> int:
@@ -269,18 +288,22 @@ def _work_budget(config: Mapping[str, Any]) -> dict[str, Any]:
     (measure the fuel even without a budget).
     """
     options: dict[str, Any] = {}
-    for key, option in (("fuel-budget", "fuel_budget"), ("max-steps", "max_steps")):
+    for key, option in (
+        (contract.CONFIG_FUEL_BUDGET, "fuel_budget"),
+        (contract.CONFIG_MAX_STEPS, "max_steps"),
+    ):
         value = config.get(key, -1)
         if isinstance(value, bool) or not isinstance(value, int) or value < -1:
             raise ClientJobError(
-                ERROR_BAD_CONFIG, f"config {key!r}: expected an int >= -1, given {value!r}"
+                ClientErrorCode.BAD_CONFIG,
+                f"config {key!r}: expected an int >= -1, given {value!r}",
             )
         if value >= 0:
             options[option] = value
-    meter = config.get("meter-fuel", False)
+    meter = config.get(contract.CONFIG_METER_FUEL, False)
     if not isinstance(meter, bool):
         raise ClientJobError(
-            ERROR_BAD_CONFIG, f"config 'meter-fuel': expected a bool, given {meter!r}"
+            ClientErrorCode.BAD_CONFIG, f"config 'meter-fuel': expected a bool, given {meter!r}"
         )
     options["meter"] = meter
     return options
@@ -288,36 +311,26 @@ def _work_budget(config: Mapping[str, Any]) -> dict[str, Any]:
 
 # -- data -----------------------------------------------------------------------------------
 def _local_data(
-    node_config: Mapping[str, Any], config: Mapping[str, Any], spec: ModelSpec
+    data_source: DataSource, context: Context, config: Mapping[str, Any], spec: ModelSpec
 ) -> LocalData:
+    source = _data_label(context.node_config, context.run_config)
     try:
-        if NODE_DATA_PATH in node_config:
-            path = Path(str(node_config[NODE_DATA_PATH])).expanduser()
-            test_fraction = float(config.get("test-fraction", 0.2))
-            max_mb = _node_number(node_config, NODE_MAX_DATA_MB, DEFAULT_MAX_DATA_BYTES // 2**20)
-            if max_mb <= 0:
-                raise ClientJobError(
-                    ERROR_BAD_CONFIG,
-                    f"node config {NODE_MAX_DATA_MB!r}: expected a number > 0, given {max_mb}",
-                )
-            data = _device_data(str(path), test_fraction, int(config["seed"]), int(max_mb * 2**20))
-            source = str(path)
-        elif "partition-id" in node_config:
-            # Simulation only: the scenario's partition for this node.
-            partitions = importlib.import_module("simulations.partitions")
-            data = partitions.load_client_data(config, int(node_config["partition-id"]))
-            source = f"partition {node_config['partition-id']} of {config.get('dataset')!r}"
-        else:
-            raise DataFileError(
-                "<node config>",
-                f"no data: set the node config '{NODE_DATA_PATH}' to a .npz or .csv file",
-            )
+        data = data_source(context.node_config, context.run_config, config)
         _check_features(data, spec, source)
         check_labels(data.y_train, spec.num_classes, source)
         check_labels(data.y_test, spec.num_classes, source)
     except (DataFileError, ValueError) as error:
-        raise ClientJobError(ERROR_DATA, str(error)) from error
+        raise ClientJobError(ClientErrorCode.DATA, str(error)) from error
     return data
+
+
+def _data_label(node_config: Mapping[str, Any], run_config: Mapping[str, Any]) -> str:
+    # How an error message names the data (a source's own errors name it themselves).
+    if NODE_DATA_PATH in node_config:
+        return str(node_config[NODE_DATA_PATH])
+    if NODE_PARTITION_ID in node_config:
+        return f"partition {node_config[NODE_PARTITION_ID]} of {run_config.get('dataset')!r}"
+    return "the node's data"
 
 
 def _check_features(data: LocalData, spec: ModelSpec, source: str) -> None:
@@ -329,42 +342,24 @@ def _check_features(data: LocalData, spec: ModelSpec, source: str) -> None:
         )
 
 
-@functools.lru_cache(maxsize=4)
-def _device_data_cached(
-    path: str, mtime_ns: int, size: int, test_fraction: float, seed: int, max_bytes: int
-):
-    x, y = load_data_file(path, max_bytes=max_bytes)
-    return split_local(x, y, test_fraction, seed)
-
-
-def _device_data(path: str, test_fraction: float, seed: int, max_bytes: int) -> LocalData:
-    # Cached per process (a SuperNode runs many rounds); keyed by mtime and size so an
-    # edited file is read again.
-    try:
-        stat = os.stat(path)
-    except OSError as error:
-        raise DataFileError(path, f"cannot read the data file: {error.strerror}") from error
-    return _device_data_cached(path, stat.st_mtime_ns, stat.st_size, test_fraction, seed, max_bytes)
-
-
 # -- the kernel -----------------------------------------------------------------------------
 def _runner(
     node_config: Mapping[str, Any], config: Mapping[str, Any], limits: Limits
 ) -> KernelRunner:
     # The kernel arrives in the app bundle (client/kernel_source.py): hashed against the
     # coordinator's pin and checked against this runtime's features BEFORE it is compiled.
-    pin = str(config.get("kernel-sha256") or "")
+    pin = str(config.get(contract.CONFIG_KERNEL_SHA256) or "")
     own_path = str(node_config.get(NODE_KERNEL_PATH) or "") or None
     try:
         kernel = kernel_source.pinned_kernel(pin, own_path)
         kernel_source.check_runtime_supports(kernel, _unavailable_features(node_config))
         module = kernel_source.compiled_module(kernel)
     except kernel_source.KernelMismatch as error:
-        raise ClientJobError(ERROR_KERNEL_MISMATCH, str(error)) from error
+        raise ClientJobError(ClientErrorCode.KERNEL_MISMATCH, str(error)) from error
     except kernel_source.KernelUnsupported as error:
-        raise ClientJobError(ERROR_KERNEL_UNSUPPORTED, str(error)) from error
+        raise ClientJobError(ClientErrorCode.KERNEL_UNSUPPORTED, str(error)) from error
     except (kernel_source.KernelSourceError, SandboxError) as error:
-        raise ClientJobError(ERROR_KERNEL_FAILED, f"kernel: {error}") from error
+        raise ClientJobError(ClientErrorCode.KERNEL_FAILED, f"kernel: {error}") from error
     return KernelRunner(module, limits)
 
 
@@ -374,7 +369,7 @@ def _unavailable_features(node_config: Mapping[str, Any]) -> frozenset[str]:
     unknown = sorted(features - set(KERNEL_FEATURES))
     if unknown:
         raise ClientJobError(
-            ERROR_BAD_CONFIG,
+            ClientErrorCode.BAD_CONFIG,
             f"node config {NODE_DISABLED_FEATURES!r}: unknown features {unknown}, "
             f"expected a comma-separated subset of {list(KERNEL_FEATURES)}",
         )
@@ -411,13 +406,15 @@ def _limits(
     epochs: int,
     batch_size: int,
 ) -> Limits:
-    memory_mb = _node_number(node_config, NODE_MEMORY_MB, DEFAULT_MEMORY_MB)
-    device_memory_mb = config.get("device-memory-mb")  # a simulated device's cap (issue 13)
+    memory_mb = node_number(node_config, NODE_MEMORY_MB, DEFAULT_MEMORY_MB)
+    device_memory_mb = config.get(
+        contract.CONFIG_DEVICE_MEMORY_MB
+    )  # a simulated device's cap (issue 13)
     if isinstance(device_memory_mb, int) and not isinstance(device_memory_mb, bool):
         memory_mb = max(1, min(memory_mb, device_memory_mb))
     defaults = default_limits(spec, num_samples, epochs, batch_size, int(memory_mb))
-    fuel = _node_number(node_config, NODE_FUEL, defaults.fuel)
-    deadline = _node_number(node_config, NODE_DEADLINE_S, defaults.deadline_seconds)
+    fuel = node_number(node_config, NODE_FUEL, defaults.fuel)
+    deadline = node_number(node_config, NODE_DEADLINE_S, defaults.deadline_seconds)
     try:
         return Limits(
             memory_bytes=int(memory_mb * 2**20),
@@ -425,24 +422,7 @@ def _limits(
             deadline_seconds=float(deadline) or None,  # 0: no deadline
         )
     except ValueError as error:
-        raise ClientJobError(ERROR_BAD_CONFIG, f"node config: {error}") from error
-
-
-def _node_number(node_config: Mapping[str, Any], key: str, default: Any) -> float:
-    given = node_config.get(key, default)
-    value = math.nan
-    if isinstance(given, int | float) and not isinstance(given, bool):
-        value = given
-    elif isinstance(given, str):
-        try:
-            value = float(given)
-        except ValueError:
-            pass
-    if not math.isfinite(value) or value < 0:
-        raise ClientJobError(
-            ERROR_BAD_CONFIG, f"node config {key!r}: expected a number >= 0, given {given!r}"
-        )
-    return value
+        raise ClientJobError(ClientErrorCode.BAD_CONFIG, f"node config: {error}") from error
 
 
 def kernel_sha256(path: str | os.PathLike | None = None) -> str:
@@ -454,4 +434,16 @@ def kernel_sha256(path: str | os.PathLike | None = None) -> str:
     return kernel_source.read_wasm_file(path).sha256
 
 
-__all__ = ["app", "default_limits", "estimated_fuel", "kernel_sha256", "ClientJobError"]
+# A device's ClientApp: its data is the file its owner names (node config ``data-path``).
+app = make_client_app()
+
+__all__ = [
+    "ClientJobError",
+    "app",
+    "default_limits",
+    "estimated_fuel",
+    "evaluate",
+    "kernel_sha256",
+    "make_client_app",
+    "train",
+]

@@ -21,9 +21,9 @@ from kernels.spec import ModelSpec, ModelSpecError
 from .clock import DeviceConfigError, DeviceSimulation
 from .flower_strategies import STRATEGY_NAMES, StrategyParamsError, check_strategy_params
 
-# Data keys the coordinator forwards to the clients in every train/evaluate config and does not
-# interpret; simulations.partitions.DATA_KEYS is this list plus "seed" (forwarded too, but a
-# coordinator key as well).
+# Data keys of the run config: the coordinator records them and does not interpret them; it does
+# not forward them either (clients read them from context.run_config, which every engine and a
+# deployment give each ClientApp). simulations.partitions.DATA_KEYS is this list plus "seed".
 DATA_KEYS: tuple[str, ...] = (
     "dataset",
     "dataset-path",
@@ -257,7 +257,6 @@ class FederationConfig:
             "seed": self.seed,
             "model": str(self.model),
             "kernel-sha256": self.kernel_sha256,
-            **dict(self.data),
             **dict(self.faults),
         }
 

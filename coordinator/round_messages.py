@@ -20,10 +20,12 @@ from flwr.app import (
 )
 from flwr.app.metadata import Metadata
 
+from protos import contract
+
 from .validation import TrainReply
 
-ARRAYS_KEY = "arrays"
-CONFIG_KEY = "config"
+ARRAYS_KEY = contract.RECORD_ARRAYS
+CONFIG_KEY = contract.RECORD_CONFIG
 
 
 def message_record(arrays: ArrayRecord, config: ConfigRecord, server_round: int) -> RecordDict:
@@ -32,7 +34,7 @@ def message_record(arrays: ArrayRecord, config: ConfigRecord, server_round: int)
     The model, and a copy of ``config`` that carries ``server-round``.
     """
     config_copy = ConfigRecord(dict(config))
-    config_copy["server-round"] = int(server_round)
+    config_copy[contract.CONFIG_SERVER_ROUND] = int(server_round)
     return RecordDict({ARRAYS_KEY: arrays, CONFIG_KEY: config_copy})
 
 
@@ -62,7 +64,12 @@ def delta_content(reply: TrainReply) -> RecordDict:
         {name: Array(np.array(array, copy=True)) for name, array in reply.delta.items()}
     )
     return RecordDict(
-        {ARRAYS_KEY: arrays, "metrics": MetricRecord({"num-examples": reply.num_examples})}
+        {
+            ARRAYS_KEY: arrays,
+            contract.RECORD_METRICS: MetricRecord(
+                {contract.METRIC_NUM_EXAMPLES: reply.num_examples}
+            ),
+        }
     )
 
 
@@ -91,7 +98,10 @@ def work_done(message: Message) -> tuple[int, int] | None:
     if message.has_error() or not message.has_content():
         return None
     for record in message.content.metric_records.values():
-        done, planned = record.get("steps-done"), record.get("steps-planned")
+        done, planned = (
+            record.get(contract.METRIC_STEPS_DONE),
+            record.get(contract.METRIC_STEPS_PLANNED),
+        )
         if (
             isinstance(done, int)
             and isinstance(planned, int)

@@ -49,6 +49,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.exception import AggregationError, InconsistentMessageReplies
 from flwr.serverapp.strategy import Bulyan, Strategy
 
+from protos import contract
 from protos.report_pb2 import FAILED, OK, REJECTED, ClientResult, RoundReport
 
 from . import attribution, clock, rules
@@ -342,7 +343,7 @@ class DeltaStrategy(Strategy):
             result.aggregation_note = note.note
         arrays = ArrayRecord({name: Array(array) for name, array in new_weights.items()})
         metrics = (
-            MetricRecord({"train-loss": float(report.train_loss)})
+            MetricRecord({contract.METRIC_TRAIN_LOSS: float(report.train_loss)})
             if math.isfinite(report.train_loss)
             else MetricRecord()
         )
@@ -424,8 +425,8 @@ class DeltaStrategy(Strategy):
             return None
         return MetricRecord(
             {
-                "eval-loss": report.federated_eval_loss,
-                "eval-accuracy": report.federated_eval_accuracy,
+                contract.METRIC_EVAL_LOSS: report.federated_eval_loss,
+                contract.METRIC_EVAL_ACCURACY: report.federated_eval_accuracy,
             }
         )
 
@@ -498,10 +499,10 @@ class DeltaStrategy(Strategy):
             )
             state.device_plan[node_id] = (profile, speed, budget)
             config = ConfigRecord(dict(record[CONFIG_KEY]))
-            config["meter-fuel"] = True
-            config["fuel-budget"] = int(budget)
+            config[contract.CONFIG_METER_FUEL] = True
+            config[contract.CONFIG_FUEL_BUDGET] = int(budget)
             if profile is not None:
-                config["device-memory-mb"] = int(profile.memory_mb)
+                config[contract.CONFIG_DEVICE_MEMORY_MB] = int(profile.memory_mb)
             node_record = RecordDict({ARRAYS_KEY: record[ARRAYS_KEY], CONFIG_KEY: config})
             messages += instructions(node_record, [node_id], MessageType.TRAIN, server_round)
         return messages

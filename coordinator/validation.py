@@ -27,12 +27,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 
+from protos import contract
+from protos.contract import NO_PARTITION
 from protos.report_pb2 import FAILED, OK, REJECTED
 
 from .aggregation import l2_norm
 
 EXPECTED_DTYPE = "float32"
-NO_PARTITION = -1
 UNKNOWN_NODE = -1
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
@@ -226,16 +227,18 @@ def _check_evaluate_reply(message: Message, server_round: int | None) -> Evaluat
         return EvaluateReply(node_id, REJECTED, problem, bytes_uploaded=bytes_uploaded)
     partition_id, partition_problem = _partition(metrics)
     claimed, examples_problem = _num_examples(metrics)
-    loss, loss_problem = _float_value(metrics, "eval-loss", low=0.0, high=math.inf, required=True)
-    if loss_problem and "eval-loss" not in metrics:
+    loss, loss_problem = _float_value(
+        metrics, contract.METRIC_EVAL_LOSS, low=0.0, high=math.inf, required=True
+    )
+    if loss_problem and contract.METRIC_EVAL_LOSS not in metrics:
         loss_problem = "eval-loss is nan (the MetricRecord lacks 'eval-loss')"
     elif loss_problem and not math.isfinite(loss):
         loss_problem = f"eval-loss is {loss}"
     accuracy, accuracy_problem = _float_value(
-        metrics, "eval-accuracy", low=0.0, high=1.0, required=True
+        metrics, contract.METRIC_EVAL_ACCURACY, low=0.0, high=1.0, required=True
     )
-    if accuracy_problem and isinstance(metrics.get("eval-accuracy"), int | float):
-        if not isinstance(metrics["eval-accuracy"], bool):
+    if accuracy_problem and isinstance(metrics.get(contract.METRIC_EVAL_ACCURACY), int | float):
+        if not isinstance(metrics[contract.METRIC_EVAL_ACCURACY], bool):
             accuracy_problem = f"eval-accuracy {accuracy} is not in [0, 1]"
     base = {
         "node_id": node_id,
@@ -358,8 +361,8 @@ def reply_kernel_sha256(message: Message) -> str:
     Only 64 lowercase hex digits are taken; anything else is "" (a reply is never trusted to
     put arbitrary text into a report).
     """
-    record = message.content.config_records.get("kernel")
-    value = record.get("sha256") if record is not None else None
+    record = message.content.config_records.get(contract.RECORD_KERNEL)
+    value = record.get(contract.KERNEL_SHA256) if record is not None else None
     if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
         return value
     return ""
@@ -374,16 +377,20 @@ def _single_metric_record(message: Message) -> tuple[MetricRecord | None, str]:
 
 def _num_examples(metrics: MetricRecord) -> tuple[int, str]:
     """Return the claim (clamped to [0, INT64_MAX] for the report) and the problem with it."""
-    value, problem = _int_value(metrics, "num-examples", low=1, high=INT64_MAX, required=True)
-    claim = metrics.get("num-examples")
+    value, problem = _int_value(
+        metrics, contract.METRIC_NUM_EXAMPLES, low=1, high=INT64_MAX, required=True
+    )
+    claim = metrics.get(contract.METRIC_NUM_EXAMPLES)
     if problem and isinstance(claim, int) and not isinstance(claim, bool) and claim <= 0:
         problem = f"'num-examples' must be > 0, given {claim}"
-    return (value if not problem else _clamp_claim(metrics.get("num-examples"))), problem
+    return (
+        value if not problem else _clamp_claim(metrics.get(contract.METRIC_NUM_EXAMPLES))
+    ), problem
 
 
 def _partition(metrics: MetricRecord) -> tuple[int, str]:
     value, problem = _int_value(
-        metrics, "partition-id", low=NO_PARTITION, high=INT32_MAX, required=False
+        metrics, contract.METRIC_PARTITION_ID, low=NO_PARTITION, high=INT32_MAX, required=False
     )
     return (NO_PARTITION if problem or value is None else value), problem
 
@@ -391,17 +398,21 @@ def _partition(metrics: MetricRecord) -> tuple[int, str]:
 def _train_facts(metrics: MetricRecord) -> dict[str, object]:
     num_examples, _ = _num_examples(metrics)
     partition_id, _ = _partition(metrics)
-    fuel, fuel_problem = _int_value(metrics, "fuel-used", low=0, high=INT64_MAX, required=False)
-    loss, _ = _float_value(metrics, "train-loss", low=-math.inf, high=math.inf, required=False)
+    fuel, fuel_problem = _int_value(
+        metrics, contract.METRIC_FUEL_USED, low=0, high=INT64_MAX, required=False
+    )
+    loss, _ = _float_value(
+        metrics, contract.METRIC_TRAIN_LOSS, low=-math.inf, high=math.inf, required=False
+    )
     seconds, _ = _float_value(
-        metrics, "kernel-seconds", low=-math.inf, high=math.inf, required=False
+        metrics, contract.METRIC_KERNEL_SECONDS, low=-math.inf, high=math.inf, required=False
     )
     return {
         "partition_id": partition_id,
         "num_examples": num_examples,
         "train_loss": loss,
         "kernel_seconds": 0.0
-        if math.isnan(seconds) and "kernel-seconds" not in metrics
+        if math.isnan(seconds) and contract.METRIC_KERNEL_SECONDS not in metrics
         else seconds,
         "fuel_used": 0 if fuel_problem or fuel is None else fuel,
     }
@@ -410,10 +421,12 @@ def _train_facts(metrics: MetricRecord) -> dict[str, object]:
 def _train_metrics_problem(metrics: MetricRecord) -> str:
     checks = (
         _num_examples(metrics)[1],
-        _float_value(metrics, "train-loss", low=0.0, high=math.inf, required=True)[1],
-        _float_value(metrics, "kernel-seconds", low=0.0, high=math.inf, required=False)[1],
-        _int_value(metrics, "fuel-used", low=0, high=INT64_MAX, required=False)[1],
-        _int_value(metrics, "reply-bytes", low=0, high=INT64_MAX, required=False)[1],
+        _float_value(metrics, contract.METRIC_TRAIN_LOSS, low=0.0, high=math.inf, required=True)[1],
+        _float_value(
+            metrics, contract.METRIC_KERNEL_SECONDS, low=0.0, high=math.inf, required=False
+        )[1],
+        _int_value(metrics, contract.METRIC_FUEL_USED, low=0, high=INT64_MAX, required=False)[1],
+        _int_value(metrics, contract.METRIC_REPLY_BYTES, low=0, high=INT64_MAX, required=False)[1],
         _partition(metrics)[1],
     )
     return next((problem for problem in checks if problem), "")

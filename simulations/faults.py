@@ -37,15 +37,18 @@ from flwr.app.error import Error
 from flwr.clientapp import ClientApp
 
 from coordinator.config import FAULT_KEYS
+from protos.contract import CONFIG_SEED, CONFIG_SERVER_ROUND, RECORD_ARRAYS, RECORD_CONFIG
 
 # The flat run-config keys (FAULT_KEYS) are listed in coordinator.config, which forwards them.
-# Set by the wrapper in a label-flipping client's message; read by simulations.partitions.
+# Set by the wrapper in a label-flipping client's run config (the data keys' home, which its
+# data source reads); read by simulations.partitions.
 LABEL_FLIP_KEY = "faults-label-flip"
 
 ATTACKS: tuple[str, ...] = ("signflip", "scaling", "noise", "nan", "labelflip", "replacement")
 FAULTS: tuple[str, ...] = ("dropout", "crash", "slow")
 
-# Error codes of simulated faults (Flower's are 0..8, the client's own 1001..1004).
+# Error codes of simulated faults (Flower's are 0..8, a client's own are
+# protos.contract.ClientErrorCode, 1001..1006; 1900..1999 are left to simulated faults).
 ERROR_DROPOUT = 1901
 ERROR_CRASH = 1902
 
@@ -208,8 +211,8 @@ def _faulty_train(inner: ClientApp, message: Message, context: Context) -> Messa
     faults = FaultConfig.from_mapping(config)
     if not faults.active:
         return inner(message, context)
-    seed = _as_int(config["seed"])
-    server_round = _as_int(config.get("server-round", 0))
+    seed = _as_int(config[CONFIG_SEED])
+    server_round = _as_int(config.get(CONFIG_SERVER_ROUND, 0))
     partition_id = _as_int(partition)
     fault = faults.round_fault(seed, server_round, partition_id)
     if fault == "dropout":
@@ -223,26 +226,29 @@ def _faulty_train(inner: ClientApp, message: Message, context: Context) -> Messa
         context = Context(
             context.run_id, context.node_id, node_config, context.state, context.run_config
         )
-    num_partitions = _as_int(config.get("num-partitions", 0))
+    # The scenario's partition count, from the run config as fault_labels reads it (the
+    # coordinator does not forward the data keys).
+    num_partitions = _as_int(context.run_config.get("num-partitions", 0))
     if server_round < 1 or partition_id not in faults.byzantine_partitions(seed, num_partitions):
         return inner(message, context)
     if faults.attack == "labelflip":
-        content = RecordDict(dict(message.content.items()))
-        flipped = ConfigRecord(dict(config) | {LABEL_FLIP_KEY: True})
-        content.config_records["config"] = flipped
-        message.content = content
+        run_config = dict(context.run_config) | {LABEL_FLIP_KEY: True}
+        context = Context(
+            context.run_id, context.node_id, context.node_config, context.state, run_config
+        )
         return inner(message, context)
     reply = inner(message, context)
-    if reply.has_error() or "arrays" not in reply.content.array_records:
+    if reply.has_error() or RECORD_ARRAYS not in reply.content.array_records:
         return reply
-    delta = {name: array.numpy() for name, array in reply.content.array_records["arrays"].items()}
+    arrays = reply.content.array_records[RECORD_ARRAYS]
+    delta = {name: array.numpy() for name, array in arrays.items()}
     global_weights = {
-        name: array.numpy() for name, array in message.content.array_records["arrays"].items()
+        name: array.numpy() for name, array in message.content.array_records[RECORD_ARRAYS].items()
     }
     rng = np.random.default_rng([seed, STREAM, server_round, partition_id + 1, 1])
     attacked = attack_delta(faults, delta, global_weights, rng)
     content = RecordDict(dict(reply.content.items()))
-    content.array_records["arrays"] = ArrayRecord(
+    content.array_records[RECORD_ARRAYS] = ArrayRecord(
         {name: Array(np.ascontiguousarray(array, np.float32)) for name, array in attacked.items()}
     )
     return Message(content, reply_to=message)
@@ -292,7 +298,7 @@ def _as_int(value: object) -> int:
 def _message_config(message: Message) -> ConfigRecord | None:
     if not message.has_content():
         return None
-    return message.content.config_records.get("config")
+    return message.content.config_records.get(RECORD_CONFIG)
 
 
 _APP: ClientApp | None = None
@@ -305,7 +311,7 @@ def __getattr__(name: str) -> ClientApp:
     if name != "app":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     if _APP is None:
-        from client.client_app import app as sandflower_app
+        from simulations.client_app import app as sandflower_app
 
         _APP = with_faults(sandflower_app)
     return _APP

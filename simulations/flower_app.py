@@ -2,7 +2,8 @@
 
 The top layer composes the parts: the coordinator's ServerApp gets its central evaluation
 (the held-out test set belongs to the scenario's data set, i.e. to simulations/) and the pin
-of the kernel every client must run. The ClientApp is ``client.client_app:app`` as it is.
+of the kernel every client must run. The ClientApp (the ``clientapp`` component) is
+``simulations.client_app:app``: the client's app with the scenario's partitions as its data.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 # Imported here, not lazily in the ServerApp: Flower 1.42's app loader takes a module that is
-# already in sys.modules as it is, so a ServerApp thread still importing client.client_app
-# while the simulation engine loads `client.client_app:app` hands the engine a half-initialised
-# module (LoadClientAppError, seen in about 1 run in 4). Importing it while this module loads
-# happens under Flower's import lock.
-import client.client_app  # noqa: F401  (imported eagerly: see the comment above)
+# already in sys.modules as it is, so a ServerApp thread still importing the ClientApp's module
+# while the simulation engine loads `simulations.client_app:app` hands the engine a
+# half-initialised module (LoadClientAppError, seen in about 1 run in 4). Importing it while
+# this module loads happens under Flower's import lock.
+import simulations.client_app  # noqa: F401  (imported eagerly: see the comment above)
 from client import kernel_source
 from client.runner import KernelRunner
 from coordinator.config import FederationConfig, RunConfigError

@@ -23,12 +23,15 @@ class InProcessGrid:
 
     Parameters
     ----------
-    client_app : the ClientApp (default: ``client.client_app.app``).
+    client_app : the ClientApp (default: ``simulations.client_app.app``).
     num_nodes : nodes, one per partition (node config ``partition-id``, ``num-partitions``).
     seed : node ids are drawn from it (like an engine, ids are not the partition ids).
+    run_config : every node's ``context.run_config`` (as an engine gives it: the data keys).
     """
 
-    def __init__(self, client_app, num_nodes: int, seed: int) -> None:
+    def __init__(
+        self, client_app, num_nodes: int, seed: int, run_config: Mapping[str, Any] | None = None
+    ) -> None:
         rng = np.random.default_rng([seed, 0x6E6F6465])
         node_ids = rng.choice(2**40, size=num_nodes, replace=False).tolist()
         self.client_app = client_app
@@ -38,7 +41,7 @@ class InProcessGrid:
                 node_id=int(node_id),
                 node_config={"partition-id": partition, "num-partitions": num_nodes},
                 state=RecordDict(),
-                run_config={},
+                run_config=dict(run_config or {}),
             )
             for partition, node_id in enumerate(node_ids)
         }
@@ -88,7 +91,7 @@ def simulate_in_process(
         client_app = load_client_app(client_app)
     # Flower's engine sets the process-wide task identity that new messages read.
     TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = 1, 1, 1
-    grid = InProcessGrid(client_app, int(config["num-partitions"]), int(config["seed"]))
+    grid = InProcessGrid(client_app, int(config["num-partitions"]), int(config["seed"]), config)
     server_app = build_scenario_server_app(run_config_override=config, on_round=on_round)
     context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=config)
     try:

@@ -1,9 +1,10 @@
 """A simulated client's data and the coordinator's central test set, from the flat data config.
 
-The coordinator copies the data keys (``DATA_KEYS``) of the run config into every train and
-evaluate message, and a simulated client builds its partition from them with
-:func:`load_client_data`; the coordinator evaluates on :func:`load_central_test`. The
-simulation engine calls both every round, so both are cached per process.
+Every ClientApp gets the run config (``context.run_config``), and a simulated client's data
+source (``simulations.client_app.scenario_data``) builds its partition from the data keys
+(``DATA_KEYS``) there with :func:`load_client_data`; the coordinator evaluates on
+:func:`load_central_test`. The simulation engine calls both every round, so both are cached
+per process.
 
 How a data set becomes clients (``test-fraction`` = f):
 
@@ -30,8 +31,8 @@ from client.data import DataFileError, LocalData, split_local
 from coordinator.config import DATA_KEYS as FORWARDED_DATA_KEYS
 from simulations import datasets, partitioning
 
-# The data keys of the flat run config, forwarded to every client (README, "Messages"). The
-# coordinator owns the list (it forwards them and must not import simulations/); "seed" is a
+# The data keys of the flat run config, read by every simulated client from its run config. The
+# coordinator owns the list (it records them and must not import simulations/); "seed" is a
 # coordinator key that the data also derives from.
 DATA_KEYS: tuple[str, ...] = (*FORWARDED_DATA_KEYS, "seed")
 

@@ -63,7 +63,7 @@ def simulate_on_engine(
     engine : "local" (worker processes on this machine) or "ray" (Flower's Ray engine).
     workers : local engine: the number of worker processes (default: one per core).
     client_app : the ClientApp to run, a ``"module:attribute"`` reference to one, or a
-        factory (default: ``client.client_app.app``, wrapped by ``simulations.faults`` when the
+        factory (default: ``simulations.client_app.app``, wrapped by ``simulations.faults`` when the
         run config has ``faults-*`` keys); tests pass a wrapped one to play a misbehaving client.
     on_round : called with each finished RoundReport (progress display).
     on_progress : local engine: ``(clients replied, clients sent)`` within a round.
@@ -100,16 +100,16 @@ def simulate_on_engine(
 
 
 def default_client_app(run_config: Mapping[str, Any]) -> str:
-    """Return the simulation's ClientApp: the device's own, wrapped for faults if asked.
+    """Return the simulation's ClientApp, wrapped for faults if asked.
 
-    The fault injector wraps it when the run config asks for faults (``[faults]`` in the
-    scenario).
+    ``simulations.client_app``: the scenario's partitions as its data; the fault injector wraps
+    it when the run config asks for faults (``[faults]`` in the scenario).
     """
     from simulations.faults import FaultConfig
 
     if FaultConfig.from_mapping(run_config).active:
         return "simulations.faults:app"
-    return "client.client_app:app"
+    return "simulations.client_app:app"
 
 
 def _run_local(config, workers, client_app, on_round, on_progress) -> None:
@@ -164,12 +164,15 @@ last_pool_stats: dict[str, Any] = {}
 def _run_ray(config, client_app, on_round, num_cpus_per_client, ray_address) -> None:
     from flwr.simulation import run_simulation
 
+    from simulations.client_app import with_run_config
     from simulations.flower_app import build_scenario_server_app
 
     if isinstance(client_app, str) or not hasattr(client_app, "_call"):
         from simulations.engine.worker import load_client_app
 
         client_app = load_client_app(client_app)
+    # run_simulation leaves context.run_config empty: the clients read the data keys there.
+    client_app = with_run_config(client_app, config)
     server_app = build_scenario_server_app(run_config_override=config, on_round=on_round)
     num_clients = int(config["num-partitions"])
     init_args: dict[str, Any] = {

@@ -14,17 +14,12 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordD
 from flwr.app.metadata import Metadata
 
 from client import client_app
-from client.client_app import (
-    ERROR_BAD_CONFIG,
-    ERROR_DATA,
-    ERROR_KERNEL_FAILED,
-    ERROR_NOTHING_TO_EVALUATE,
-    default_limits,
-    estimated_fuel,
-)
+from client.client_app import default_limits, estimated_fuel
 from client.runner import KernelRunner
 from client.sandbox import KERNEL_SIGNATURES, Limits
 from kernels.spec import ModelSpec
+from protos import contract
+from protos.contract import ClientErrorCode
 
 MODEL = "logreg:3-3"
 
@@ -40,11 +35,12 @@ def _message(message_type: str, **overrides) -> Message:
         "seed": 3,
         "model": str(spec),
         "kernel-sha256": "",
-        "test-fraction": 0.25,
     }
     config.update(overrides)
     arrays = ArrayRecord({name: Array(a) for name, a in spec.init_params(seed=0).items()})
-    content = RecordDict({"arrays": arrays, "config": ConfigRecord(config)})
+    content = RecordDict(
+        {contract.RECORD_ARRAYS: arrays, contract.RECORD_CONFIG: ConfigRecord(config)}
+    )
     # As a SuperNode hands it over: with the metadata of a received message.
     metadata = Metadata(
         run_id=1,
@@ -60,8 +56,14 @@ def _message(message_type: str, **overrides) -> Message:
     return Message(content=content, metadata=metadata)
 
 
+# The run config every ClientApp gets (context.run_config): the data keys live there.
+RUN_CONFIG = {"test-fraction": 0.25}
+
+
 def _context(**node_config) -> Context:
-    return Context(run_id=1, node_id=7, node_config=node_config, state=RecordDict(), run_config={})
+    return Context(
+        run_id=1, node_id=7, node_config=node_config, state=RecordDict(), run_config=RUN_CONFIG
+    )
 
 
 def _data_file(tmp_path, num_samples=40, name="data.npz"):
@@ -89,10 +91,10 @@ def test_a_device_trains_with_bounded_default_limits(tmp_path, monkeypatch):
         _message("train"), _context(**{"data-path": str(_data_file(tmp_path))})
     )
     assert not reply.has_error(), reply.error
-    assert reply.content["metrics"]["num-examples"] == 30
+    assert reply.content[contract.RECORD_METRICS][contract.METRIC_NUM_EXAMPLES] == 30
     (limits,) = seen
     assert limits.fuel is not None and limits.deadline_seconds is not None
-    assert 0 < reply.content["metrics"]["fuel-used"] < limits.fuel
+    assert 0 < reply.content[contract.RECORD_METRICS][contract.METRIC_FUEL_USED] < limits.fuel
     spec = ModelSpec.parse(MODEL)
     assert limits == default_limits(spec, 30, 1, 8, 512)
 
@@ -125,42 +127,48 @@ def test_node_config_overrides_the_defaults_and_zero_turns_a_limit_off(tmp_path,
 def test_a_bad_node_config_is_a_bad_config_error_reply(tmp_path, node, problem):
     node = {"data-path": str(_data_file(tmp_path)), **node}
     code, reason = _error(client_app.train(_message("train"), _context(**node)))
-    assert code == ERROR_BAD_CONFIG and problem in reason
+    assert code == ClientErrorCode.BAD_CONFIG and problem in reason
 
 
 def test_a_bad_train_config_value_is_an_error_reply_not_a_crash(tmp_path):
     node = {"data-path": str(_data_file(tmp_path))}
     code, reason = _error(client_app.train(_message("train", lr=float("nan")), _context(**node)))
-    assert code == ERROR_BAD_CONFIG and "lr" in reason
+    assert code == ClientErrorCode.BAD_CONFIG and "lr" in reason
     code, _ = _error(client_app.train(_message("train", **{"local-epochs": "x"}), _context(**node)))
-    assert code == ERROR_BAD_CONFIG
+    assert code == ClientErrorCode.BAD_CONFIG
 
 
 def test_max_data_mb_caps_the_data_file(tmp_path):
     path = _data_file(tmp_path, num_samples=20_000)  # ~640 KB of float64
     node = {"data-path": str(path), "max-data-mb": 0.25}
     code, reason = _error(client_app.train(_message("train"), _context(**node)))
-    assert code == ERROR_DATA and str(path) in reason and "max-data-mb" in reason
+    assert code == ClientErrorCode.DATA and str(path) in reason and "max-data-mb" in reason
 
 
 def test_a_corrupt_data_file_is_a_data_error_reply_naming_the_file(tmp_path):
     path = tmp_path / "broken.npz"
     path.write_bytes(b"PK\x03\x04" + bytes(100))
     code, reason = _error(client_app.train(_message("train"), _context(**{"data-path": str(path)})))
-    assert code == ERROR_DATA and str(path) in reason
+    assert code == ClientErrorCode.DATA and str(path) in reason
 
 
 def test_a_one_sample_client_trains_and_its_evaluation_is_a_defined_error(tmp_path):
     node = {"data-path": str(_data_file(tmp_path, num_samples=1, name="one.npz"))}
     reply = client_app.train(_message("train"), _context(**node))
-    assert not reply.has_error() and reply.content["metrics"]["num-examples"] == 1
+    assert (
+        not reply.has_error()
+        and reply.content[contract.RECORD_METRICS][contract.METRIC_NUM_EXAMPLES] == 1
+    )
     code, reason = _error(client_app.evaluate(_message("evaluate"), _context(**node)))
-    assert code == ERROR_NOTHING_TO_EVALUATE
+    assert code == ClientErrorCode.NOTHING_TO_EVALUATE
     assert "no local held-out samples" in reason and "1 training sample" in reason
     # a client with held-out samples evaluates as before
     node = {"data-path": str(_data_file(tmp_path))}
     reply = client_app.evaluate(_message("evaluate"), _context(**node))
-    assert not reply.has_error() and reply.content["metrics"]["num-examples"] == 10
+    assert (
+        not reply.has_error()
+        and reply.content[contract.RECORD_METRICS][contract.METRIC_NUM_EXAMPLES] == 10
+    )
 
 
 def _looping_kernel_wat() -> str:
@@ -190,7 +198,7 @@ def test_a_looping_kernel_ends_under_the_default_limits(tmp_path):
     started = time.perf_counter()
     code, reason = _error(client_app.train(_message("train"), _context(**node)))
     assert time.perf_counter() - started < 10
-    assert code == ERROR_KERNEL_FAILED
+    assert code == ClientErrorCode.KERNEL_FAILED
     assert "fuel budget" in reason or "deadline" in reason
     # the next job with the real kernel is fine
     node = {"data-path": str(_data_file(tmp_path))}

@@ -12,6 +12,7 @@ import pytest
 
 from client import client_app, kernel_source, sandbox
 from kernels import build
+from protos.contract import ClientErrorCode
 
 RELAXED = build.WASM_DIR / "sandflower-relaxed.wasm"
 SIMD128 = build.WASM_DIR / "sandflower-simd128.wasm"
@@ -200,21 +201,21 @@ def test_the_client_maps_each_kernel_problem_to_its_error_code(bundle, tmp_path)
 
     no_relaxed = {client_app.NODE_DISABLED_FEATURES: "relaxed-simd"}
     error = _job_error(no_relaxed, pin)
-    assert error.code == client_app.ERROR_KERNEL_UNSUPPORTED and "relaxed-simd" in str(error)
+    assert error.code == ClientErrorCode.KERNEL_UNSUPPORTED and "relaxed-simd" in str(error)
     simd128 = client_app._runner(no_relaxed, {"kernel-sha256": _sha(SIMD128)}, LIMITS)
     assert simd128.module.sha256 == _sha(SIMD128)
 
     error = _job_error({client_app.NODE_DISABLED_FEATURES: "threads"}, pin)
-    assert error.code == client_app.ERROR_BAD_CONFIG and "threads" in str(error)
+    assert error.code == ClientErrorCode.BAD_CONFIG and "threads" in str(error)
 
     _rewrite(
         bundle / "sandflower-relaxed.wasm.json",
         wasm_base64=base64.b64encode(_tampered_wasm()).decode(),
     )
     error = _job_error({}, pin)
-    assert error.code == client_app.ERROR_KERNEL_MISMATCH and "altered" in str(error)
+    assert error.code == ClientErrorCode.KERNEL_MISMATCH and "altered" in str(error)
 
     (bundle / "sandflower-simd128.wasm.json").write_text("{}")
     error = _job_error({}, {"kernel-sha256": "ab" * 32})
-    assert error.code == client_app.ERROR_KERNEL_FAILED
+    assert error.code == ClientErrorCode.KERNEL_FAILED
     assert "expected a shipped kernel" in str(error)

@@ -186,7 +186,7 @@ def test_bad_strategy_params_are_named(strategy, params, expected):
     assert expected in str(info.value)
 
 
-def test_client_config_carries_the_message_contract_keys():
+def test_client_config_carries_the_message_contract_keys_and_no_data_keys():
     config = FederationConfig.from_run_config(run_config(kernel_sha256="A" * 64))
     client = config.client_config(4)
     for key in (
@@ -200,19 +200,20 @@ def test_client_config_carries_the_message_contract_keys():
         "kernel-sha256",
     ):
         assert key in client
-    for key in DATA_KEYS:
-        assert client[key] == run_config()[key]
+    # Clients read the data keys from their run config (issue 11): none is forwarded.
+    assert not set(DATA_KEYS) & set(client)
     assert client["server-round"] == 4 and client["model"] == "mlp:64-32-10"
     assert client["kernel-sha256"] == "a" * 64  # normalised to lower case
 
 
-def test_data_keys_are_optional_and_forwarded_only_when_given():
+def test_data_keys_are_optional_and_recorded_only_when_given():
     config = FederationConfig.from_run_config(
         run_config(dataset_path=DELETE, synthetic_alpha=DELETE)
     )
-    client = config.client_config(1)
-    assert "dataset-path" not in client and "synthetic-alpha" not in client
-    assert client["dataset"] == "digits"
+    recorded = config.to_run_config()
+    assert "dataset-path" not in recorded and "synthetic-alpha" not in recorded
+    assert recorded["dataset"] == "digits"
+    assert "dataset" not in config.client_config(1)
 
 
 def test_the_config_is_frozen():

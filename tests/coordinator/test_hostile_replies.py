@@ -21,6 +21,8 @@ from coordinator.config import FederationConfig
 from coordinator.reports.report_json import load_report
 from coordinator.server_app import run_rounds_on_grid
 from coordinator.validation import INT32_MAX, INT64_MAX, MAX_REASON_CHARS
+from protos import contract
+from protos.contract import ClientErrorCode
 from protos.report_pb2 import FAILED, OK, REJECTED
 from tests.coordinator.messages import reply_metadata
 from tests.coordinator.test_server_app import (
@@ -108,7 +110,9 @@ def with_metrics(**changes):
         for key, value in changes.items():
             if value is not None:
                 metrics._data[key] = value
-        content = RecordDict({**dict(reply.content.array_records), "metrics": metrics})
+        content = RecordDict(
+            {**dict(reply.content.array_records), contract.RECORD_METRICS: metrics}
+        )
         return [Message(content, reply_to=message)]
 
     return hostile
@@ -116,11 +120,16 @@ def with_metrics(**changes):
 
 def with_arrays(change):
     def hostile(message, reply):
-        arrays = {k: v.numpy() for k, v in reply.content["arrays"].items()}
+        arrays = {k: v.numpy() for k, v in reply.content[contract.RECORD_ARRAYS].items()}
         arrays = change(arrays)
         metrics = next(iter(reply.content.metric_records.values()))
         record = ArrayRecord({name: Array(np.asarray(value)) for name, value in arrays.items()})
-        return [Message(RecordDict({"arrays": record, "metrics": metrics}), reply_to=message)]
+        return [
+            Message(
+                RecordDict({contract.RECORD_ARRAYS: record, contract.RECORD_METRICS: metrics}),
+                reply_to=message,
+            )
+        ]
 
     return hostile
 
@@ -150,10 +159,13 @@ def duplicate(message, reply):
     second = Message(
         RecordDict(
             {
-                "arrays": ArrayRecord(
-                    {k: Array(100 * v.numpy()) for k, v in reply.content["arrays"].items()}
+                contract.RECORD_ARRAYS: ArrayRecord(
+                    {
+                        k: Array(100 * v.numpy())
+                        for k, v in reply.content[contract.RECORD_ARRAYS].items()
+                    }
                 ),
-                "metrics": reply.content["metrics"],
+                contract.RECORD_METRICS: reply.content[contract.RECORD_METRICS],
             }
         ),
         reply_to=message,
@@ -184,45 +196,161 @@ def one_value(value):
 BIG = 10**12
 TRAIN_CASES = {
     # metrics: integers that do not fit the report's fields, wrong types, missing, implausible
-    "partition-id 2**31": (with_metrics(**{"partition-id": 2**31}), REJECTED, "'partition-id'"),
-    "partition-id -2": (with_metrics(**{"partition-id": -2}), REJECTED, "'partition-id'"),
-    "partition-id 2**64": (with_metrics(**{"partition-id": 2**64}), REJECTED, "'partition-id'"),
-    "partition-id 1e300": (with_metrics(**{"partition-id": 1e300}), REJECTED, "'partition-id'"),
-    "partition-id nan": (with_metrics(**{"partition-id": math.nan}), REJECTED, "'partition-id'"),
-    "partition-id bool": (with_metrics(**{"partition-id": True}), REJECTED, "'partition-id'"),
-    "partition-id list": (with_metrics(**{"partition-id": [2, 2]}), REJECTED, "'partition-id'"),
-    "num-examples 2**63": (with_metrics(**{"num-examples": 2**63}), REJECTED, "'num-examples'"),
-    "num-examples -2**70": (with_metrics(**{"num-examples": -(2**70)}), REJECTED, "num-exam"),
-    "num-examples 0": (with_metrics(**{"num-examples": 0}), REJECTED, "'num-examples'"),
-    "num-examples 1.5": (with_metrics(**{"num-examples": 1.5}), REJECTED, "'num-examples'"),
-    "num-examples inf": (with_metrics(**{"num-examples": math.inf}), REJECTED, "num-examples"),
-    "num-examples nan": (with_metrics(**{"num-examples": math.nan}), REJECTED, "num-examples"),
-    "num-examples bool": (with_metrics(**{"num-examples": True}), REJECTED, "num-examples"),
-    "num-examples str": (with_metrics(**{"num-examples": "40"}), REJECTED, "num-examples"),
-    "num-examples missing": (with_metrics(**{"num-examples": None}), REJECTED, "lacks"),
-    "fuel-used 2**63": (with_metrics(**{"fuel-used": 2**63}), REJECTED, "'fuel-used'"),
-    "fuel-used -1": (with_metrics(**{"fuel-used": -1}), REJECTED, "'fuel-used'"),
-    "fuel-used 1e30": (with_metrics(**{"fuel-used": 1e30}), REJECTED, "'fuel-used'"),
-    "reply-bytes 2**64": (with_metrics(**{"reply-bytes": 2**64}), REJECTED, "'reply-bytes'"),
-    "kernel-seconds -1": (with_metrics(**{"kernel-seconds": -1.0}), REJECTED, "kernel-seconds"),
-    "kernel-seconds inf": (with_metrics(**{"kernel-seconds": math.inf}), REJECTED, "kernel-sec"),
-    "kernel-seconds 2**2000": (with_metrics(**{"kernel-seconds": 2**2000}), REJECTED, "finite"),
-    "train-loss missing": (with_metrics(**{"train-loss": None}), REJECTED, "lacks 'train-loss'"),
-    "train-loss -1e30": (with_metrics(**{"train-loss": -1e30}), REJECTED, "'train-loss'"),
-    "train-loss nan": (with_metrics(**{"train-loss": math.nan}), REJECTED, "'train-loss'"),
-    "train-loss -inf": (with_metrics(**{"train-loss": -math.inf}), REJECTED, "'train-loss'"),
-    "train-loss str": (with_metrics(**{"train-loss": "0.5"}), REJECTED, "'train-loss'"),
-    "train-loss list": (with_metrics(**{"train-loss": [0.5]}), REJECTED, "'train-loss'"),
+    "partition-id 2**31": (
+        with_metrics(**{contract.METRIC_PARTITION_ID: 2**31}),
+        REJECTED,
+        "'partition-id'",
+    ),
+    "partition-id -2": (
+        with_metrics(**{contract.METRIC_PARTITION_ID: -2}),
+        REJECTED,
+        "'partition-id'",
+    ),
+    "partition-id 2**64": (
+        with_metrics(**{contract.METRIC_PARTITION_ID: 2**64}),
+        REJECTED,
+        "'partition-id'",
+    ),
+    "partition-id 1e300": (
+        with_metrics(**{contract.METRIC_PARTITION_ID: 1e300}),
+        REJECTED,
+        "'partition-id'",
+    ),
+    "partition-id nan": (
+        with_metrics(**{contract.METRIC_PARTITION_ID: math.nan}),
+        REJECTED,
+        "'partition-id'",
+    ),
+    "partition-id bool": (
+        with_metrics(**{contract.METRIC_PARTITION_ID: True}),
+        REJECTED,
+        "'partition-id'",
+    ),
+    "partition-id list": (
+        with_metrics(**{contract.METRIC_PARTITION_ID: [2, 2]}),
+        REJECTED,
+        "'partition-id'",
+    ),
+    "num-examples 2**63": (
+        with_metrics(**{contract.METRIC_NUM_EXAMPLES: 2**63}),
+        REJECTED,
+        "'num-examples'",
+    ),
+    "num-examples -2**70": (
+        with_metrics(**{contract.METRIC_NUM_EXAMPLES: -(2**70)}),
+        REJECTED,
+        "num-exam",
+    ),
+    "num-examples 0": (
+        with_metrics(**{contract.METRIC_NUM_EXAMPLES: 0}),
+        REJECTED,
+        "'num-examples'",
+    ),
+    "num-examples 1.5": (
+        with_metrics(**{contract.METRIC_NUM_EXAMPLES: 1.5}),
+        REJECTED,
+        "'num-examples'",
+    ),
+    "num-examples inf": (
+        with_metrics(**{contract.METRIC_NUM_EXAMPLES: math.inf}),
+        REJECTED,
+        "num-examples",
+    ),
+    "num-examples nan": (
+        with_metrics(**{contract.METRIC_NUM_EXAMPLES: math.nan}),
+        REJECTED,
+        "num-examples",
+    ),
+    "num-examples bool": (
+        with_metrics(**{contract.METRIC_NUM_EXAMPLES: True}),
+        REJECTED,
+        "num-examples",
+    ),
+    "num-examples str": (
+        with_metrics(**{contract.METRIC_NUM_EXAMPLES: "40"}),
+        REJECTED,
+        "num-examples",
+    ),
+    "num-examples missing": (
+        with_metrics(**{contract.METRIC_NUM_EXAMPLES: None}),
+        REJECTED,
+        "lacks",
+    ),
+    "fuel-used 2**63": (
+        with_metrics(**{contract.METRIC_FUEL_USED: 2**63}),
+        REJECTED,
+        "'fuel-used'",
+    ),
+    "fuel-used -1": (with_metrics(**{contract.METRIC_FUEL_USED: -1}), REJECTED, "'fuel-used'"),
+    "fuel-used 1e30": (with_metrics(**{contract.METRIC_FUEL_USED: 1e30}), REJECTED, "'fuel-used'"),
+    "reply-bytes 2**64": (
+        with_metrics(**{contract.METRIC_REPLY_BYTES: 2**64}),
+        REJECTED,
+        "'reply-bytes'",
+    ),
+    "kernel-seconds -1": (
+        with_metrics(**{contract.METRIC_KERNEL_SECONDS: -1.0}),
+        REJECTED,
+        "kernel-seconds",
+    ),
+    "kernel-seconds inf": (
+        with_metrics(**{contract.METRIC_KERNEL_SECONDS: math.inf}),
+        REJECTED,
+        "kernel-sec",
+    ),
+    "kernel-seconds 2**2000": (
+        with_metrics(**{contract.METRIC_KERNEL_SECONDS: 2**2000}),
+        REJECTED,
+        "finite",
+    ),
+    "train-loss missing": (
+        with_metrics(**{contract.METRIC_TRAIN_LOSS: None}),
+        REJECTED,
+        "lacks 'train-loss'",
+    ),
+    "train-loss -1e30": (
+        with_metrics(**{contract.METRIC_TRAIN_LOSS: -1e30}),
+        REJECTED,
+        "'train-loss'",
+    ),
+    "train-loss nan": (
+        with_metrics(**{contract.METRIC_TRAIN_LOSS: math.nan}),
+        REJECTED,
+        "'train-loss'",
+    ),
+    "train-loss -inf": (
+        with_metrics(**{contract.METRIC_TRAIN_LOSS: -math.inf}),
+        REJECTED,
+        "'train-loss'",
+    ),
+    "train-loss str": (
+        with_metrics(**{contract.METRIC_TRAIN_LOSS: "0.5"}),
+        REJECTED,
+        "'train-loss'",
+    ),
+    "train-loss list": (
+        with_metrics(**{contract.METRIC_TRAIN_LOSS: [0.5]}),
+        REJECTED,
+        "'train-loss'",
+    ),
     # records
-    "no MetricRecord": (with_records(lambda r: {"arrays": r["arrays"]}), REJECTED, "MetricRecord"),
+    "no MetricRecord": (
+        with_records(lambda r: {contract.RECORD_ARRAYS: r[contract.RECORD_ARRAYS]}),
+        REJECTED,
+        "MetricRecord",
+    ),
     "two MetricRecords": (
-        with_records(lambda r: r | {"more": MetricRecord({"num-examples": 1})}),
+        with_records(lambda r: r | {"more": MetricRecord({contract.METRIC_NUM_EXAMPLES: 1})}),
         REJECTED,
         "exactly one MetricRecord",
     ),
-    "no ArrayRecord": (with_records(lambda r: {"metrics": r["metrics"]}), REJECTED, "ArrayRecord"),
+    "no ArrayRecord": (
+        with_records(lambda r: {contract.RECORD_METRICS: r[contract.RECORD_METRICS]}),
+        REJECTED,
+        "ArrayRecord",
+    ),
     "two ArrayRecords": (
-        with_records(lambda r: r | {"more": r["arrays"]}),
+        with_records(lambda r: r | {"more": r[contract.RECORD_ARRAYS]}),
         REJECTED,
         "exactly one ArrayRecord",
     ),
@@ -265,9 +393,17 @@ TRAIN_CASES = {
     # error replies
     "error, negative code": (error(-(2**31), "x"), FAILED, "client error -2147483648"),
     "error, huge code": (error(2**62, ""), FAILED, "client error"),
-    "error, 1 MB reason": (error(1002, "A" * 2**20), FAILED, "chars)"),
-    "error, control characters": (error(1002, "bad\x00\x1b[31m\u2028"), FAILED, "bad?"),
-    "error, lone surrogate": (error(1002, "x\ud800y"), FAILED, "client error"),
+    "error, 1 MB reason": (error(ClientErrorCode.DATA.value, "A" * 2**20), FAILED, "chars)"),
+    "error, control characters": (
+        error(ClientErrorCode.DATA.value, "bad\x00\x1b[31m\u2028"),
+        FAILED,
+        "bad?",
+    ),
+    "error, lone surrogate": (
+        error(ClientErrorCode.DATA.value, "x\ud800y"),
+        FAILED,
+        "client error",
+    ),
     # the envelope
     "reply to another round": (rewired(group_id="7"), REJECTED, "a reply to round 7"),
     "an evaluate reply to a train message": (
@@ -316,7 +452,7 @@ def test_a_second_reply_from_a_node_is_dropped(tmp_path, honest_models):
     "hostile",
     [
         with_metrics(evil=[1, 2, 3], **{"other-thing": 2**70}),
-        with_records(lambda r: r | {"config": ConfigRecord({"x": b"\x00" * 1000})}),
+        with_records(lambda r: r | {contract.RECORD_CONFIG: ConfigRecord({"x": b"\x00" * 1000})}),
     ],
     ids=["extra metric keys", "an extra ConfigRecord"],
 )
@@ -329,7 +465,9 @@ def test_what_the_contract_has_no_place_for_is_ignored(tmp_path, honest_models, 
 
 def test_arrays_in_an_evaluate_reply_are_ignored(tmp_path):
     def with_arrays_too(message, reply):
-        content = RecordDict({"metrics": reply.content["metrics"], "a": ArrayRecord()})
+        content = RecordDict(
+            {contract.RECORD_METRICS: reply.content[contract.RECORD_METRICS], "a": ArrayRecord()}
+        )
         return [Message(content, reply_to=message)]
 
     grid = HostileGrid(with_arrays_too, on="evaluate")
@@ -338,7 +476,7 @@ def test_arrays_in_an_evaluate_reply_are_ignored(tmp_path):
 
 # -- weight poisoning through num-examples ----------------------------------------------------
 def test_a_huge_num_examples_claim_is_clipped_to_the_round_median_ratio(tmp_path):
-    grid = HostileGrid(with_metrics(**{"num-examples": BIG}))
+    grid = HostileGrid(with_metrics(**{contract.METRIC_NUM_EXAMPLES: BIG}))
     report = run(tmp_path, grid, max_examples_ratio=2.0)
     result = row(report, grid)
     honest_claims = [num_examples(p) for p in range(NUM_CLIENTS) if p != HOSTILE]
@@ -352,7 +490,7 @@ def test_a_huge_num_examples_claim_is_clipped_to_the_round_median_ratio(tmp_path
 
 
 def test_a_huge_claim_is_clipped_to_the_absolute_bound(tmp_path):
-    grid = HostileGrid(with_metrics(**{"num-examples": INT64_MAX}))
+    grid = HostileGrid(with_metrics(**{contract.METRIC_NUM_EXAMPLES: INT64_MAX}))
     report = run(tmp_path, grid, max_num_examples=25, max_examples_ratio=0.0)
     result = row(report, grid)
     assert result.claimed_num_examples == INT64_MAX and result.num_examples == 25
@@ -360,7 +498,7 @@ def test_a_huge_claim_is_clipped_to_the_absolute_bound(tmp_path):
 
 
 def test_known_partition_sizes_undo_the_lie_entirely(tmp_path, honest_models):
-    grid = HostileGrid(with_metrics(**{"num-examples": BIG}))
+    grid = HostileGrid(with_metrics(**{contract.METRIC_NUM_EXAMPLES: BIG}))
     config = FederationConfig.from_run_config(run_config(tmp_path, num_rounds=1))
     report = run_rounds_on_grid(
         grid,
@@ -378,7 +516,7 @@ def test_known_partition_sizes_undo_the_lie_entirely(tmp_path, honest_models):
 
 def test_without_a_weight_policy_the_liar_takes_over(tmp_path):
     # The attack the policy stops: with every bound off, the liar's weight is ~1.
-    grid = HostileGrid(with_metrics(**{"num-examples": BIG}))
+    grid = HostileGrid(with_metrics(**{contract.METRIC_NUM_EXAMPLES: BIG}))
     report = run(tmp_path, grid, max_examples_ratio=0.0)
     assert row(report, grid).aggregation_weight > 0.999
 
@@ -387,25 +525,57 @@ def test_without_a_weight_policy_the_liar_takes_over(tmp_path):
 def eval_metrics(**changes):
     def hostile(message, reply):
         metrics = MetricRecord(
-            {k: v for k, v in reply.content["metrics"].items() if k not in changes}
+            {k: v for k, v in reply.content[contract.RECORD_METRICS].items() if k not in changes}
         )
         for key, value in changes.items():
             if value is not None:
                 metrics._data[key] = value
-        return [Message(RecordDict({"metrics": metrics}), reply_to=message)]
+        return [Message(RecordDict({contract.RECORD_METRICS: metrics}), reply_to=message)]
 
     return hostile
 
 
 EVALUATE_CASES = {
-    "eval-loss -1": (eval_metrics(**{"eval-loss": -1.0}), REJECTED, "'eval-loss' must be in"),
-    "eval-loss nan": (eval_metrics(**{"eval-loss": math.nan}), REJECTED, "eval-loss is nan"),
-    "eval-loss missing": (eval_metrics(**{"eval-loss": None}), REJECTED, "lacks 'eval-loss'"),
-    "eval-accuracy 1.5": (eval_metrics(**{"eval-accuracy": 1.5}), REJECTED, "eval-accuracy"),
-    "eval-accuracy -0": (eval_metrics(**{"eval-accuracy": -0.01}), REJECTED, "eval-accuracy"),
-    "eval-accuracy bool": (eval_metrics(**{"eval-accuracy": True}), REJECTED, "eval-accuracy"),
-    "num-examples 2**63": (eval_metrics(**{"num-examples": 2**63}), REJECTED, "num-examples"),
-    "partition-id 2**31": (eval_metrics(**{"partition-id": 2**31}), REJECTED, "partition-id"),
+    "eval-loss -1": (
+        eval_metrics(**{contract.METRIC_EVAL_LOSS: -1.0}),
+        REJECTED,
+        "'eval-loss' must be in",
+    ),
+    "eval-loss nan": (
+        eval_metrics(**{contract.METRIC_EVAL_LOSS: math.nan}),
+        REJECTED,
+        "eval-loss is nan",
+    ),
+    "eval-loss missing": (
+        eval_metrics(**{contract.METRIC_EVAL_LOSS: None}),
+        REJECTED,
+        "lacks 'eval-loss'",
+    ),
+    "eval-accuracy 1.5": (
+        eval_metrics(**{contract.METRIC_EVAL_ACCURACY: 1.5}),
+        REJECTED,
+        "eval-accuracy",
+    ),
+    "eval-accuracy -0": (
+        eval_metrics(**{contract.METRIC_EVAL_ACCURACY: -0.01}),
+        REJECTED,
+        "eval-accuracy",
+    ),
+    "eval-accuracy bool": (
+        eval_metrics(**{contract.METRIC_EVAL_ACCURACY: True}),
+        REJECTED,
+        "eval-accuracy",
+    ),
+    "num-examples 2**63": (
+        eval_metrics(**{contract.METRIC_NUM_EXAMPLES: 2**63}),
+        REJECTED,
+        "num-examples",
+    ),
+    "partition-id 2**31": (
+        eval_metrics(**{contract.METRIC_PARTITION_ID: 2**31}),
+        REJECTED,
+        "partition-id",
+    ),
     "error with a long reason": (error(7, "B" * 100_000), FAILED, "chars)"),
     "reply to another round": (rewired(group_id="0"), REJECTED, "a reply to round 0"),
 }
@@ -425,7 +595,10 @@ def test_a_hostile_evaluate_reply_is_recorded_and_not_averaged(tmp_path, case):
 
 
 def test_a_huge_evaluate_claim_is_clipped(tmp_path):
-    grid = HostileGrid(eval_metrics(**{"num-examples": BIG, "eval-accuracy": 0.0}), on="evaluate")
+    grid = HostileGrid(
+        eval_metrics(**{contract.METRIC_NUM_EXAMPLES: BIG, contract.METRIC_EVAL_ACCURACY: 0.0}),
+        on="evaluate",
+    )
     report = run(tmp_path, grid, max_examples_ratio=1.0)
     result = row(report, grid)
     assert result.eval_status == OK

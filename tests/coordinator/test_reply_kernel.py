@@ -7,6 +7,7 @@ import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 from coordinator.validation import check_train_reply, reply_kernel_sha256
+from protos import contract
 from protos.report_pb2 import OK
 from tests.coordinator.messages import reply_metadata
 
@@ -16,8 +17,10 @@ SHA = "0123456789abcdef" * 4
 
 def _reply(kernel: ConfigRecord | None) -> Message:
     records = {
-        "arrays": ArrayRecord({"w": Array(np.zeros(2, np.float32))}),
-        "metrics": MetricRecord({"num-examples": 3, "train-loss": 0.5}),
+        contract.RECORD_ARRAYS: ArrayRecord({"w": Array(np.zeros(2, np.float32))}),
+        contract.RECORD_METRICS: MetricRecord(
+            {contract.METRIC_NUM_EXAMPLES: 3, contract.METRIC_TRAIN_LOSS: 0.5}
+        ),
     }
     if kernel is not None:
         records["kernel"] = kernel

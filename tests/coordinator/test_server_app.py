@@ -25,7 +25,7 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from coordinator import server_app
 from coordinator.aggregation import model_sha256
-from coordinator.config import FederationConfig, RunConfigError
+from coordinator.config import DATA_KEYS, FederationConfig, RunConfigError
 from coordinator.reports.report_json import REPORT_FILE_NAME, load_report, report_to_json
 from coordinator.reports.run_config import run_config as run_config_of
 from coordinator.server_app import (
@@ -35,6 +35,8 @@ from coordinator.server_app import (
     run_rounds_on_grid,
 )
 from kernels.spec import ModelSpec
+from protos import contract
+from protos.contract import ClientErrorCode
 from protos.report_pb2 import FAILED, OK, REJECTED
 
 MODEL = "logreg:4-3"
@@ -90,35 +92,44 @@ class QuadraticClient:
 
     def __call__(self, message: Message) -> Message:
         if self.behaviour == "error":
-            return Message(Error(code=1002, reason="data file missing"), reply_to=message)
-        config = message.content["config"]
-        weights = {name: array.numpy() for name, array in message.content["arrays"].items()}
+            return Message(
+                Error(code=ClientErrorCode.DATA.value, reason="data file missing"), reply_to=message
+            )
+        config = message.content[contract.RECORD_CONFIG]
+        weights = {
+            name: array.numpy() for name, array in message.content[contract.RECORD_ARRAYS].items()
+        }
         goal = target(self.partition_id)
         gap = {name: goal[name] - weights[name] for name in weights}
         loss = 0.5 * sum(float(np.sum(g.astype(np.float64) ** 2)) for g in gap.values())
         if message.metadata.message_type == "evaluate":
             metrics = {
-                "num-examples": 5,
-                "eval-loss": loss,
-                "eval-accuracy": 1.0 / (1.0 + loss),
-                "partition-id": self.partition_id,
+                contract.METRIC_NUM_EXAMPLES: 5,
+                contract.METRIC_EVAL_LOSS: loss,
+                contract.METRIC_EVAL_ACCURACY: 1.0 / (1.0 + loss),
+                contract.METRIC_PARTITION_ID: self.partition_id,
             }
-            return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=message)
+            return Message(
+                RecordDict({contract.RECORD_METRICS: MetricRecord(metrics)}), reply_to=message
+            )
         lr = float(config["lr"])
         delta = {name: (lr * gap[name]).astype(np.float32) for name in gap}
         if self.behaviour == "nan":
             delta["layer0.bias"][0] = np.nan
         metrics = {
-            "num-examples": num_examples(self.partition_id),
-            "train-loss": loss,
-            "kernel-seconds": 0.001,
-            "fuel-used": 0,
-            "reply-bytes": sum(v.nbytes for v in delta.values()),
-            "partition-id": self.partition_id,
+            contract.METRIC_NUM_EXAMPLES: num_examples(self.partition_id),
+            contract.METRIC_TRAIN_LOSS: loss,
+            contract.METRIC_KERNEL_SECONDS: 0.001,
+            contract.METRIC_FUEL_USED: 0,
+            contract.METRIC_REPLY_BYTES: sum(v.nbytes for v in delta.values()),
+            contract.METRIC_PARTITION_ID: self.partition_id,
         }
         arrays = ArrayRecord({name: Array(value) for name, value in delta.items()})
         return Message(
-            RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics)}), reply_to=message
+            RecordDict(
+                {contract.RECORD_ARRAYS: arrays, contract.RECORD_METRICS: MetricRecord(metrics)}
+            ),
+            reply_to=message,
         )
 
 
@@ -218,17 +229,18 @@ def test_an_unbounded_delta_norm_is_reported_as_text(tmp_path):
     assert load_report(tmp_path / "run").status == "completed"
 
 
-def test_messages_carry_the_forwarded_data_keys(tmp_path):
+def test_messages_carry_the_job_config_and_no_data_keys(tmp_path):
+    # Issue 11: clients read the data keys from their run config; the coordinator no longer
+    # forwards them (this test checked that it did).
     grid = InProcessGrid(1)
     config = FederationConfig.from_run_config(
         run_config(tmp_path, num_rounds=1, kernel_sha256="ab" * 32)
     )
     run_rounds_on_grid(grid, config, write_report=write_json_only)
     train = [m for m in grid.sent if m.metadata.message_type == "train"]
-    sent_config = train[0].content["config"]
-    assert (
-        sent_config["num-partitions"] == NUM_CLIENTS and sent_config["kernel-sha256"] == "ab" * 32
-    )
+    sent_config = train[0].content[contract.RECORD_CONFIG]
+    assert "num-partitions" not in sent_config and not set(DATA_KEYS) & set(sent_config)
+    assert sent_config["kernel-sha256"] == "ab" * 32
     assert (
         sent_config["server-round"] == 1
         and sent_config["model"] == MODEL
@@ -276,13 +288,13 @@ def test_partition_ids_are_asked_for_only_when_sampling_is_partial(tmp_path):
         FederationConfig.from_run_config(run_config(tmp_path / "a", num_rounds=1)),
         write_report=write_json_only,
     )
-    assert all(m.content["config"]["server-round"] == 1 for m in full.sent)
+    assert all(m.content[contract.RECORD_CONFIG]["server-round"] == 1 for m in full.sent)
     partial = InProcessGrid(3)
     config = FederationConfig.from_run_config(
         run_config(tmp_path / "b", num_rounds=1, fraction_train=0.4)
     )
     run_rounds_on_grid(partial, config, write_report=write_json_only)
-    round_zero = [m for m in partial.sent if m.content["config"]["server-round"] == 0]
+    round_zero = [m for m in partial.sent if m.content[contract.RECORD_CONFIG]["server-round"] == 0]
     assert len(round_zero) == NUM_CLIENTS and all(
         m.metadata.message_type == "evaluate" for m in round_zero
     )
@@ -385,7 +397,7 @@ def quadratic_client_app(nan_partition: int):
     app = ClientApp()
 
     def handle(message: Message, context: Context) -> Message:
-        partition_id = int(context.node_config["partition-id"])
+        partition_id = int(context.node_config[contract.METRIC_PARTITION_ID])
         behaviour = "nan" if partition_id == nan_partition else "honest"
         return QuadraticClient(partition_id, behaviour)(message)
 

@@ -30,6 +30,7 @@ from coordinator.strategy import (
     StrategyStateError,
 )
 from coordinator.validation import WeightPolicy
+from protos.contract import ClientErrorCode
 from protos.report_pb2 import FAILED, OK, REJECTED
 from tests.coordinator.messages import reply_metadata
 
@@ -377,7 +378,10 @@ def test_rejected_and_failed_replies_are_never_aggregated():
         reply(messages[NODES[1]], good[1], 30),
         reply(messages[NODES[2]], nan_delta, 1000),
         reply(messages[NODES[3]], huge, 1000),
-        Message(Error(code=1002, reason="data file missing"), reply_to=messages[NODES[4]]),
+        Message(
+            Error(code=ClientErrorCode.DATA.value, reason="data file missing"),
+            reply_to=messages[NODES[4]],
+        ),
     ]
     new_arrays, _ = strategy.aggregate_train(1, replies)
     new_weights = numpy_of(new_arrays)
@@ -414,7 +418,12 @@ def test_a_round_without_a_usable_reply_raises_with_every_reason():
             1, arrays_of(random_arrays(rng)), ConfigRecord({}), ListGrid(NODES[:2])
         )
     )
-    replies = [Message(Error(code=1004, reason="kernel trapped"), reply_to=messages[0])]
+    replies = [
+        Message(
+            Error(code=ClientErrorCode.KERNEL_FAILED.value, reason="kernel trapped"),
+            reply_to=messages[0],
+        )
+    ]
     with pytest.raises(RoundFailedError) as info:
         strategy.aggregate_train(1, replies)
     assert "kernel trapped" in str(info.value) and "no reply before the timeout" in str(info.value)

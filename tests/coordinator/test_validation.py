@@ -16,6 +16,8 @@ from flwr.app import (
 from flwr.app.error import Error
 
 from coordinator.validation import check_evaluate_reply, check_train_reply, message_bytes
+from protos import contract
+from protos.contract import ClientErrorCode
 from protos.report_pb2 import FAILED, OK, REJECTED
 from tests.coordinator.messages import reply_metadata
 
@@ -33,12 +35,12 @@ def good_delta(scale: float = 0.1) -> dict[str, np.ndarray]:
 
 def good_metrics(**changes) -> dict:
     metrics = {
-        "num-examples": 40,
-        "train-loss": 0.7,
-        "kernel-seconds": 0.01,
-        "fuel-used": 0,
-        "reply-bytes": 60,
-        "partition-id": 3,
+        contract.METRIC_NUM_EXAMPLES: 40,
+        contract.METRIC_TRAIN_LOSS: 0.7,
+        contract.METRIC_KERNEL_SECONDS: 0.01,
+        contract.METRIC_FUEL_USED: 0,
+        contract.METRIC_REPLY_BYTES: 60,
+        contract.METRIC_PARTITION_ID: 3,
     }
     metrics.update(changes)
     return {key: value for key, value in metrics.items() if value is not None}
@@ -49,8 +51,10 @@ def train_reply(node_id=11, arrays=None, metrics=None, records=None) -> Message:
         arrays = good_delta() if arrays is None else arrays
         metrics = good_metrics() if metrics is None else metrics
         records = {
-            "arrays": ArrayRecord({name: Array(value) for name, value in arrays.items()}),
-            "metrics": MetricRecord(metrics),
+            contract.RECORD_ARRAYS: ArrayRecord(
+                {name: Array(value) for name, value in arrays.items()}
+            ),
+            contract.RECORD_METRICS: MetricRecord(metrics),
         }
     return Message(content=RecordDict(records), metadata=reply_metadata(node_id))
 
@@ -75,10 +79,11 @@ def test_a_good_reply_is_ok_with_its_facts():
 def test_an_error_reply_is_failed_with_the_clients_reason():
     instruction = Message(content=RecordDict(), metadata=reply_metadata(0))
     instruction.metadata.dst_node_id = 22
-    reply = Message(Error(code=1003, reason="kernel sha256 mismatch"), reply_to=instruction)
+    code = ClientErrorCode.KERNEL_MISMATCH.value
+    reply = Message(Error(code=code, reason="kernel sha256 mismatch"), reply_to=instruction)
     result = check(reply)
     assert result.status == FAILED and result.node_id == 22
-    assert "1003" in result.reason and "kernel sha256 mismatch" in result.reason
+    assert str(code) in result.reason and "kernel sha256 mismatch" in result.reason
     assert result.delta is None
 
 
@@ -138,11 +143,11 @@ def test_the_norm_bound_is_inclusive():
 @pytest.mark.parametrize(
     "metrics, expected",
     [
-        (good_metrics(**{"num-examples": None}), "lacks 'num-examples'"),
-        (good_metrics(**{"num-examples": 0}), "must be > 0"),
-        (good_metrics(**{"num-examples": -5}), "must be > 0"),
-        (good_metrics(**{"num-examples": 2.5}), "must be an integer"),
-        (good_metrics(**{"train-loss": math.nan}), "'train-loss' is nan"),
+        (good_metrics(**{contract.METRIC_NUM_EXAMPLES: None}), "lacks 'num-examples'"),
+        (good_metrics(**{contract.METRIC_NUM_EXAMPLES: 0}), "must be > 0"),
+        (good_metrics(**{contract.METRIC_NUM_EXAMPLES: -5}), "must be > 0"),
+        (good_metrics(**{contract.METRIC_NUM_EXAMPLES: 2.5}), "must be an integer"),
+        (good_metrics(**{contract.METRIC_TRAIN_LOSS: math.nan}), "'train-loss' is nan"),
     ],
 )
 def test_bad_metrics_are_rejected(metrics, expected):
@@ -152,15 +157,19 @@ def test_bad_metrics_are_rejected(metrics, expected):
 
 def test_record_count_is_checked():
     delta = ArrayRecord({name: Array(value) for name, value in good_delta().items()})
-    two_arrays = {"arrays": delta, "more": delta, "metrics": MetricRecord(good_metrics())}
+    two_arrays = {
+        contract.RECORD_ARRAYS: delta,
+        "more": delta,
+        contract.RECORD_METRICS: MetricRecord(good_metrics()),
+    }
     assert "exactly one ArrayRecord, given 2" in check(train_reply(records=two_arrays)).reason
-    no_arrays = {"metrics": MetricRecord(good_metrics())}
+    no_arrays = {contract.RECORD_METRICS: MetricRecord(good_metrics())}
     assert "exactly one ArrayRecord, given 0" in check(train_reply(records=no_arrays)).reason
-    no_metrics = {"arrays": delta}
+    no_metrics = {contract.RECORD_ARRAYS: delta}
     assert "exactly one MetricRecord, given 0" in check(train_reply(records=no_metrics)).reason
     with_config = {
-        "arrays": delta,
-        "metrics": MetricRecord(good_metrics()),
+        contract.RECORD_ARRAYS: delta,
+        contract.RECORD_METRICS: MetricRecord(good_metrics()),
         "c": ConfigRecord({"a": 1}),
     }
     assert check(train_reply(records=with_config)).ok
@@ -171,7 +180,14 @@ def test_unreadable_array_bytes_are_rejected_not_raised():
     arrays = ArrayRecord(
         {"layer0.weight": Array(np.zeros((4, 3), np.float32)), "layer0.bias": broken}
     )
-    result = check(train_reply(records={"arrays": arrays, "metrics": MetricRecord(good_metrics())}))
+    result = check(
+        train_reply(
+            records={
+                contract.RECORD_ARRAYS: arrays,
+                contract.RECORD_METRICS: MetricRecord(good_metrics()),
+            }
+        )
+    )
     assert (
         result.status == REJECTED
         and "layer0.bias" in result.reason
@@ -185,15 +201,27 @@ def test_data_that_contradicts_the_declared_shape_is_rejected():
     arrays = ArrayRecord(
         {"layer0.weight": Array(np.zeros((4, 3), np.float32)), "layer0.bias": lying}
     )
-    result = check(train_reply(records={"arrays": arrays, "metrics": MetricRecord(good_metrics())}))
+    result = check(
+        train_reply(
+            records={
+                contract.RECORD_ARRAYS: arrays,
+                contract.RECORD_METRICS: MetricRecord(good_metrics()),
+            }
+        )
+    )
     assert result.status == REJECTED and "decodes to float32(5,)" in result.reason
 
 
 def evaluate_reply(node_id=4, **metrics) -> Message:
-    values = {"num-examples": 20, "eval-loss": 0.5, "eval-accuracy": 0.8, "partition-id": 2}
+    values = {
+        contract.METRIC_NUM_EXAMPLES: 20,
+        contract.METRIC_EVAL_LOSS: 0.5,
+        contract.METRIC_EVAL_ACCURACY: 0.8,
+        contract.METRIC_PARTITION_ID: 2,
+    }
     values.update(metrics)
     values = {key: value for key, value in values.items() if value is not None}
-    content = RecordDict({"metrics": MetricRecord(values)})
+    content = RecordDict({contract.RECORD_METRICS: MetricRecord(values)})
     return Message(content=content, metadata=reply_metadata(node_id, MessageType.EVALUATE))
 
 
@@ -201,12 +229,22 @@ def test_evaluate_replies():
     result = check_evaluate_reply(evaluate_reply())
     assert result.ok and (result.node_id, result.partition_id, result.num_examples) == (4, 2, 20)
     assert (result.eval_loss, result.eval_accuracy) == (0.5, 0.8)
-    assert "must be > 0" in check_evaluate_reply(evaluate_reply(**{"num-examples": 0})).reason
     assert (
-        "eval-loss is nan" in check_evaluate_reply(evaluate_reply(**{"eval-loss": math.nan})).reason
+        "must be > 0"
+        in check_evaluate_reply(evaluate_reply(**{contract.METRIC_NUM_EXAMPLES: 0})).reason
     )
-    assert "not in [0, 1]" in check_evaluate_reply(evaluate_reply(**{"eval-accuracy": 1.5})).reason
-    assert "eval-loss is nan" in check_evaluate_reply(evaluate_reply(**{"eval-loss": None})).reason
+    assert (
+        "eval-loss is nan"
+        in check_evaluate_reply(evaluate_reply(**{contract.METRIC_EVAL_LOSS: math.nan})).reason
+    )
+    assert (
+        "not in [0, 1]"
+        in check_evaluate_reply(evaluate_reply(**{contract.METRIC_EVAL_ACCURACY: 1.5})).reason
+    )
+    assert (
+        "eval-loss is nan"
+        in check_evaluate_reply(evaluate_reply(**{contract.METRIC_EVAL_LOSS: None})).reason
+    )
 
 
 def test_message_bytes_counts_every_record():

@@ -21,6 +21,7 @@ from coordinator.validation import (
     check_evaluate_reply,
     check_train_reply,
 )
+from protos import contract
 from protos.report_pb2 import FAILED, OK, REJECTED, ClientResult
 from tests.coordinator.messages import reply_metadata
 
@@ -76,7 +77,9 @@ def hostile_arrays():
 
 def train_message(arrays: dict, metrics: dict) -> Message:
     record = ArrayRecord({name: Array(np.asarray(value)) for name, value in arrays.items()})
-    content = RecordDict({"arrays": record, "metrics": metric_record(metrics)})
+    content = RecordDict(
+        {contract.RECORD_ARRAYS: record, contract.RECORD_METRICS: metric_record(metrics)}
+    )
     return Message(content=content, metadata=reply_metadata(9))
 
 
@@ -114,7 +117,7 @@ def test_train_validation_never_raises_and_accepts_only_the_contract(metrics, ar
 @given(metrics=st.dictionaries(st.sampled_from(EVALUATE_KEYS), metric_values))
 def test_evaluate_validation_never_raises_and_accepts_only_the_contract(metrics):
     message = Message(
-        content=RecordDict({"metrics": metric_record(metrics)}),
+        content=RecordDict({contract.RECORD_METRICS: metric_record(metrics)}),
         metadata=reply_metadata(9, MessageType.EVALUATE),
     )
     result = check_evaluate_reply(message, server_round=1)

@@ -27,6 +27,7 @@ import pytest
 
 from coordinator.reports.report_json import load_report
 from kernels import build
+from protos.contract import ClientErrorCode
 from protos.report_pb2 import FAILED, OK
 from simulations.deploy import layout as deploy_layout
 from simulations.deploy import local
@@ -134,7 +135,7 @@ def test_the_device_venv_has_the_runtime_and_nothing_of_sandflower(device_bin, t
         [
             str(device_bin / "python"),
             "-c",
-            "import client.client_app, simulations.flower_app, sys; "
+            "import client.client_app, simulations.client_app, simulations.flower_app, sys; "
             "print(sorted({'ray', 'sklearn', 'matplotlib', 'flwr_datasets'} & set(sys.modules)))",
         ],
         cwd=tmp_path,
@@ -171,7 +172,9 @@ def test_devices_train_from_the_bundle_and_take_a_new_kernel_in_the_next_run(dev
             for client in round_report.clients:
                 if client.node_id == no_relaxed_id:
                     assert client.status == FAILED
-                    assert "client error 1006" in client.reason
+                    assert (
+                        f"client error {ClientErrorCode.KERNEL_UNSUPPORTED.value}" in client.reason
+                    )
                     assert "relaxed-simd" in client.reason and "simd128" in client.reason
                 else:
                     assert client.status == OK and client.kernel_sha256 == RELAXED_SHA
@@ -197,7 +200,9 @@ def test_devices_train_from_the_bundle_and_take_a_new_kernel_in_the_next_run(dev
         assert first_round.clients_failed == NUM_NODES
         for client in first_round.clients:
             assert client.status == FAILED
-            assert client.reason.startswith("client error 1003"), client.reason
+            assert client.reason.startswith(
+                f"client error {ClientErrorCode.KERNEL_MISMATCH.value}"
+            ), client.reason
             assert RELAXED_SHA in client.reason and "altered" in client.reason
         started = supervisor.all_pids()
     assert not [pid for pid in started | supervisor.signalled_pids if pid_running(pid)]

@@ -14,9 +14,10 @@ from flwr.app import Array, ArrayRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 from sklearn.datasets import load_digits
 
-from client import client_app as sandflower_client
 from coordinator.reports.report_json import load_report
+from protos import contract
 from protos.report_pb2 import ClientStatus
+from simulations.client_app import app as sandflower_client_app
 from simulations.scenario import find_scenario, load_scenario
 from simulations.simulate import SimulationError, simulate_on_engine
 
@@ -32,22 +33,27 @@ def _nan_client_app() -> ClientApp:
 
     @app.train()
     def train(message: Message, context: Context) -> Message:
-        reply = sandflower_client.train(message, context)
-        if int(context.node_config["partition-id"]) != NAN_PARTITION or reply.has_error():
+        reply = sandflower_client_app(message, context)
+        if (
+            int(context.node_config[contract.METRIC_PARTITION_ID]) != NAN_PARTITION
+            or reply.has_error()
+        ):
             return reply
-        arrays = reply.content.array_records["arrays"]
+        arrays = reply.content.array_records[contract.RECORD_ARRAYS]
         poisoned = {name: np.full_like(array.numpy(), np.nan) for name, array in arrays.items()}
         content = RecordDict(
             {
-                "arrays": ArrayRecord({name: Array(a) for name, a in poisoned.items()}),
-                "metrics": reply.content.metric_records["metrics"],
+                contract.RECORD_ARRAYS: ArrayRecord(
+                    {name: Array(a) for name, a in poisoned.items()}
+                ),
+                contract.RECORD_METRICS: reply.content.metric_records[contract.RECORD_METRICS],
             }
         )
         return message.create_reply(content)
 
     @app.evaluate()
     def evaluate(message: Message, context: Context) -> Message:
-        return sandflower_client.evaluate(message, context)
+        return sandflower_client_app(message, context)
 
     return app
 

@@ -17,6 +17,7 @@ from flwr.app import (
 from flwr.clientapp import ClientApp
 from flwr.supercore.task_identity import TaskIdentity
 
+from protos import contract
 from simulations import faults
 from simulations.faults import (
     ERROR_CRASH,
@@ -185,20 +186,33 @@ class Recorder:
     def handle(self, message: Message, context: Context) -> Message:
         self.seen.append((message, context))
         arrays = ArrayRecord({name: Array(value) for name, value in DELTA.items()})
-        metrics = MetricRecord({"num-examples": 4, "train-loss": 0.5})
-        return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=message)
+        metrics = MetricRecord({contract.METRIC_NUM_EXAMPLES: 4, contract.METRIC_TRAIN_LOSS: 0.5})
+        return Message(
+            RecordDict({contract.RECORD_ARRAYS: arrays, contract.RECORD_METRICS: metrics}),
+            reply_to=message,
+        )
 
 
 def instruction(partition_config: dict, server_round: int = 1, kind=MessageType.TRAIN):
-    config = {"seed": SEED, "server-round": server_round, "num-partitions": NUM_PARTITIONS}
+    config = {"seed": SEED, "server-round": server_round}
     arrays = ArrayRecord({name: Array(value) for name, value in GLOBAL.items()})
-    content = RecordDict({"arrays": arrays, "config": ConfigRecord(config | partition_config)})
+    content = RecordDict(
+        {
+            contract.RECORD_ARRAYS: arrays,
+            contract.RECORD_CONFIG: ConfigRecord(config | partition_config),
+        }
+    )
     return Message(content, dst_node_id=7, message_type=kind, group_id=str(server_round))
 
 
 def context(partition: int) -> Context:
+    # The run config carries the data keys (the coordinator does not forward them).
     return Context(
-        1, 7, {"partition-id": partition, "num-partitions": NUM_PARTITIONS}, RecordDict(), {}
+        1,
+        7,
+        {contract.METRIC_PARTITION_ID: partition, "num-partitions": NUM_PARTITIONS},
+        RecordDict(),
+        {"num-partitions": NUM_PARTITIONS},
     )
 
 
@@ -233,8 +247,10 @@ def test_attackers_attack_and_honest_clients_pass_through():
     for partition in (min(attackers), first_partition(lambda p: p not in attackers)):
         reply = with_faults(Recorder().app)(instruction(keys), context(partition))
         sign = -2.0 if partition in attackers else 1.0
-        np.testing.assert_array_equal(reply.content["arrays"]["w"].numpy(), sign * DELTA["w"])
-        assert reply.content["metrics"]["num-examples"] == 4
+        np.testing.assert_array_equal(
+            reply.content[contract.RECORD_ARRAYS]["w"].numpy(), sign * DELTA["w"]
+        )
+        assert reply.content[contract.RECORD_METRICS][contract.METRIC_NUM_EXAMPLES] == 4
 
 
 def test_label_flippers_get_the_flag_and_the_data_is_flipped():
@@ -242,7 +258,8 @@ def test_label_flippers_get_the_flag_and_the_data_is_flipped():
     attacker = min(FaultConfig(byzantine=0.2).byzantine_partitions(SEED, NUM_PARTITIONS))
     inner = Recorder()
     with_faults(inner.app)(instruction(keys), context(attacker))
-    assert inner.seen[0][0].content["config"][LABEL_FLIP_KEY] is True
+    # The flag goes where the data source reads the data keys: the inner app's run config.
+    assert inner.seen[0][1].run_config[LABEL_FLIP_KEY] is True
     data_config = {
         "dataset": "digits",
         "partitioning": "iid",
@@ -264,11 +281,13 @@ def test_evaluation_and_round_zero_are_never_faulted():
     ):
         reply = with_faults(Recorder().app)(message, context(0))
         assert not reply.has_error()
-        np.testing.assert_array_equal(reply.content["arrays"]["w"].numpy(), DELTA["w"])
+        np.testing.assert_array_equal(
+            reply.content[contract.RECORD_ARRAYS]["w"].numpy(), DELTA["w"]
+        )
 
 
 def test_the_module_level_app_wraps_the_sandflower_client_app():
-    from client.client_app import app as sandflower_app
+    from simulations.client_app import app as sandflower_app
 
     assert isinstance(faults.app, ClientApp) and faults.app is faults.app
     assert faults.app is not sandflower_app
