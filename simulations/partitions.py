@@ -19,7 +19,6 @@ How a data set becomes clients (``test-fraction`` = f):
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
@@ -27,8 +26,10 @@ from typing import Any
 import numpy as np
 
 from client.data import DataFileError, LocalData, split_local
+from coordinator import schema
 from coordinator.config import DATA_KEYS as FORWARDED_DATA_KEYS
 from simulations import datasets, partitioning
+from simulations.scenario_sections import DataSection, SimulatedFederationSection
 
 # The data keys of the flat run config, forwarded to every client (README, "Messages"). The
 # coordinator owns the list (it forwards them and must not import simulations/); "seed" is a
@@ -47,6 +48,21 @@ CENTRAL_TEST_DEVICES = 1000
 _CENTRAL_SPLIT = 1
 _DEVICE_SPLIT = 2
 _CLIENT_SPLIT = 3
+
+
+# DataConfig field -> (schema section, field) that declares its rule.
+_SCHEMA_FIELDS: dict[str, tuple[type, str]] = {
+    "dataset": (DataSection, "dataset"),
+    "partitioning": (DataSection, "partitioning"),
+    "num_partitions": (SimulatedFederationSection, "clients"),
+    "seed": (schema.ScenarioSection, "seed"),
+    "dataset_path": (DataSection, "path"),
+    "synthetic_alpha": (DataSection, "synthetic_alpha"),
+    "synthetic_beta": (DataSection, "synthetic_beta"),
+    "dirichlet_alpha": (DataSection, "dirichlet_alpha"),
+    "shards_per_client": (DataSection, "shards_per_client"),
+    "test_fraction": (DataSection, "test_fraction"),
+}
 
 
 class DataConfigError(ValueError):
@@ -74,34 +90,13 @@ class DataConfig:
     test_fraction: float = 0.2
 
     def __post_init__(self) -> None:
-        _expect(
-            self.dataset in datasets.DATASETS,
-            "dataset",
-            self.dataset,
-            f"one of {', '.join(datasets.DATASETS)}",
-        )
-        _expect(
-            self.partitioning in partitioning.PARTITIONINGS,
-            "partitioning",
-            self.partitioning,
-            f"one of {', '.join(partitioning.PARTITIONINGS)}",
-        )
-        _expect(self.num_partitions >= 1, "num-partitions", self.num_partitions, "an int >= 1")
-        _expect(self.seed >= 0, "seed", self.seed, "an int >= 0")
-        _expect(self.synthetic_alpha >= 0, "synthetic-alpha", self.synthetic_alpha, "a float >= 0")
-        _expect(self.synthetic_beta >= 0, "synthetic-beta", self.synthetic_beta, "a float >= 0")
-        _expect(
-            self.dirichlet_alpha > 0 and math.isfinite(self.dirichlet_alpha),
-            "dirichlet-alpha",
-            self.dirichlet_alpha,
-            "a float > 0",
-        )
-        _expect(
-            self.shards_per_client >= 1, "shards-per-client", self.shards_per_client, "an int >= 1"
-        )
-        _expect(
-            0 < self.test_fraction < 1, "test-fraction", self.test_fraction, "a float in (0, 1)"
-        )
+        # Each key's rule lives in the one schema (simulations/scenario_sections.py,
+        # coordinator/schema.py); only the rules across keys are written here.
+        for config_field in fields(self):
+            section, name = _SCHEMA_FIELDS[config_field.name]
+            _, problem = schema.validate_value(section, name, getattr(self, config_field.name))
+            if problem is not None:
+                raise DataConfigError(_flat_key(config_field.name), problem)
         if self.dataset == "folder" and not self.dataset_path:
             raise DataConfigError("dataset-path", "the folder data set needs a folder path")
         if self.partitioning == "natural" and self.dataset == "digits":
@@ -128,7 +123,7 @@ class DataConfig:
                 if config_field.default is not MISSING:  # a key with a default may be absent
                     continue
                 raise DataConfigError(key, "missing from the config")
-            values[config_field.name] = _coerce(key, config[key], config_field.type)
+            values[config_field.name] = _plain(config[key])
         return cls(**values)
 
     def to_mapping(self) -> dict[str, str | int | float]:
@@ -443,30 +438,9 @@ def _flat_key(field_name: str) -> str:
     return field_name.replace("_", "-")
 
 
-def _expect(condition: bool, key: str, given: Any, expected: str) -> None:
-    if not condition:
-        raise DataConfigError(key, f"expected {expected}, given {given!r}")
-
-
-def _coerce(key: str, value: Any, type_name: Any) -> Any:
-    # Flower configs hold str/int/float/bool; an int where a float is expected is fine
-    # (TOML writes 1 for 1.0), a bool never stands for a number.
-    type_name = str(type_name)
-    if type_name == "str":
-        if not isinstance(value, str):
-            raise DataConfigError(key, f"expected a string, given {value!r}")
-        return value
-    if isinstance(value, bool) or isinstance(value, str):
-        raise DataConfigError(
-            key, f"expected {'an int' if type_name == 'int' else 'a float'}, given {value!r}"
-        )
-    if type_name == "int":
-        if isinstance(value, (int, np.integer)):
-            return int(value)
-        raise DataConfigError(key, f"expected an int, given {value!r}")
-    if isinstance(value, (int, float, np.integer, np.floating)):
-        return float(value)
-    raise DataConfigError(key, f"expected a float, given {value!r}")
+def _plain(value: Any) -> Any:
+    # A numpy scalar (np.int64 from an array) stands for the Python scalar it holds.
+    return value.item() if isinstance(value, np.generic) else value
 
 
 __all__ = [

@@ -59,241 +59,84 @@ dict of str/int/float that Flower passes around.
 from __future__ import annotations
 
 import json
-import math
-import re
 import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import field, fields
 from pathlib import Path
 from typing import Any
 
+from pydantic import ConfigDict, ValidationError
+from pydantic.dataclasses import dataclass
+
+from coordinator import schema
+from coordinator.schema import ScenarioSection, TrainingSection
 from kernels.spec import ModelSpec, ModelSpecError
 from simulations import datasets
-from simulations.faults import ATTACKS, FaultConfig, FaultConfigError
+from simulations.faults import FaultConfig, FaultConfigError
 from simulations.partitions import DataConfig, DataConfigError, data_shape
+from simulations.scenario_sections import (
+    DEVICE_POLICIES,
+    MODEL_KINDS,
+    DataSection,
+    DevicesSection,
+    FaultsSection,
+    ModelSection,
+    SimulatedFederationSection,
+)
+
+FederationSection = SimulatedFederationSection
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 DEFAULT_SCENARIO = "digits-mlp-dirichlet"
 
-STRATEGIES = (
-    "fedavg",
-    "fedprox",
-    "fedavgm",
-    "fedadam",
-    "fedyogi",
-    "fedadagrad",
-    "fedmedian",
-    "fedtrimmedavg",
-    "krum",
-    "multikrum",
-    "bulyan",
-)
-MODEL_KINDS = ("logreg", "mlp")
-
-_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+STRATEGIES = schema.STRATEGIES
+# Strategy parameters a scenario may set under [federation.strategy_params]: one table, shared
+# with the coordinator (coordinator/schema.py), strategy -> its pydantic parameter model.
+STRATEGY_PARAMS = {name: dict(model.model_fields) for name, model in schema.STRATEGY_PARAMS.items()}
 
 
 class ScenarioError(ValueError):
-    """A scenario that cannot be run; the message names the file and the dotted key."""
+    """A scenario that cannot be run; the message names the file, the table and the key.
+
+    ``key`` is the dotted key (``"federation.rounds"``); the message writes it as in the file:
+    ``path: [federation] rounds: expected an integer >= 1, given 0``.
+    """
 
     def __init__(self, source: str, key: str, problem: str) -> None:
         self.source = source
         self.key = key
         self.problem = problem
-        where = f"{source}: {key}" if key else source
+        table, _, name = key.rpartition(".")
+        if not key:
+            where = source
+        elif table:
+            where = f"{source}: [{table}] {name}"
+        else:
+            where = f"{source}: [{name}]"
         super().__init__(f"{where}: {problem}")
-
-
-# -- field rules ----------------------------------------------------------------------------
-# A field's metadata says its TOML type ("str", "int", "float", "ints") and the rule its
-# value must satisfy, worded for the error message ("a float > 0").
-def _rule(
-    kind: str, expected: str, check: Callable[[Any], bool] = lambda value: True, default=MISSING
-):
-    return field(default=default, metadata={"kind": kind, "expected": expected, "check": check})
-
-
-def _positive(value: float) -> bool:
-    return value > 0 and math.isfinite(value)
-
-
-_DATA_DEFAULTS = {f.name: f.default for f in fields(DataConfig)}
-
-
-@dataclass(frozen=True)
-class ScenarioSection:
-    name: str = _rule("str", "a name of letters, digits, '.', '_', '-'", _NAME_PATTERN.fullmatch)
-    seed: int = _rule("int", "an int >= 0", lambda value: value >= 0, default=0)
-    description: str = _rule("str", "a string", default="")
-
-
-@dataclass(frozen=True)
-class DataSection:
-    dataset: str = _rule("str", "one of digits, synthetic, folder")
-    path: str = _rule("str", "a folder path", default=_DATA_DEFAULTS["dataset_path"])
-    synthetic_alpha: float = _rule(
-        "float", "a float >= 0", lambda v: v >= 0, _DATA_DEFAULTS["synthetic_alpha"]
-    )
-    synthetic_beta: float = _rule(
-        "float", "a float >= 0", lambda v: v >= 0, _DATA_DEFAULTS["synthetic_beta"]
-    )
-    partitioning: str = _rule("str", "one of iid, dirichlet, shards, natural", default="iid")
-    dirichlet_alpha: float = _rule(
-        "float", "a float > 0", _positive, _DATA_DEFAULTS["dirichlet_alpha"]
-    )
-    shards_per_client: int = _rule(
-        "int", "an int >= 1", lambda v: v >= 1, _DATA_DEFAULTS["shards_per_client"]
-    )
-    test_fraction: float = _rule(
-        "float", "a float in (0, 1)", lambda v: 0 < v < 1, _DATA_DEFAULTS["test_fraction"]
-    )
-
-
-@dataclass(frozen=True)
-class FederationSection:
-    clients: int = _rule("int", "an int >= 1", lambda v: v >= 1, default=10)
-    rounds: int = _rule("int", "an int >= 1", lambda v: v >= 1, default=10)
-    fraction_train: float = _rule("float", "a float in (0, 1]", lambda v: 0 < v <= 1, default=1.0)
-    fraction_evaluate: float = _rule(
-        "float", "a float in [0, 1]", lambda v: 0 <= v <= 1, default=0.0
-    )
-    strategy: str = _rule("str", f"one of {', '.join(STRATEGIES)}", default="fedavg")
-    # The server's step on the aggregated delta (FedOpt's eta, FedAvgM's server lr).
-    server_lr: float = _rule("float", "a float > 0", _positive, default=1.0)
-    # Deltas with a larger L2 norm are rejected (inf: no bound).
-    max_delta_norm: float = _rule("float", "a float > 0", lambda v: v > 0, default=100.0)
-    # OK deltas with a larger L2 norm are scaled down to it before aggregation (inf: off).
-    clip_delta_norm: float = _rule("float", "a float > 0", lambda v: v > 0, default=math.inf)
-    # Bounds on a client's num-examples claim (its aggregation weight); 0: off.
-    max_num_examples: int = _rule("int", "an int >= 0", lambda v: v >= 0, default=0)
-    max_examples_ratio: float = _rule(
-        "float", "0 or a float >= 1", lambda v: v == 0 or 1 <= v < math.inf, default=10.0
-    )
-    strategy_params: tuple[tuple[str, int | float], ...] = _rule(
-        "table", "a table of the strategy's parameters", default=()
-    )
-
-
-@dataclass(frozen=True)
-class TrainingSection:
-    local_epochs: int = _rule("int", "an int >= 1", lambda v: v >= 1, default=1)
-    batch_size: int = _rule("int", "an int >= 1", lambda v: v >= 1, default=32)
-    lr: float = _rule("float", "a float > 0", _positive, default=0.1)
-    proximal_mu: float = _rule(
-        "float", "a float >= 0", lambda v: v >= 0 and math.isfinite(v), default=0.0
-    )
-
-
-@dataclass(frozen=True)
-class ModelSection:
-    kind: str = _rule("str", "one of logreg, mlp")
-    hidden: tuple[int, ...] = _rule(
-        "ints", "a list of ints >= 1", lambda v: all(w >= 1 for w in v), default=()
-    )
-
-
-_FRACTION = ("float", "a float in [0, 1]", lambda v: 0 <= v <= 1)
-
-
-@dataclass(frozen=True)
-class FaultsSection:
-    dropout: float = _rule(*_FRACTION, default=0.0)
-    crash: float = _rule(*_FRACTION, default=0.0)
-    slow: float = _rule(*_FRACTION, default=0.0)
-    slow_fuel: int = _rule("int", "an int >= 1", lambda v: v >= 1, default=1000)
-    byzantine: float = _rule(*_FRACTION, default=0.0)
-    attack: str = _rule("str", f"one of {', '.join(ATTACKS)}", lambda v: v in ATTACKS, "signflip")
-    attack_scale: float = _rule("float", "a float > 0", _positive, default=10.0)
-    noise_std: float = _rule(
-        "float", "a float >= 0", lambda v: v >= 0 and math.isfinite(v), default=1.0
-    )
-
-    def fault_config(self) -> FaultConfig:
-        return FaultConfig(**{f.name: getattr(self, f.name) for f in fields(self)})
-
-
-DEVICE_POLICIES = ("none", "drop", "partial")
-
-
-@dataclass(frozen=True)
-class DevicesSection:
-    """Simulated devices (coordinator/clock.py, simulations/devices.py); policy "none": off."""
-
-    policy: str = _rule(
-        "str", f"one of {', '.join(DEVICE_POLICIES)}", DEVICE_POLICIES.__contains__, "none"
-    )
-    profiles: str = _rule("str", "a CSV file path, or '' to draw from the seed", default="")
-    speed: float = _rule("float", "a float > 0 (fuel per simulated second)", _positive, 1e8)
-    speed_sigma: float = _rule("float", "a float >= 0", lambda v: 0 <= v < math.inf, 0.0)
-    speed_jitter: float = _rule("float", "a float >= 0", lambda v: 0 <= v < math.inf, 0.0)
-    memory_mb: int = _rule("int", "an int >= 1", lambda v: v >= 1, default=512)
-    uplink: float = _rule("float", "a float > 0 (bytes per simulated second)", _positive, 1e6)
-    downlink: float = _rule("float", "a float > 0 (bytes per simulated second)", _positive, 1e7)
-    bandwidth_sigma: float = _rule("float", "a float >= 0", lambda v: 0 <= v < math.inf, 0.0)
-    availability: float = _rule("float", "a float in [0, 1]", lambda v: 0 <= v <= 1, 1.0)
-    deadline_seconds: float = _rule("float", "a float > 0 (inf: none)", lambda v: v > 0, math.inf)
-    # >= 0: calibrate the deadline so that this share of the clients straggles (nominal speeds).
-    straggler_share: float = _rule(
-        "float", "-1 or a float in [0, 1)", lambda v: v == -1 or 0 <= v < 1, -1.0
-    )
 
 
 _SECTIONS: dict[str, type] = {
     "scenario": ScenarioSection,
     "data": DataSection,
-    "federation": FederationSection,
+    "federation": SimulatedFederationSection,
     "training": TrainingSection,
     "model": ModelSection,
     "faults": FaultsSection,
     "devices": DevicesSection,
 }
 
-# Strategy parameters a scenario may set under [federation.strategy_params], by strategy: the
-# flwr.serverapp.strategy constructor arguments that no other key already sets (fractions,
-# server_lr, proximal_mu come from their own keys). Every strategy takes the min_* node counts.
-_INT_AT_LEAST_1 = ("int", "an int >= 1", lambda v: v >= 1)
-_INT_AT_LEAST_0 = ("int", "an int >= 0", lambda v: v >= 0)
-_UNIT_INTERVAL = ("float", "a float in [0, 1)", lambda v: 0 <= v < 1)
-_POSITIVE = ("float", "a float > 0", _positive)
-_COMMON_PARAMS = {
-    "min_train_nodes": _INT_AT_LEAST_1,
-    "min_evaluate_nodes": _INT_AT_LEAST_0,
-    "min_available_nodes": _INT_AT_LEAST_1,
-}
-_ADAPTIVE_PARAMS = {"beta_1": _UNIT_INTERVAL, "beta_2": _UNIT_INTERVAL, "tau": _POSITIVE}
-STRATEGY_PARAMS: dict[str, dict[str, tuple[str, str, Callable[[Any], bool]]]] = {
-    "fedavg": {},
-    "fedprox": {},
-    "fedavgm": {"server_momentum": _UNIT_INTERVAL},
-    "fedadam": dict(_ADAPTIVE_PARAMS),
-    "fedyogi": dict(_ADAPTIVE_PARAMS),
-    "fedadagrad": {"tau": _POSITIVE},
-    "fedmedian": {},
-    "fedtrimmedavg": {"beta": ("float", "a float in (0, 0.5)", lambda v: 0 < v < 0.5)},
-    "krum": {"num_malicious_nodes": _INT_AT_LEAST_0},
-    "multikrum": {"num_malicious_nodes": _INT_AT_LEAST_0, "num_nodes_to_select": _INT_AT_LEAST_1},
-    "bulyan": {"num_malicious_nodes": _INT_AT_LEAST_0},
-}
-for _params in STRATEGY_PARAMS.values():
-    _params.update(_COMMON_PARAMS)
-
-# Where each flat data key lives in a scenario file (for error messages).
+# Where each flat data key lives in a scenario file (for error messages): from the schema.
 _DATA_KEY_TO_TOML = {
-    "dataset": "data.dataset",
-    "dataset-path": "data.path",
-    "synthetic-alpha": "data.synthetic_alpha",
-    "synthetic-beta": "data.synthetic_beta",
-    "partitioning": "data.partitioning",
-    "dirichlet-alpha": "data.dirichlet_alpha",
-    "shards-per-client": "data.shards_per_client",
-    "test-fraction": "data.test_fraction",
-    "num-partitions": "federation.clients",
-    "seed": "scenario.seed",
+    setting.flat: f"{table}.{setting.name}"
+    for table, section in _SECTIONS.items()
+    for setting in schema.flat_settings((section,)).values()
 }
 
 
 # -- the scenario ---------------------------------------------------------------------------
-@dataclass(frozen=True)
+# Not strict itself (its tables arrive as dicts), its sections are.
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class Scenario:
     """A validated scenario. Build one with :func:`load_scenario` or :meth:`from_dict`."""
 
@@ -303,7 +146,7 @@ class Scenario:
     training: TrainingSection
     model: ModelSection
     faults: FaultsSection = field(default_factory=FaultsSection)
-    devices: DevicesSection = DevicesSection()
+    devices: DevicesSection = field(default_factory=DevicesSection)
     source: str = "<scenario>"
 
     @property
@@ -330,14 +173,23 @@ class Scenario:
         unknown = sorted(set(raw) - set(_SECTIONS))
         if unknown:
             raise ScenarioError(
-                source, unknown[0], f"unknown table; known tables: {', '.join(_SECTIONS)}"
+                source, unknown[0], schema.unknown_key_problem(unknown[0], list(_SECTIONS), "table")
             )
+        # A table left out takes its defaults; its required keys are then named one by one.
+        # Each table is validated on its own (the sections are strict; the file's tables
+        # arrive as dicts), so an error's path starts with the table's name.
         sections = {}
-        for section_name, section_class in _SECTIONS.items():
-            table = raw.get(section_name, {})
+        for table_name, section_class in _SECTIONS.items():
+            table = raw.get(table_name, {})
             if not isinstance(table, Mapping):
-                raise ScenarioError(source, section_name, f"expected a table, given {table!r}")
-            sections[section_name] = _parse_section(section_name, section_class, table, source)
+                raise ScenarioError(source, table_name, f"expected a table, given {table!r}")
+            try:
+                sections[table_name] = section_class(**table)
+            except ValidationError as error:
+                problem = schema.describe_error(error.errors()[0], section_class)
+                raise ScenarioError(
+                    source, ".".join((table_name, *problem.path)), problem.problem
+                ) from None
         scenario = cls(**sections, source=source)
         scenario._check_across_keys()
         return scenario
@@ -397,7 +249,7 @@ class Scenario:
         for name in ("clip_delta_norm", "max_num_examples", "max_examples_ratio"):
             run_config[name.replace("_", "-")] = getattr(self.federation, name)
         run_config.update(self.data_config().to_mapping())
-        run_config.update(self.faults.fault_config().to_run_config())
+        run_config.update(self.fault_config().to_run_config())
         if self.devices.policy != "none":
             run_config["devices"] = self.device_simulation(run_config).to_json()
         return run_config
@@ -443,6 +295,11 @@ class Scenario:
             speed_jitter=section.speed_jitter,
         )
 
+    def fault_config(self) -> FaultConfig:
+        """The ``[faults]`` section as a :class:`~simulations.faults.FaultConfig`."""
+        section = self.faults
+        return FaultConfig(**{f.name: getattr(section, f.name) for f in fields(section)})
+
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """The scenario as nested tables, in the TOML file's shape (lists for arrays)."""
         raw: dict[str, dict[str, Any]] = {}
@@ -451,10 +308,9 @@ class Scenario:
             table: dict[str, Any] = {}
             for section_field in fields(section):
                 value = getattr(section, section_field.name)
-                kind = section_field.metadata["kind"]
-                if kind == "table":
+                if section_field.name == "strategy_params":
                     value = dict(value)
-                elif kind == "ints":
+                elif isinstance(value, tuple):
                     value = list(value)
                 table[section_field.name] = value
             raw[section_name] = table
@@ -503,10 +359,6 @@ class Scenario:
     # -- checks that involve more than one key ------------------------------------------------
     def _check_across_keys(self) -> None:
         source = self.source
-        if self.model.kind not in MODEL_KINDS:
-            raise ScenarioError(
-                source, "model.kind", f"expected one of logreg, mlp, given {self.model.kind!r}"
-            )
         if self.model.kind == "logreg" and self.model.hidden:
             raise ScenarioError(
                 source,
@@ -520,29 +372,15 @@ class Scenario:
                 "an mlp needs at least one hidden layer, e.g. hidden = [32]",
             )
         try:
-            self.faults.fault_config()
+            self.fault_config()
         except FaultConfigError as error:
             key = "faults." + error.key.removeprefix("faults-").replace("-", "_")
             raise ScenarioError(source, key, str(error).split(": ", 1)[1]) from error
         strategy = self.federation.strategy
-        if strategy not in STRATEGIES:
-            raise ScenarioError(
-                source,
-                "federation.strategy",
-                f"expected one of {', '.join(STRATEGIES)}, given {strategy!r}",
-            )
-        allowed = STRATEGY_PARAMS[strategy]
-        for name, value in self.federation.strategy_params:
-            key = f"federation.strategy_params.{name}"
-            if name not in allowed:
-                raise ScenarioError(
-                    source,
-                    key,
-                    f"not a parameter of {strategy}; it takes {', '.join(sorted(allowed))}",
-                )
-            kind, expected, check = allowed[name]
-            coerced = _coerce(key, value, kind, expected, source)
-            _check_value(key, coerced, value, expected, check, source)
+        problem = schema.check_strategy_params(strategy, self.strategy_params)
+        if problem is not None:
+            key = ".".join(("federation", "strategy_params", *problem.path))
+            raise ScenarioError(source, key, problem.problem)
         # The data keys are validated together by DataConfig (errors name the TOML keys);
         # the model spec needs the data set's shape, which for a folder reads its files.
         data_config = self.data_config()
@@ -621,79 +459,7 @@ def find_scenario(name_or_path: str | Path) -> Path:
     )
 
 
-# -- parsing helpers --------------------------------------------------------------------------
-def _parse_section(section_name: str, section_class: type, table: Mapping[str, Any], source: str):
-    known = {section_field.name: section_field for section_field in fields(section_class)}
-    unknown = sorted(set(table) - set(known))
-    if unknown:
-        raise ScenarioError(
-            source,
-            f"{section_name}.{unknown[0]}",
-            f"unknown key; [{section_name}] takes {', '.join(known)}",
-        )
-    values = {}
-    for name, section_field in known.items():
-        key = f"{section_name}.{name}"
-        kind = section_field.metadata["kind"]
-        expected = section_field.metadata["expected"]
-        if name not in table:
-            if section_field.default is MISSING:
-                raise ScenarioError(source, key, f"required: expected {expected}")
-            continue
-        value = _coerce(key, table[name], kind, expected, source)
-        if kind != "table":
-            check = section_field.metadata["check"]
-            _check_value(key, value, table[name], expected, check, source)
-        values[name] = value
-    return section_class(**values)
-
-
-def _coerce(key: str, value: Any, kind: str, expected: str, source: str) -> Any:
-    def wrong() -> ScenarioError:
-        return ScenarioError(source, key, f"expected {expected}, given {value!r}")
-
-    if kind == "str":
-        if not isinstance(value, str):
-            raise wrong()
-        return value
-    if kind == "int":
-        # bool is an int in Python; in a scenario `true` is never a count.
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise wrong()
-        return value
-    if kind == "float":
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise wrong()
-        return float(value)
-    if kind == "ints":
-        if not isinstance(value, list | tuple) or any(
-            isinstance(item, bool) or not isinstance(item, int) for item in value
-        ):
-            raise wrong()
-        return tuple(value)
-    if kind == "table":
-        if not isinstance(value, Mapping):
-            raise wrong()
-        for name, item in value.items():
-            if isinstance(item, bool) or not isinstance(item, int | float):
-                raise ScenarioError(source, f"{key}.{name}", f"expected a number, given {item!r}")
-        return tuple(sorted(value.items()))
-    raise AssertionError(f"unknown field kind {kind!r}")
-
-
-def _check_value(
-    key: str,
-    value: Any,
-    given: Any,
-    expected: str,
-    check: Callable[[Any], bool],
-    source: str,
-) -> None:
-    # ``given`` is the value as written (-1, not the -1.0 it was converted to).
-    if not check(value):
-        raise ScenarioError(source, key, f"expected {expected}, given {given!r}")
-
-
+# -- --set --------------------------------------------------------------------------------
 def _apply_set(raw: dict[str, dict[str, Any]], key: str, text: str, source: str) -> None:
     parts = key.split(".")
     section_name = parts[0]
@@ -703,21 +469,25 @@ def _apply_set(raw: dict[str, dict[str, Any]], key: str, text: str, source: str)
             key,
             "unknown key; expected TABLE.KEY with TABLE one of " + ", ".join(_SECTIONS),
         )
-    known = {section_field.name: section_field for section_field in fields(_SECTIONS[section_name])}
+    known = schema.known_keys(_SECTIONS[section_name])
     if len(parts) == 3 and section_name == "federation" and parts[1] == "strategy_params":
-        raw["federation"]["strategy_params"][parts[2]] = _parse_text(text, "float")
+        raw["federation"]["strategy_params"][parts[2]] = _parse_text(text, is_string=False)
         return
     if len(parts) != 2 or parts[1] not in known:
-        raise ScenarioError(source, key, f"unknown key; [{section_name}] takes {', '.join(known)}")
+        raise ScenarioError(source, key, schema.unknown_key_problem(parts[-1], known))
     # A whole table is replaced by an inline TOML table: strategy_params={beta = 0.2}, or {}
     # to go back to the strategy's defaults.
-    raw[section_name][parts[1]] = _parse_text(text, known[parts[1]].metadata["kind"])
+    info = schema.field_info(_SECTIONS[section_name], parts[1])
+    raw[section_name][parts[1]] = _parse_text(text, is_string=info.annotation is str)
 
 
-def _parse_text(text: str, kind: str) -> Any:
-    """A --set value: strings as written (quotes optional), anything else as a TOML value."""
+def _parse_text(text: str, *, is_string: bool) -> Any:
+    """A --set value: strings as written (quotes optional), anything else as a TOML value.
+
+    This parses text, it does not coerce: the schema then checks the value like the file's.
+    """
     text = text.strip()
-    if kind == "str":
+    if is_string:
         if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
             return text[1:-1]
         return text
@@ -728,6 +498,9 @@ def _parse_text(text: str, kind: str) -> Any:
 
 
 __all__ = [
+    "DEVICE_POLICIES",
+    "DevicesSection",
+    "FaultsSection",
     "DEFAULT_SCENARIO",
     "MODEL_KINDS",
     "SCENARIO_DIR",
