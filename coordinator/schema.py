@@ -29,7 +29,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass as std_dataclass
 from dataclasses import fields
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -176,13 +176,12 @@ class FederationSection:
         ge=0,
         le=1,
     )
-    strategy: Annotated[str, BeforeValidator(_strategy_name)] = setting(
+    strategy: Annotated[Literal[STRATEGIES], BeforeValidator(_strategy_name)] = setting(
         "fedavg",
         expected=f"one of {', '.join(STRATEGIES)}",
         doc="The Flower strategy that aggregates the deltas.",
         flat="strategy",
         flat_required=True,
-        pattern=f"^({'|'.join(STRATEGIES)})$",
     )
     # The server's step on the aggregated delta (FedOpt's eta, FedAvgM's server lr).
     server_lr: FiniteFloat = setting(

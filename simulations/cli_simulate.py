@@ -90,7 +90,8 @@ def simulate(
         if ray_address and engine != "ray":
             raise ValueError("--ray-address: only with --engine ray")
     except (ScenarioError, ValueError, OSError) as error:
-        console.print(f"[red]error:[/] {error}")
+        # escape(): the message names TOML tables in brackets, which markup would swallow.
+        console.print(f"[red]error:[/] {escape(str(error))}")
         raise typer.Exit(2) from None
 
     name = str(run_config["scenario"])

@@ -59,13 +59,14 @@ dict of str/int/float that Flower passes around.
 from __future__ import annotations
 
 import json
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import field, fields
 from pathlib import Path
 from typing import Any
 
-from pydantic import ConfigDict, ValidationError
+from pydantic import ConfigDict, ValidationError, create_model
 from pydantic.dataclasses import dataclass
 
 from coordinator import schema
@@ -401,6 +402,55 @@ class Scenario:
         )
 
 
+# -- the schema of a scenario file -----------------------------------------------------------------
+def scenario_json_schema() -> dict[str, Any]:
+    """The JSON Schema of a scenario file (``sandflower scenario schema``).
+
+    Built from the same sections that validate a file, so editors that read JSON Schema for
+    TOML (Even Better TOML / taplo) complete keys, enums and show each key's doc string.
+    Infinite defaults (``inf`` in TOML) are written as the string ``"inf"``: JSON has no inf.
+    """
+    required = {"scenario", "data", "model"}
+    file_model = create_model(
+        "ScenarioFile",
+        __config__=ConfigDict(extra="forbid", title="Sandflower scenario"),
+        **{
+            name: (section, ...) if name in required else (section, None)
+            for name, section in _SECTIONS.items()
+        },
+    )
+    json_schema = file_model.model_json_schema()
+    json_schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    json_schema["description"] = (
+        "A Sandflower scenario file (TOML). Each key's `flat` names its key in Flower's flat "
+        "run config."
+    )
+    for table in json_schema.get("properties", {}).values():
+        table.pop("default", None)  # null: a table left out takes its keys' defaults
+        if "anyOf" in table:
+            table.update(next(item for item in table.pop("anyOf") if "$ref" in item))
+    return _without_infinities(json_schema)
+
+
+def _without_infinities(value: Any) -> Any:
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if isinstance(value, dict):
+        return {key: _without_infinities(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_infinities(item) for item in value]
+    return value
+
+
+def describe_bundled() -> dict[str, str]:
+    """Bundled scenario name -> its one-line ``[scenario] description`` (not validated)."""
+    described = {}
+    for name in bundled_scenarios():
+        raw = tomllib.loads((SCENARIO_DIR / f"{name}.toml").read_text(encoding="utf-8"))
+        described[name] = str(raw.get("scenario", {}).get("description", ""))
+    return described
+
+
 # -- loading ----------------------------------------------------------------------------------
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario file.
@@ -498,6 +548,8 @@ def _parse_text(text: str, *, is_string: bool) -> Any:
 
 
 __all__ = [
+    "describe_bundled",
+    "scenario_json_schema",
     "DEVICE_POLICIES",
     "DevicesSection",
     "FaultsSection",

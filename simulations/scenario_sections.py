@@ -10,7 +10,7 @@ and doc string.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 from pydantic.dataclasses import dataclass
@@ -31,7 +31,8 @@ DEVICE_POLICIES = ("none", "drop", "partial")
 
 
 def _one_of(choices: tuple[str, ...]) -> dict[str, Any]:
-    return {"expected": f"one of {', '.join(choices)}", "pattern": f"^({'|'.join(choices)})$"}
+    # The field's type is a Literal of the choices (a JSON Schema enum editors complete).
+    return {"expected": f"one of {', '.join(choices)}"}
 
 
 def _list_to_tuple(value: Any) -> Any:
@@ -61,7 +62,7 @@ StrategyParams = Annotated[
 class DataSection:
     """``[data]``: the data set and how it is split into clients."""
 
-    dataset: str = setting(
+    dataset: Literal[DATASETS] = setting(
         doc="The data set: digits (bundled), synthetic (FedProx's), folder (your files).",
         flat="dataset",
         **_one_of(DATASETS),
@@ -78,7 +79,7 @@ class DataSection:
         1.0, expected="a float >= 0", doc="Synthetic(alpha, beta): data heterogeneity.",
         flat="synthetic-beta", ge=0,
     )  # fmt: skip
-    partitioning: str = setting(
+    partitioning: Literal[PARTITIONINGS] = setting(
         "iid",
         doc="How the pool is split: iid, dirichlet (label skew), shards, natural (per device).",
         flat="partitioning",
@@ -121,7 +122,7 @@ class SimulatedFederationSection(FederationSection):
 class ModelSection:
     """``[model]``: the model's kind and hidden widths (input and classes: from the data)."""
 
-    kind: str = setting(doc="logreg or mlp.", **_one_of(MODEL_KINDS))
+    kind: Literal[MODEL_KINDS] = setting(doc="logreg or mlp.", **_one_of(MODEL_KINDS))
     hidden: Annotated[tuple[Annotated[int, Field(ge=1)], ...], BeforeValidator(_list_to_tuple)] = (
         setting((), expected="a list of integers >= 1", doc="Hidden layer widths (mlp).")
     )
@@ -139,7 +140,7 @@ class FaultsSection:
     slow: Float = setting(0.0, doc="Per round and client: fuel runs out.", **_FRACTION)
     slow_fuel: Int = setting(1000, expected="an integer >= 1", doc="Fuel of a slow client.", ge=1)
     byzantine: Float = setting(0.0, doc="Share of Byzantine clients, fixed per run.", **_FRACTION)
-    attack: str = setting("signflip", doc="The Byzantine clients' attack.", **_one_of(ATTACKS))
+    attack: Literal[ATTACKS] = setting("signflip", doc="The Byzantine clients' attack.", **_one_of(ATTACKS))
     attack_scale: Annotated[Float, Field(allow_inf_nan=False)] = setting(
         10.0, expected="a float > 0", doc="scaling's k, replacement's boost.", gt=0
     )
@@ -158,7 +159,7 @@ def _minus_one_or_share(value: float) -> float:
 class DevicesSection:
     """``[devices]``: simulated devices (coordinator/clock.py, simulations/devices.py)."""
 
-    policy: str = setting(
+    policy: Literal[DEVICE_POLICIES] = setting(
         "none", doc="What a deadline does: none (off), drop, partial.", **_one_of(DEVICE_POLICIES)
     )
     profiles: str = setting(
