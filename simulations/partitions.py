@@ -94,9 +94,12 @@ class DataConfig:
         # coordinator/schema.py); only the rules across keys are written here.
         for config_field in fields(self):
             section, name = _SCHEMA_FIELDS[config_field.name]
-            _, problem = schema.validate_value(section, name, getattr(self, config_field.name))
+            value, problem = schema.validate_value(section, name, getattr(self, config_field.name))
             if problem is not None:
                 raise DataConfigError(_flat_key(config_field.name), problem)
+            # The validated value (an int given for a float becomes the float): a frozen
+            # dataclass sets it the way dataclasses do themselves.
+            object.__setattr__(self, config_field.name, value)
         if self.dataset == "folder" and not self.dataset_path:
             raise DataConfigError("dataset-path", "the folder data set needs a folder path")
         if self.partitioning == "natural" and self.dataset == "digits":

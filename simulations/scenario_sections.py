@@ -140,7 +140,9 @@ class FaultsSection:
     slow: Float = setting(0.0, doc="Per round and client: fuel runs out.", **_FRACTION)
     slow_fuel: Int = setting(1000, expected="an integer >= 1", doc="Fuel of a slow client.", ge=1)
     byzantine: Float = setting(0.0, doc="Share of Byzantine clients, fixed per run.", **_FRACTION)
-    attack: Literal[ATTACKS] = setting("signflip", doc="The Byzantine clients' attack.", **_one_of(ATTACKS))
+    attack: Literal[ATTACKS] = setting(
+        "signflip", doc="The Byzantine clients' attack.", **_one_of(ATTACKS)
+    )
     attack_scale: Annotated[Float, Field(allow_inf_nan=False)] = setting(
         10.0, expected="a float > 0", doc="scaling's k, replacement's boost.", gt=0
     )

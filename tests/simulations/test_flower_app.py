@@ -69,7 +69,7 @@ def test_central_evaluation_runs_the_pinned_build():
     assert pinned_runner("ab" * 32).module.sha256 == kernel_sha256()
 
 
-# -- `flwr run . --run-config "scenario='NAME'"` selects the bundled scenario -----------------------
+# -- `flwr run . --run-config "scenario='NAME'"` selects the bundled scenario ---
 def test_the_default_run_config_is_left_as_it_is():
     from simulations.flower_app import select_scenario
 
