@@ -10,7 +10,7 @@ coordinator counts it and the run goes on.
 Where the data comes from:
 - on a device, the file named by the node config ``data-path`` (.npz with x/y, or .csv);
 - in simulation, the node's partition (``partition-id``) of the scenario's data set, built by
-  ``simulations.partitions``. That module is imported only on this path, so a device needs
+  ``simulations.federated_data``. That module is imported only on this path, so a device needs
   client/, kernels/ and protos/ alone.
 """
 
@@ -301,7 +301,7 @@ def _local_data(
             source = str(path)
         elif "partition-id" in node_config:
             # Simulation only: the scenario's partition for this node.
-            partitions = importlib.import_module("simulations.partitions")
+            partitions = importlib.import_module("simulations.federated_data")
             data = partitions.load_client_data(config, int(node_config["partition-id"]))
             source = f"partition {node_config['partition-id']} of {config.get('dataset')!r}"
         else:

@@ -23,7 +23,7 @@ from .clock import DeviceConfigError, DeviceSimulation
 from .flower_strategies import RESERVED_PARAMS
 
 # Data keys the coordinator forwards to the clients in every train/evaluate config and does not
-# interpret; simulations.partitions.DATA_KEYS is this list plus "seed" (forwarded too, but a
+# interpret; simulations.federated_data.DATA_KEYS is this list plus "seed" (forwarded too, but a
 # coordinator key as well).
 DATA_KEYS: tuple[str, ...] = (
     "dataset",

@@ -73,7 +73,7 @@ def setting(
     flat_required: bool = False,
     **constraints: Any,
 ) -> Any:
-    """A schema field: default, constraints and the metadata every view reads.
+    """Declare a schema field: default, constraints and the metadata every view reads.
 
     Parameters
     ----------
@@ -395,7 +395,7 @@ class Problem:
 
 
 def check_strategy_params(strategy: str, params: Mapping[str, Any]) -> Problem | None:
-    """The first problem of ``params`` for ``strategy`` (path = the parameter's name), or None."""
+    """Return the first problem of ``params`` for ``strategy`` (path: the parameter), or None."""
     model = STRATEGY_PARAMS[strategy]
     allowed = sorted(model.model_fields)
     for name in params:
@@ -410,13 +410,13 @@ def check_strategy_params(strategy: str, params: Mapping[str, Any]) -> Problem |
 
 # -- errors -----------------------------------------------------------------------------------
 def field_info(owner: type, name: str) -> FieldInfo | None:
-    """The pydantic field ``name`` of a section dataclass or model (None: no such field)."""
+    """Return the pydantic field ``name`` of a section or model (None: no such field)."""
     known = getattr(owner, "__pydantic_fields__", None) or getattr(owner, "model_fields", {})
     return known.get(name)
 
 
 def expected_of(info: FieldInfo | None) -> str:
-    """The ``expected`` words of a field (``"a table"`` for a section)."""
+    """Return the ``expected`` words of a field (``"a table"`` for a section)."""
     extra = info.json_schema_extra if info is not None else None
     if isinstance(extra, dict) and extra.get("expected"):
         return str(extra["expected"])
@@ -424,7 +424,7 @@ def expected_of(info: FieldInfo | None) -> str:
 
 
 def known_keys(owner: type) -> list[str]:
-    """The keys a section (or parameter model) takes, in declaration order."""
+    """Return the keys a section (or parameter model) takes, in declaration order."""
     known = getattr(owner, "__pydantic_fields__", None) or getattr(owner, "model_fields", {})
     return list(known)
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from client.runner import KernelRunner
 from kernels.spec import ModelSpec
-from simulations.partitions import load_central_test
+from simulations.federated_data import load_central_test
 
 
 def make_central_evaluate(

@@ -39,7 +39,7 @@ from flwr.clientapp import ClientApp
 from coordinator.config import FAULT_KEYS
 
 # The flat run-config keys (FAULT_KEYS) are listed in coordinator.config, which forwards them.
-# Set by the wrapper in a label-flipping client's message; read by simulations.partitions.
+# Set by the wrapper in a label-flipping client's message; read by simulations.federated_data.
 LABEL_FLIP_KEY = "faults-label-flip"
 
 ATTACKS: tuple[str, ...] = ("signflip", "scaling", "noise", "nan", "labelflip", "replacement")

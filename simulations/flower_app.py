@@ -25,7 +25,7 @@ from coordinator.config import FederationConfig, RunConfigError
 from coordinator.server_app import run_federation
 from simulations.central import make_central_evaluate
 from simulations.faults import fault_labels
-from simulations.partitions import DataConfig, build_federated_data
+from simulations.federated_data import DataConfig, build_federated_data
 
 KERNEL_FLAVOUR_KEY = "kernel-flavour"
 SCENARIO_KEY = "scenario"

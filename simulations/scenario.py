@@ -74,7 +74,7 @@ from coordinator.schema import ScenarioSection, TrainingSection
 from kernels.spec import ModelSpec, ModelSpecError
 from simulations import datasets
 from simulations.faults import FaultConfig, FaultConfigError
-from simulations.partitions import DataConfig, DataConfigError, data_shape
+from simulations.federated_data import DataConfig, DataConfigError, data_shape
 from simulations.scenario_sections import (
     DEVICE_POLICIES,
     MODEL_KINDS,
@@ -152,14 +152,17 @@ class Scenario:
 
     @property
     def name(self) -> str:
+        """The scenario's name (``[scenario] name``)."""
         return self.scenario.name
 
     @property
     def seed(self) -> int:
+        """The run seed (``[scenario] seed``)."""
         return self.scenario.seed
 
     @property
     def strategy_params(self) -> dict[str, int | float]:
+        """The strategy's own parameters (``[federation.strategy_params]``), a fresh dict."""
         return dict(self.federation.strategy_params)
 
     @classmethod
@@ -196,7 +199,7 @@ class Scenario:
         return scenario
 
     def data_config(self) -> DataConfig:
-        """The data keys as a validated :class:`~simulations.partitions.DataConfig`."""
+        """Return the data keys as a validated :class:`~simulations.federated_data.DataConfig`."""
         try:
             return DataConfig(
                 dataset=self.data.dataset,
@@ -214,7 +217,7 @@ class Scenario:
             raise self._data_error(error) from error
 
     def model_spec(self) -> ModelSpec:
-        """The model: kind and hidden widths from the scenario, input and classes from the data."""
+        """Return the model: kind and widths from the scenario, input and classes from the data."""
         try:
             num_features, num_classes = data_shape(self.data_config())
         except DataConfigError as error:
@@ -227,28 +230,16 @@ class Scenario:
             raise ScenarioError(self.source, "model", str(error)) from error
 
     def to_run_config(self) -> dict[str, str | int | float]:
-        """The flat run config (README, "Run config"): what the coordinator and clients read."""
-        run_config: dict[str, str | int | float] = {
-            "scenario": self.name,
-            "seed": self.seed,
-            "num-rounds": self.federation.rounds,
-            "fraction-train": self.federation.fraction_train,
-            "fraction-evaluate": self.federation.fraction_evaluate,
-            "local-epochs": self.training.local_epochs,
-            "batch-size": self.training.batch_size,
-            "lr": self.training.lr,
-            "proximal-mu": self.training.proximal_mu,
-            "strategy": self.federation.strategy,
-            "strategy-params": json.dumps(self.strategy_params, sort_keys=True),
-            "server-lr": self.federation.server_lr,
-            "model": str(self.model_spec()),
-            "max-delta-norm": self.federation.max_delta_norm,
-            "out-dir": str(Path("runs") / self.name),
-        }
-        # Always present, defaults included: the Flower App declares them (pyproject.toml), so
-        # `flwr run --run-config` (and a resumed deployment) may pass them.
-        for name in ("clip_delta_norm", "max_num_examples", "max_examples_ratio"):
-            run_config[name.replace("_", "-")] = getattr(self.federation, name)
+        """Return the flat run config (README, "Run config"): what coordinator and clients read."""
+        # Every section key that has a flat name (the schema's `flat`), then the keys a
+        # scenario derives: the strategy's parameters as JSON, the model spec (its input and
+        # classes come from the data set) and the run folder.
+        run_config: dict[str, str | int | float] = {}
+        for section in (self.scenario, self.federation, self.training):
+            run_config.update(schema.flat_values(section))
+        run_config["strategy-params"] = json.dumps(self.strategy_params, sort_keys=True)
+        run_config["model"] = str(self.model_spec())
+        run_config["out-dir"] = str(Path("runs") / self.name)
         run_config.update(self.data_config().to_mapping())
         run_config.update(self.fault_config().to_run_config())
         if self.devices.policy != "none":
@@ -256,8 +247,11 @@ class Scenario:
         return run_config
 
     def device_simulation(self, run_config: Mapping[str, Any]):
-        """The scenario's devices as a ``coordinator.clock.DeviceSimulation`` (deadline
-        calibrated when ``straggler_share`` >= 0: runs every client's job once, metered)."""
+        """Return the scenario's devices as a ``coordinator.clock.DeviceSimulation``.
+
+        The deadline is calibrated when ``straggler_share`` >= 0 (this runs every client's job
+        once, metered).
+        """
         from simulations import devices
 
         section = self.devices
@@ -297,12 +291,12 @@ class Scenario:
         )
 
     def fault_config(self) -> FaultConfig:
-        """The ``[faults]`` section as a :class:`~simulations.faults.FaultConfig`."""
+        """Return the ``[faults]`` section as a :class:`~simulations.faults.FaultConfig`."""
         section = self.faults
         return FaultConfig(**{f.name: getattr(section, f.name) for f in fields(section)})
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        """The scenario as nested tables, in the TOML file's shape (lists for arrays)."""
+        """Return the scenario as nested tables, in the TOML file's shape (lists for arrays)."""
         raw: dict[str, dict[str, Any]] = {}
         for section_name in _SECTIONS:
             section = getattr(self, section_name)
@@ -325,7 +319,7 @@ class Scenario:
         seed: int | None = None,
         sets: Mapping[str, str] | None = None,
     ) -> Scenario:
-        """A copy with some keys replaced, validated like the file.
+        """Return a copy with some keys replaced, validated like the file.
 
         Parameters
         ----------
@@ -404,7 +398,7 @@ class Scenario:
 
 # -- the schema of a scenario file -----------------------------------------------------------------
 def scenario_json_schema() -> dict[str, Any]:
-    """The JSON Schema of a scenario file (``sandflower scenario schema``).
+    """Return the JSON Schema of a scenario file (``sandflower scenario schema``).
 
     Built from the same sections that validate a file, so editors that read JSON Schema for
     TOML (Even Better TOML / taplo) complete keys, enums and show each key's doc string.
@@ -475,7 +469,7 @@ def load_scenario(path: str | Path) -> Scenario:
 
 
 def default_scenario_path() -> Path:
-    """The bundled default scenario, digits-mlp-dirichlet.toml."""
+    """Return the path of the bundled default scenario, digits-mlp-dirichlet.toml."""
     return SCENARIO_DIR / f"{DEFAULT_SCENARIO}.toml"
 
 
@@ -485,7 +479,7 @@ def bundled_scenarios() -> list[str]:
 
 
 def find_scenario(name_or_path: str | Path) -> Path:
-    """A scenario file: an existing path, or the name of a bundled scenario (.toml optional).
+    """Find a scenario file: an existing path, or a bundled scenario's name (.toml optional).
 
     Raises
     ------
@@ -532,7 +526,7 @@ def _apply_set(raw: dict[str, dict[str, Any]], key: str, text: str, source: str)
 
 
 def _parse_text(text: str, *, is_string: bool) -> Any:
-    """A --set value: strings as written (quotes optional), anything else as a TOML value.
+    """Parse a --set value: strings as written (quotes optional), else a TOML value.
 
     This parses text, it does not coerce: the schema then checks the value like the file's.
     """

@@ -24,7 +24,7 @@ from coordinator.schema import (
 )
 from simulations.datasets import DATASETS
 from simulations.faults import ATTACKS
-from simulations.partitioning import PARTITIONINGS
+from simulations.splitting import PARTITIONINGS
 
 MODEL_KINDS = ("logreg", "mlp")
 DEVICE_POLICIES = ("none", "drop", "partial")

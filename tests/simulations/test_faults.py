@@ -28,7 +28,7 @@ from simulations.faults import (
     fault_labels,
     with_faults,
 )
-from simulations.partitions import load_client_data
+from simulations.federated_data import load_client_data
 from simulations.scenario import Scenario, ScenarioError
 
 NUM_PARTITIONS = 20

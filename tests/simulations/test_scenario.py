@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from kernels.spec import ModelSpec
-from simulations.partitions import DATA_KEYS
+from simulations.federated_data import DATA_KEYS
 from simulations.scenario import (
     SCENARIO_DIR,
     Scenario,

@@ -28,7 +28,7 @@ import numpy as np
 from client.data import DataFileError, LocalData, split_local
 from coordinator import schema
 from coordinator.config import DATA_KEYS as FORWARDED_DATA_KEYS
-from simulations import datasets, partitioning
+from simulations import datasets, splitting
 from simulations.scenario_sections import DataSection, SimulatedFederationSection
 
 # The data keys of the flat run config, forwarded to every client (README, "Messages"). The
@@ -376,18 +376,18 @@ def _partition_pool(
 ) -> tuple[LocalData, ...]:
     try:
         if config.partitioning == "iid":
-            parts = partitioning.iid(pool_y, config.num_partitions, config.seed)
+            parts = splitting.iid(pool_y, config.num_partitions, config.seed)
         elif config.partitioning == "dirichlet":
-            parts = partitioning.dirichlet(
+            parts = splitting.dirichlet(
                 pool_y, config.num_partitions, config.dirichlet_alpha, config.seed
             )
         elif config.partitioning == "shards":
-            parts = partitioning.shards(
+            parts = splitting.shards(
                 pool_y, config.num_partitions, config.shards_per_client, config.seed
             )
         else:  # "natural" never reaches a pool: it is handled per device.
             raise AssertionError(f"unexpected partitioning {config.partitioning!r}")
-    except partitioning.PartitionError as error:
+    except splitting.PartitionError as error:
         key = {"dirichlet": "dirichlet-alpha", "shards": "shards-per-client"}.get(
             config.partitioning, "num-partitions"
         )

@@ -1,4 +1,4 @@
-"""simulations/partitions.py: the flat data config -> a client's data and the central test set."""
+"""simulations/federated_data.py: the flat data config -> client data and the central test set."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from client.data import DataFileError, LocalData
 from simulations import datasets
-from simulations.partitions import (
+from simulations.federated_data import (
     DATA_KEYS,
     DataConfig,
     DataConfigError,
@@ -272,7 +272,7 @@ def test_a_missing_folder_is_an_error_naming_dataset_path(tmp_path):
 def test_synthetic_natural_clients_are_made_only_when_asked_and_the_central_set_is_bounded(
     monkeypatch,
 ):
-    from simulations import partitions
+    from simulations import federated_data
 
     made = []
     real = datasets.synthetic_device
@@ -282,8 +282,8 @@ def test_synthetic_natural_clients_are_made_only_when_asked_and_the_central_set_
         return real(alpha, beta, device, seed, **kwargs)
 
     monkeypatch.setattr(datasets, "synthetic_device", counting)
-    monkeypatch.setattr(partitions, "CENTRAL_TEST_DEVICES", 5)
-    partitions.clear_caches()
+    monkeypatch.setattr(federated_data, "CENTRAL_TEST_DEVICES", 5)
+    federated_data.clear_caches()
     config = _synthetic(**{"num-partitions": 100_000})
     data = load_client_data(config, 73_421)
     assert made == [73_421]  # nothing else was generated
@@ -295,4 +295,4 @@ def test_synthetic_natural_clients_are_made_only_when_asked_and_the_central_set_
     assert len(central_y) == held_out and central_x.shape == (held_out, 60)
     with pytest.raises(DataConfigError, match="partition id 100000 is out of range"):
         load_client_data(config, 100_000)
-    partitions.clear_caches()
+    federated_data.clear_caches()
