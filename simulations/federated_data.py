@@ -193,14 +193,19 @@ def load_client_data(data_config: Mapping[str, Any], partition_id: int) -> Local
     return client
 
 
-def load_central_test(data_config: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+def load_central_test(
+    data_config: Mapping[str, Any] | DataConfig,
+) -> tuple[np.ndarray, np.ndarray]:
     """The coordinator's central test set: x float32 [n, d], y int32 [n] (read-only).
 
-    For ``synthetic`` with ``natural`` partitioning: the held-out splits of the first
+    ``data_config`` is a flat config holding the data keys, or a :class:`DataConfig` parsed
+    from one. For ``synthetic`` with ``natural`` partitioning: the held-out splits of the first
     ``CENTRAL_TEST_DEVICES`` devices (all of them up to that many), so that the test set, and
     the time to build it, stay bounded however large the population.
     """
-    config = DataConfig.from_mapping(data_config)
+    config = (
+        data_config if isinstance(data_config, DataConfig) else DataConfig.from_mapping(data_config)
+    )
     if is_lazy(config):
         return _synthetic_central_cached(config)
     federated = build_federated_data(config)

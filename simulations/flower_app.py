@@ -131,14 +131,18 @@ def resolve_run_config(run_config: Mapping[str, Any]) -> dict[str, Any]:
     return resolved
 
 
-def partition_sizes(run_config: Mapping[str, Any]) -> Callable[[int, str], int | None]:
+def partition_sizes(
+    data_config: DataConfig | Mapping[str, Any],
+) -> Callable[[int, str], int | None]:
     """``(partition id, "train" | "evaluate") -> examples`` of the scenario's partitions.
 
     In simulation the coordinator knows what each client holds, so a larger num-examples
     claim is clipped to it (coordinator.validation.WeightPolicy). None for an unknown or
     unreadable partition.
     """
-    federated = build_federated_data(DataConfig.from_mapping(run_config))
+    if not isinstance(data_config, DataConfig):
+        data_config = DataConfig.from_mapping(data_config)
+    federated = build_federated_data(data_config)
 
     def expected(partition_id: int, purpose: str) -> int | None:
         if not 0 <= partition_id < len(federated.clients):
@@ -181,14 +185,16 @@ def build_server_app(
             run_config = resolve_run_config(select_scenario(context.run_config))
             check_partitions = partition_check(run_config)
         config = FederationConfig.from_run_config(run_config)
+        # The data keys parsed once, through the same schema as the scenario file.
+        data_config = DataConfig.from_mapping(run_config)
         run_federation(
             grid,
             config,
             central_evaluate=make_central_evaluate(
-                run_config, config.model, runner=pinned_runner(config.kernel_sha256)
+                data_config, config.model, runner=pinned_runner(config.kernel_sha256)
             ),
             on_round=on_round,
-            expected_num_examples=partition_sizes(run_config),
+            expected_num_examples=partition_sizes(data_config),
             fault_labels=fault_labels(run_config),
             check_partitions=check_partitions,
         )

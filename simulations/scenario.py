@@ -1,4 +1,4 @@
-"""Scenarios: a TOML file -> frozen, validated dataclasses -> the flat run config.
+"""Scenarios: a TOML file -> frozen sections of the one schema -> the flat run config.
 
 The schema (``key = default  -> run-config key``; "required" keys have no default):
 
@@ -50,10 +50,13 @@ on, and clip_delta_norm, max_num_examples, max_examples_ratio only when they dif
 defaults (the coordinator has the same defaults), so a scenario without them gives the run
 config it always gave.
 
-An unknown table or key, a value of the wrong type or out of range is a :class:`ScenarioError`
-that names the file and the dotted key ("data.dirichlet_alpha: expected a float > 0, given
--1"). Nothing downstream reads the TOML: it reads :meth:`Scenario.to_run_config`, the flat
-dict of str/int/float that Flower passes around.
+The sections are declared once, with each key's flat name, type, range and doc string, in
+coordinator/schema.py (the coordinator's keys) and simulations/scenario_sections.py (the
+simulation's). An unknown table or key, a value of the wrong type or out of range is a
+:class:`ScenarioError` that names the file, the table and the key, and suggests
+("[data] dirichlet_alpha: expected a float > 0, given -1", "[federation] rouns: unknown key,
+did you mean rounds?"). Nothing downstream reads the TOML: it reads
+:meth:`Scenario.to_run_config`, the flat dict of str/int/float that Flower passes around.
 """
 
 from __future__ import annotations
