@@ -51,39 +51,18 @@ FAULT_KEYS: tuple[str, ...] = (
     "faults-noise-std",
 )
 
-# Keys that may be left out, and the value they then take. Each default is the value that
-# switches the feature off, so leaving a key out never changes what the federation computes
-# in a surprising way.
+# The coordinator's keys, from the one schema (coordinator/schema.py): those a run config
+# must carry, and those that may be left out with the default they then take. Each default is
+# the value that switches the feature off (max-examples-ratio's 10 is a safety default), so
+# leaving a key out never changes what the federation computes in a surprising way.
+_FLAT = schema.flat_settings()
+REQUIRED_KEYS: tuple[str, ...] = tuple(key for key, place in _FLAT.items() if place.required)
 DEFAULTS: Mapping[str, Any] = MappingProxyType(
     {
-        "strategy-params": "{}",  # the Flower strategy's own defaults
-        "server-lr": 1.0,  # W_next = W + aggregate(deltas)
-        "proximal-mu": 0.0,  # no proximal term
-        "kernel-sha256": "",  # no kernel pin
-        "clip-delta-norm": math.inf,  # no server-side clipping of deltas
-        "max-num-examples": 0,  # no absolute bound on a client's num-examples claim
-        # A num-examples claim above this many times the round's median claim is clipped to
-        # it (0: off). A safety default, not an off switch: one client claiming 10**12
-        # examples must not take over a weighted mean (validation.clip_num_examples).
-        "max-examples-ratio": 10.0,
-        "resume-from": "",  # a fresh run (else: the run folder whose checkpoint to continue)
-        "devices": "",  # no device simulation (coordinator.clock): no clock, no deadline
+        key: place.section.__pydantic_fields__[place.name].default
+        for key, place in _FLAT.items()
+        if not place.required
     }
-)
-
-REQUIRED_KEYS: tuple[str, ...] = (
-    "scenario",
-    "seed",
-    "num-rounds",
-    "fraction-train",
-    "fraction-evaluate",
-    "local-epochs",
-    "batch-size",
-    "lr",
-    "strategy",
-    "model",
-    "max-delta-norm",
-    "out-dir",
 )
 
 KNOWN_KEYS: frozenset[str] = (
