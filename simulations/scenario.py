@@ -426,7 +426,40 @@ def scenario_json_schema() -> dict[str, Any]:
         table.pop("default", None)  # null: a table left out takes its keys' defaults
         if "anyOf" in table:
             table.update(next(item for item in table.pop("anyOf") if "$ref" in item))
+    # [federation.strategy_params] takes the named strategy's parameters (one model per
+    # strategy, coordinator.schema.STRATEGY_PARAMS): if strategy = X then X's parameters. With
+    # no strategy key every condition holds, which leaves fedavg's (the default) common ones.
+    federation = json_schema["$defs"][SimulatedFederationSection.__name__]
+    federation["allOf"] = [
+        {
+            "if": {"properties": {"strategy": {"const": name}}},
+            "then": {"properties": {"strategy_params": _params_schema(model)}},
+        }
+        for name, model in schema.STRATEGY_PARAMS.items()
+    ]
     return _without_infinities(json_schema)
+
+
+def _params_schema(model: type) -> dict[str, Any]:
+    params = model.model_json_schema()
+    params.pop("title", None)
+    for prop in params.get("properties", {}).values():
+        prop.pop("default", None)  # None: Flower's own default
+        if "anyOf" in prop:  # Optional[...]: a key left out takes Flower's default
+            prop.update(next(item for item in prop.pop("anyOf") if item.get("type") != "null"))
+        # pydantic leaves the constraints of an Optional's branch in its own words
+        for own, standard in _JSON_SCHEMA_BOUNDS.items():
+            if own in prop:
+                prop[standard] = prop.pop(own)
+    return params
+
+
+_JSON_SCHEMA_BOUNDS = {
+    "gt": "exclusiveMinimum",
+    "ge": "minimum",
+    "lt": "exclusiveMaximum",
+    "le": "maximum",
+}
 
 
 def _without_infinities(value: Any) -> Any:

@@ -101,3 +101,13 @@ def test_the_schema_validates_the_bundled_scenarios():
         assert errors == [], name
     bad = {"scenario": {"name": "x"}, "data": {"dataset": "mnist"}, "model": {"kind": "mlp"}}
     assert list(validator.iter_errors(bad))
+    # [federation.strategy_params] takes the named strategy's parameters only
+    base = {"scenario": {"name": "x"}, "data": {"dataset": "digits"}, "model": {"kind": "mlp"}}
+    trimmed = {"strategy": "fedtrimmedavg", "strategy_params": {"beta": 0.2}}
+    assert not list(validator.iter_errors(base | {"federation": trimmed}))
+    too_high = {"strategy": "fedtrimmedavg", "strategy_params": {"beta": 0.7}}
+    assert list(validator.iter_errors(base | {"federation": too_high}))
+    not_fedavgs = {"strategy_params": {"beta": 0.2}}  # the default strategy, fedavg
+    assert list(validator.iter_errors(base | {"federation": not_fedavgs}))
+    krum = {"strategy": "krum", "strategy_params": {"num_malicious_nodes": 1}}
+    assert not list(validator.iter_errors(base | {"federation": krum}))
