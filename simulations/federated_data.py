@@ -127,7 +127,13 @@ class DataConfig:
                     continue
                 raise DataConfigError(key, "missing from the config")
             values[config_field.name] = _plain(config[key])
-        return cls(**values)
+        try:
+            # The type is part of the key: True == 1 and 1 == 1.0 for a dict, not for the schema.
+            return _validated_data_config(
+                tuple((name, type(value), value) for name, value in values.items())
+            )
+        except TypeError:  # an unhashable value: validate it uncached (it is refused)
+            return cls(**values)
 
     def to_mapping(self) -> dict[str, str | int | float]:
         """The flat data keys (``DATA_KEYS``), as they go into a run config."""
@@ -444,6 +450,13 @@ def _seed(seed: int, *words: int) -> int:
 
 def _flat_key(field_name: str) -> str:
     return field_name.replace("_", "-")
+
+
+@functools.lru_cache(maxsize=64)
+def _validated_data_config(items: tuple[tuple[str, type, Any], ...]) -> DataConfig:
+    # Every client job of a run reads the same data keys; validating them through the schema
+    # costs ~0.1 ms, so the (immutable) result is shared. Errors are not cached: they raise.
+    return DataConfig(**{name: value for name, _, value in items})
 
 
 def _plain(value: Any) -> Any:

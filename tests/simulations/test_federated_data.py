@@ -296,3 +296,15 @@ def test_synthetic_natural_clients_are_made_only_when_asked_and_the_central_set_
     with pytest.raises(DataConfigError, match="partition id 100000 is out of range"):
         load_client_data(config, 100_000)
     federated_data.clear_caches()
+
+
+def test_the_shared_validated_config_never_stands_for_a_value_of_another_type():
+    # from_mapping shares one validated DataConfig per distinct set of data keys; True == 1
+    # and 1 == 1.0 in Python, but the schema refuses a bool where a count is expected.
+    config = _config(**{"num-partitions": 1})
+    assert DataConfig.from_mapping(config).num_partitions == 1
+    assert DataConfig.from_mapping(config) is DataConfig.from_mapping(dict(config))
+    with pytest.raises(DataConfigError, match="num-partitions: expected an integer >= 1"):
+        DataConfig.from_mapping(config | {"num-partitions": True})
+    as_int = DataConfig.from_mapping(config | {"dirichlet-alpha": 1})
+    assert as_int.dirichlet_alpha == 1.0 and isinstance(as_int.dirichlet_alpha, float)
