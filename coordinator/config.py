@@ -18,12 +18,13 @@ from typing import Any
 
 from kernels.spec import ModelSpec, ModelSpecError
 
+from . import schema
 from .clock import DeviceConfigError, DeviceSimulation
-from .flower_strategies import STRATEGY_NAMES, StrategyParamsError, check_strategy_params
+from .flower_strategies import RESERVED_PARAMS
 
 # Data keys of the run config: the coordinator records them and does not interpret them; it does
 # not forward them either (clients read them from context.run_config, which every engine and a
-# deployment give each ClientApp). simulations.partitions.DATA_KEYS is this list plus "seed".
+# deployment give each ClientApp). simulations.federated_data.DATA_KEYS is this list plus "seed".
 DATA_KEYS: tuple[str, ...] = (
     "dataset",
     "dataset-path",
@@ -50,39 +51,18 @@ FAULT_KEYS: tuple[str, ...] = (
     "faults-noise-std",
 )
 
-# Keys that may be left out, and the value they then take. Each default is the value that
-# switches the feature off, so leaving a key out never changes what the federation computes
-# in a surprising way.
+# The coordinator's keys, from the one schema (coordinator/schema.py): those a run config
+# must carry, and those that may be left out with the default they then take. Each default is
+# the value that switches the feature off (max-examples-ratio's 10 is a safety default), so
+# leaving a key out never changes what the federation computes in a surprising way.
+_FLAT = schema.flat_settings()
+REQUIRED_KEYS: tuple[str, ...] = tuple(key for key, place in _FLAT.items() if place.required)
 DEFAULTS: Mapping[str, Any] = MappingProxyType(
     {
-        "strategy-params": "{}",  # the Flower strategy's own defaults
-        "server-lr": 1.0,  # W_next = W + aggregate(deltas)
-        "proximal-mu": 0.0,  # no proximal term
-        "kernel-sha256": "",  # no kernel pin
-        "clip-delta-norm": math.inf,  # no server-side clipping of deltas
-        "max-num-examples": 0,  # no absolute bound on a client's num-examples claim
-        # A num-examples claim above this many times the round's median claim is clipped to
-        # it (0: off). A safety default, not an off switch: one client claiming 10**12
-        # examples must not take over a weighted mean (validation.clip_num_examples).
-        "max-examples-ratio": 10.0,
-        "resume-from": "",  # a fresh run (else: the run folder whose checkpoint to continue)
-        "devices": "",  # no device simulation (coordinator.clock): no clock, no deadline
+        key: place.section.__pydantic_fields__[place.name].default
+        for key, place in _FLAT.items()
+        if not place.required
     }
-)
-
-REQUIRED_KEYS: tuple[str, ...] = (
-    "scenario",
-    "seed",
-    "num-rounds",
-    "fraction-train",
-    "fraction-evaluate",
-    "local-epochs",
-    "batch-size",
-    "lr",
-    "strategy",
-    "model",
-    "max-delta-norm",
-    "out-dir",
 )
 
 KNOWN_KEYS: frozenset[str] = (
@@ -152,63 +132,58 @@ class FederationConfig:
         unknown = sorted(set(run_config) - KNOWN_KEYS)
         if unknown:
             raise RunConfigError(
-                unknown[0], f"unknown key(s) {unknown}; known keys are {sorted(KNOWN_KEYS)}"
+                unknown[0], schema.unknown_key_problem(unknown[0], sorted(KNOWN_KEYS))
             )
         missing = [key for key in REQUIRED_KEYS if key not in run_config]
         if missing:
             raise RunConfigError(missing[0], f"required key(s) {missing} missing")
-        values = dict(DEFAULTS) | dict(run_config)
+        # One schema (coordinator/schema.py) checks every key the coordinator reads; the
+        # sections are the same a scenario file is validated with.
+        sections = {
+            section: schema.validate_flat(section, run_config, RunConfigError)
+            for section in schema.COORDINATOR_SECTIONS
+        }
+        scenario = sections[schema.ScenarioSection]
+        federation = sections[schema.FederationSection]
+        training = sections[schema.TrainingSection]
+        run = sections[schema.RunSection]
 
-        strategy = _string(values, "strategy").strip().lower()
-        if strategy not in STRATEGY_NAMES:
-            raise RunConfigError(
-                "strategy", f"expected one of {list(STRATEGY_NAMES)}, given {strategy!r}"
-            )
-        strategy_params = _json_object(values, "strategy-params")
+        strategy_params = _json_object("strategy-params", run.strategy_params)
+        _check_strategy_params(federation.strategy, strategy_params)
         try:
-            check_strategy_params(strategy, strategy_params)
-        except StrategyParamsError as error:
-            raise RunConfigError("strategy-params", str(error)) from error
-        try:
-            model = ModelSpec.parse(_string(values, "model"))
+            model = ModelSpec.parse(run.model)
         except ModelSpecError as error:
             raise RunConfigError("model", str(error)) from error
-        kernel_sha256 = _string(values, "kernel-sha256").strip().lower()
-        if kernel_sha256 and not _is_sha256(kernel_sha256):
-            raise RunConfigError(
-                "kernel-sha256", f"expected 64 hex digits or '', given {kernel_sha256!r}"
-            )
-        data = tuple((key, _scalar(values, key)) for key in DATA_KEYS if key in values)
-        faults = tuple((key, _scalar(values, key)) for key in FAULT_KEYS if key in values)
-        devices_text = _string(values, "devices").strip()
+        data = tuple((key, _scalar(run_config, key)) for key in DATA_KEYS if key in run_config)
+        faults = tuple((key, _scalar(run_config, key)) for key in FAULT_KEYS if key in run_config)
         try:
-            devices = DeviceSimulation.from_json(devices_text) if devices_text else None
+            devices = DeviceSimulation.from_json(run.devices) if run.devices else None
         except DeviceConfigError as error:
             raise RunConfigError("devices", str(error)) from error
 
         return cls(
-            scenario=_string(values, "scenario"),
-            seed=_integer(values, "seed", minimum=0),
-            num_rounds=_integer(values, "num-rounds", minimum=1),
-            fraction_train=_fraction(values, "fraction-train", allow_zero=False),
-            fraction_evaluate=_fraction(values, "fraction-evaluate", allow_zero=True),
-            local_epochs=_integer(values, "local-epochs", minimum=1),
-            batch_size=_integer(values, "batch-size", minimum=1),
-            lr=_positive(values, "lr"),
-            proximal_mu=_non_negative(values, "proximal-mu"),
-            strategy=strategy,
+            scenario=scenario.name,
+            seed=scenario.seed,
+            num_rounds=federation.rounds,
+            fraction_train=federation.fraction_train,
+            fraction_evaluate=federation.fraction_evaluate,
+            local_epochs=training.local_epochs,
+            batch_size=training.batch_size,
+            lr=training.lr,
+            proximal_mu=training.proximal_mu,
+            strategy=federation.strategy,
             strategy_params_json=json.dumps(strategy_params, sort_keys=True),
-            server_lr=_positive(values, "server-lr"),
+            server_lr=federation.server_lr,
             model=model,
-            max_delta_norm=_positive(values, "max-delta-norm", allow_inf=True),
-            out_dir=Path(_string(values, "out-dir", allow_empty=False)),
-            kernel_sha256=kernel_sha256,
+            max_delta_norm=federation.max_delta_norm,
+            out_dir=Path(run.out_dir),
+            kernel_sha256=run.kernel_sha256,
             data=data,
-            clip_delta_norm=_positive(values, "clip-delta-norm", allow_inf=True),
-            max_num_examples=_integer(values, "max-num-examples", minimum=0),
-            max_examples_ratio=_ratio(values, "max-examples-ratio"),
+            clip_delta_norm=federation.clip_delta_norm,
+            max_num_examples=federation.max_num_examples,
+            max_examples_ratio=federation.max_examples_ratio,
             faults=faults,
-            resume_from=_string(values, "resume-from").strip(),
+            resume_from=run.resume_from,
             devices=devices,
         )
 
@@ -261,68 +236,10 @@ class FederationConfig:
         }
 
 
-# -- typed readers ----------------------------------------------------------------------------
-def _string(values: Mapping[str, Any], key: str, *, allow_empty: bool = True) -> str:
-    value = values[key]
-    if not isinstance(value, str):
-        raise RunConfigError(key, f"expected a string, given {value!r} ({type(value).__name__})")
-    if not allow_empty and not value.strip():
-        raise RunConfigError(key, "expected a non-empty string")
-    return value
-
-
-def _integer(values: Mapping[str, Any], key: str, *, minimum: int) -> int:
-    value = values[key]
-    # bool is an int subclass; `true` for a count is a mistake, not 1.
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise RunConfigError(key, f"expected an integer, given {value!r} ({type(value).__name__})")
-    if value < minimum:
-        raise RunConfigError(key, f"expected an integer >= {minimum}, given {value}")
-    return int(value)
-
-
-def _number(values: Mapping[str, Any], key: str) -> float:
-    value = values[key]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise RunConfigError(key, f"expected a number, given {value!r} ({type(value).__name__})")
-    number = float(value)
-    if math.isnan(number):
-        raise RunConfigError(key, "expected a number, given nan")
-    return number
-
-
-def _positive(values: Mapping[str, Any], key: str, *, allow_inf: bool = False) -> float:
-    number = _number(values, key)
-    if not number > 0 or (math.isinf(number) and not allow_inf):
-        expected = "a number > 0" + (" (inf allowed)" if allow_inf else ", finite")
-        raise RunConfigError(key, f"expected {expected}, given {number}")
-    return number
-
-
-def _non_negative(values: Mapping[str, Any], key: str) -> float:
-    number = _number(values, key)
-    if not 0 <= number < math.inf:
-        raise RunConfigError(key, f"expected a finite number >= 0, given {number}")
-    return number
-
-
-def _ratio(values: Mapping[str, Any], key: str) -> float:
-    number = _number(values, key)
-    if not (number == 0 or 1 <= number < math.inf):
-        raise RunConfigError(key, f"expected 0 (off) or a finite number >= 1, given {number}")
-    return number
-
-
-def _fraction(values: Mapping[str, Any], key: str, *, allow_zero: bool) -> float:
-    number = _number(values, key)
-    low_ok = number >= 0 if allow_zero else number > 0
-    if not (low_ok and number <= 1):
-        interval = "[0, 1]" if allow_zero else "(0, 1]"
-        raise RunConfigError(key, f"expected a fraction in {interval}, given {number}")
-    return number
-
-
+# -- the two keys that are not plain scalars ------------------------------------------------------
 def _scalar(values: Mapping[str, Any], key: str) -> ConfigScalar:
+    # Data and fault keys are forwarded to the clients as they are (their rules live with the
+    # simulation's schema, simulations/), but a run config value is always a scalar.
     value = values[key]
     if not isinstance(value, str | int | float | bool):
         raise RunConfigError(
@@ -331,8 +248,25 @@ def _scalar(values: Mapping[str, Any], key: str) -> ConfigScalar:
     return value
 
 
-def _json_object(values: Mapping[str, Any], key: str) -> dict[str, Any]:
-    text = _string(values, key)
+def _check_strategy_params(strategy: str, params: Mapping[str, Any]) -> None:
+    reserved = sorted(key for key in params if key in RESERVED_PARAMS)
+    if reserved:
+        reasons = "; ".join(f"{key}: {RESERVED_PARAMS[key]}" for key in reserved)
+        raise RunConfigError(
+            "strategy-params", f"{strategy} parameter(s) {reserved} not allowed here ({reasons})"
+        )
+    allowed = sorted(schema.STRATEGY_PARAMS[strategy].model_fields)
+    unknown = sorted(key for key in params if key not in allowed)
+    if unknown:
+        raise RunConfigError(
+            "strategy-params", f"{strategy} has no parameter(s) {unknown}; it takes {allowed}"
+        )
+    problem = schema.check_strategy_params(strategy, params)
+    if problem is not None:
+        raise RunConfigError("strategy-params", f"{problem.path[0]}: {problem.problem}")
+
+
+def _json_object(key: str, text: str) -> dict[str, Any]:
     try:
         parsed = json.loads(text) if text.strip() else {}
     except json.JSONDecodeError as error:
@@ -342,7 +276,3 @@ def _json_object(values: Mapping[str, Any], key: str) -> dict[str, Any]:
     if not isinstance(parsed, dict):
         raise RunConfigError(key, f"expected a JSON object, given {text!r}")
     return parsed
-
-
-def _is_sha256(text: str) -> bool:
-    return len(text) == 64 and all(char in "0123456789abcdef" for char in text)

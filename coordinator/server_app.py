@@ -104,6 +104,7 @@ def run_rounds_on_grid(
     write_report: WriteReport | None = None,
     expected_num_examples: ExpectedExamples | None = None,
     fault_labels: FaultLabels | None = None,
+    check_partitions: Callable[[Mapping[int, int]], None] | None = None,
 ) -> RunReport:
     """Run ``config.num_rounds`` rounds on ``grid``; write the run folder; return the report.
 
@@ -119,6 +120,9 @@ def run_rounds_on_grid(
         the layer above knows each partition's size (simulation): a larger claim is clipped.
     fault_labels : ``(partition id, round) -> (fault, attack)`` from a simulation that injects
         faults; the report marks each client with them.
+    check_partitions : ``{node id: partition id} -> None``, called once before round 1 with
+        the partitions the nodes reported (simulation engines); it raises to refuse the run
+        (e.g. fewer SuperNodes than the scenario's partitions).
 
     Raises
     ------
@@ -153,7 +157,10 @@ def run_rounds_on_grid(
     write(out_dir, report)
     try:
         needs_partitions = (
-            config.fraction_train < 1.0 or fault_labels is not None or config.devices is not None
+            config.fraction_train < 1.0
+            or fault_labels is not None
+            or config.devices is not None
+            or check_partitions is not None
         )
         if needs_partitions and _partitions_needed(grid, strategy, start.resumed):
             # Partial sampling draws from nodes in partition order, which needs the partitions
@@ -168,6 +175,8 @@ def run_rounds_on_grid(
                 timeout=timeout,
             )
             logger.info("partition ids known for %d nodes", found)
+        if check_partitions is not None:
+            check_partitions(dict(strategy.node_partitions))
         for server_round in range(start.finished_rounds + 1, config.num_rounds + 1):
             global_weights = _run_round(
                 grid, strategy, config, server_round, global_weights, central_evaluate, timeout

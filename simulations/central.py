@@ -9,17 +9,20 @@ import numpy as np
 
 from client.runner import KernelRunner
 from kernels.spec import ModelSpec
-from simulations.partitions import load_central_test
+from simulations.federated_data import DataConfig, load_central_test
 
 
 def make_central_evaluate(
-    run_config: Mapping[str, Any], spec: ModelSpec, runner: KernelRunner | None = None
+    data_config: DataConfig | Mapping[str, Any],
+    spec: ModelSpec,
+    runner: KernelRunner | None = None,
 ) -> Callable[[dict[str, np.ndarray]], tuple[float, float]]:
-    """``arrays -> (loss, accuracy)`` on the central test set of ``run_config``'s data set.
+    """``arrays -> (loss, accuracy)`` on the central test set of the run's data set.
 
-    ``runner`` runs the evaluation (default: the bundled kernel).
+    ``data_config`` is the run's validated :class:`DataConfig` (or a flat run config, read
+    through the same schema); ``runner`` runs the evaluation (default: the bundled kernel).
     """
-    x_test, y_test = load_central_test(run_config)
+    x_test, y_test = load_central_test(data_config)
     runner = runner if runner is not None else KernelRunner()
 
     def central_evaluate(arrays: dict[str, np.ndarray]) -> tuple[float, float]:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import typer
 
-from simulations import cli_bench, cli_deploy, cli_kernels, cli_report, cli_simulate
+from simulations import (
+    cli_bench,
+    cli_deploy,
+    cli_kernels,
+    cli_report,
+    cli_scenario,
+    cli_simulate,
+)
 
 app = typer.Typer(
     name="sandflower",
@@ -49,6 +56,7 @@ app.command("simulate")(cli_simulate.simulate)
 app.command("report")(cli_report.report)
 app.add_typer(cli_deploy.app, name="deploy")
 app.add_typer(cli_bench.app, name="bench")
+app.add_typer(cli_scenario.app, name="scenario")
 
 
 def main() -> None:

@@ -4,7 +4,7 @@
 sets, composes the ClientApp that every engine runs (the local engine's workers, Flower's Ray
 engine, ``flwr run .`` and the in-process grid) with :func:`scenario_data` as its source. The
 node's partition (node config ``partition-id``, set by the engine) of the data set that the run
-config's data keys describe (``simulations.partitions.DATA_KEYS``, read from
+config's data keys describe (``simulations.federated_data.DATA_KEYS``, read from
 ``context.run_config``: the coordinator does not forward them).
 
 ``app`` is also the Flower App's ``clientapp`` component (pyproject.toml), so one component
@@ -13,7 +13,7 @@ own file (node config ``data-path``) and this source then reads it exactly as th
 ClientApp does. Why the component lives here and not in client/: a simulation node has only a
 ``partition-id``, and turning that into data takes simulations/. A device's venv holds only
 flwr, wasmtime and numpy (tests/e2e/test_device_venv.py), so this module imports
-``simulations.partitions`` (scikit-learn, flwr-datasets) only inside :func:`scenario_data`,
+``simulations.federated_data`` (scikit-learn, flwr-datasets) only inside :func:`scenario_data`,
 on the partition path that a device never takes.
 """
 
@@ -42,7 +42,7 @@ def scenario_data(
 
     Raises
     ------
-    simulations.partitions.DataConfigError
+    simulations.federated_data.DataConfigError
         A bad data key in the run config, or a partition id out of range.
     client.data.DataFileError
         The node has neither ``data-path`` nor ``partition-id``, or a file cannot be read.
@@ -50,8 +50,8 @@ def scenario_data(
     if NODE_DATA_PATH in node_config or NODE_PARTITION_ID not in node_config:
         return device_data(node_config, run_config, job_config)
     # Imported here, not at the top: a device (data-path) never reaches this line, and its
-    # venv has none of the data-set libraries that simulations.partitions imports.
-    from simulations.partitions import load_client_data
+    # venv has none of the data-set libraries that simulations.federated_data imports.
+    from simulations.federated_data import load_client_data
 
     return load_client_data(run_config, int(node_config[NODE_PARTITION_ID]))
 

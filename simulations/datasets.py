@@ -9,7 +9,7 @@
 - ``folder``: a user's folder of per-client ``.npz`` / ``.csv`` files (one file per client,
   in name order), read with the device's own reader, ``client.data.load_data_file``.
 
-This module only produces arrays; which client gets what is ``simulations.partitions``.
+This module only produces arrays; which client gets what is ``simulations.federated_data``.
 """
 
 from __future__ import annotations

@@ -130,7 +130,7 @@ def job_fuel(run_config: Mapping[str, Any], num_clients: int) -> list[int]:
     """Each client's fuel for its whole local job (one metered run on its own partition)."""
     from client.runner import KernelRunner
     from kernels.spec import ModelSpec
-    from simulations.partitions import load_client_data
+    from simulations.federated_data import load_client_data
 
     spec = ModelSpec.parse(str(run_config["model"]))
     params = spec.init_params(int(run_config["seed"]))

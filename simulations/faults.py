@@ -41,7 +41,7 @@ from protos.contract import CONFIG_SEED, CONFIG_SERVER_ROUND, RECORD_ARRAYS, REC
 
 # The flat run-config keys (FAULT_KEYS) are listed in coordinator.config, which forwards them.
 # Set by the wrapper in a label-flipping client's run config (the data keys' home, which its
-# data source reads); read by simulations.partitions.
+# data source reads); read by simulations.federated_data.
 LABEL_FLIP_KEY = "faults-label-flip"
 
 ATTACKS: tuple[str, ...] = ("signflip", "scaling", "noise", "nan", "labelflip", "replacement")

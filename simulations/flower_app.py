@@ -26,9 +26,86 @@ from coordinator.config import FederationConfig, RunConfigError
 from coordinator.server_app import run_rounds_on_grid
 from simulations.central import make_central_evaluate
 from simulations.faults import fault_labels
-from simulations.partitions import DataConfig, build_federated_data
+from simulations.federated_data import DataConfig, build_federated_data
 
 KERNEL_FLAVOUR_KEY = "kernel-flavour"
+SCENARIO_KEY = "scenario"
+NUM_PARTITIONS_KEY = "num-partitions"
+
+
+def select_scenario(run_config: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the run config that ``flwr run . --run-config "scenario='NAME'"`` means.
+
+    pyproject.toml's ``[tool.flwr.app.config]`` is the default scenario's flat run config
+    (a test keeps them equal), so Flower hands the ServerApp those values with the user's
+    ``--run-config`` keys replaced. The ``scenario`` key selects a bundled scenario: its flat
+    run config is the base, and every key whose value differs from the default scenario's is
+    the user's override and wins. A name that is not bundled is refused, unless the run config
+    is a whole scenario's own (some other key differs from the default: a deployment of the
+    user's scenario file, ``sandflower scenario show FILE --flat``), which is taken as it is.
+
+    Raises
+    ------
+    RunConfigError
+        ``scenario`` names no bundled scenario and nothing else says what to run.
+    """
+    from simulations.scenario import (
+        DEFAULT_SCENARIO,
+        bundled_scenarios,
+        default_scenario_path,
+        find_scenario,
+        load_scenario,
+    )
+
+    name = run_config.get(SCENARIO_KEY)
+    if name is None or name == DEFAULT_SCENARIO:
+        return dict(run_config)
+    default = load_scenario(default_scenario_path()).to_run_config()
+    overrides = {
+        key: value
+        for key, value in run_config.items()
+        if key != SCENARIO_KEY and (key not in default or default[key] != value)
+    }
+    if str(name) in bundled_scenarios():
+        return load_scenario(find_scenario(str(name))).to_run_config() | overrides
+    own_keys = set(overrides) - {"out-dir", "kernel-sha256", "resume-from", KERNEL_FLAVOUR_KEY}
+    if own_keys:
+        return dict(run_config)
+    raise RunConfigError(
+        SCENARIO_KEY,
+        f"expected a bundled scenario (one of {', '.join(bundled_scenarios())}), given "
+        f"{name!r}; to run your own scenario file pass its whole flat run config "
+        "(`sandflower scenario show FILE --flat`)",
+    )
+
+
+def partition_check(run_config: Mapping[str, Any]) -> Callable[[Mapping[int, int]], None]:
+    """Refuse a run whose simulated SuperNodes do not hold the scenario's partitions.
+
+    On Flower's simulation engine node ``i`` of ``num-supernodes`` reports partition ``i``;
+    with fewer nodes than the scenario's ``num-partitions`` (Flower's default federation
+    starts 2) most of the data would silently never train. Nodes that report no partition
+    (devices with their own data) are not in the map and not checked.
+    """
+    num_partitions = int(run_config[NUM_PARTITIONS_KEY])
+
+    def check(node_partitions: Mapping[int, int]) -> None:
+        # Only nodes that reported a partition are in the map (coordinator.strategy).
+        reported = set(node_partitions.values())
+        if not reported:
+            return
+        if len(node_partitions) != num_partitions or reported != set(range(num_partitions)):
+            raise RunConfigError(
+                NUM_PARTITIONS_KEY,
+                f"the scenario has num-partitions = {num_partitions}, but Flower started "
+                f"{len(node_partitions)} SuperNodes (partitions {sorted(reported)[:10]}): "
+                f"set options.num-supernodes = {num_partitions} for the federation "
+                f"(pyproject.toml [tool.flwr.federations.*] or `flwr run . --federation-config "
+                f'"num-supernodes={num_partitions}"`), or pass --run-config '
+                f'"num-partitions={len(node_partitions)}"',
+            )
+
+    return check
 
 
 def resolve_run_config(run_config: Mapping[str, Any]) -> dict[str, Any]:
@@ -55,14 +132,18 @@ def resolve_run_config(run_config: Mapping[str, Any]) -> dict[str, Any]:
     return resolved
 
 
-def partition_sizes(run_config: Mapping[str, Any]) -> Callable[[int, str], int | None]:
+def partition_sizes(
+    data_config: DataConfig | Mapping[str, Any],
+) -> Callable[[int, str], int | None]:
     """``(partition id, "train" | "evaluate") -> examples`` of the scenario's partitions.
 
     In simulation the coordinator knows what each client holds, so a larger num-examples
     claim is clipped to it (coordinator.validation.WeightPolicy). None for an unknown or
     unreadable partition.
     """
-    federated = build_federated_data(DataConfig.from_mapping(run_config))
+    if not isinstance(data_config, DataConfig):
+        data_config = DataConfig.from_mapping(data_config)
+    federated = build_federated_data(data_config)
 
     def expected(partition_id: int, purpose: str) -> int | None:
         if not 0 <= partition_id < len(federated.clients):
@@ -115,19 +196,25 @@ def build_scenario_server_app(
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        run_config = resolve_run_config(
-            run_config_override if run_config_override is not None else context.run_config
-        )
+        if run_config_override is not None:
+            run_config = resolve_run_config(run_config_override)
+            check_partitions = None  # our engines start one node per partition
+        else:  # `flwr run .`: the scenario key selects; the nodes must hold every partition
+            run_config = resolve_run_config(select_scenario(context.run_config))
+            check_partitions = partition_check(run_config)
         config = FederationConfig.from_run_config(run_config)
+        # The data keys parsed once, through the same schema as the scenario file.
+        data_config = DataConfig.from_mapping(run_config)
         run_rounds_on_grid(
             grid,
             config,
             central_evaluate=make_central_evaluate(
-                run_config, config.model, runner=pinned_runner(config.kernel_sha256)
+                data_config, config.model, runner=pinned_runner(config.kernel_sha256)
             ),
             on_round=on_round,
-            expected_num_examples=partition_sizes(run_config),
+            expected_num_examples=partition_sizes(data_config),
             fault_labels=fault_labels(run_config),
+            check_partitions=check_partitions,
         )
 
     return app

@@ -1,4 +1,4 @@
-"""Scenarios: a TOML file -> frozen, validated dataclasses -> the flat run config.
+"""Scenarios: a TOML file -> frozen sections of the one schema -> the flat run config.
 
 The schema (``key = default  -> run-config key``; "required" keys have no default):
 
@@ -50,260 +50,97 @@ on, and clip_delta_norm, max_num_examples, max_examples_ratio only when they dif
 defaults (the coordinator has the same defaults), so a scenario without them gives the run
 config it always gave.
 
-An unknown table or key, a value of the wrong type or out of range is a :class:`ScenarioError`
-that names the file and the dotted key ("data.dirichlet_alpha: expected a float > 0, given
--1"). Nothing downstream reads the TOML: it reads :meth:`Scenario.to_run_config`, the flat
-dict of str/int/float that Flower passes around.
+The sections are declared once, with each key's flat name, type, range and doc string, in
+coordinator/schema.py (the coordinator's keys) and simulations/scenario_sections.py (the
+simulation's). An unknown table or key, a value of the wrong type or out of range is a
+:class:`ScenarioError` that names the file, the table and the key, and suggests
+("[data] dirichlet_alpha: expected a float > 0, given -1", "[federation] rouns: unknown key,
+did you mean rounds?"). Nothing downstream reads the TOML: it reads
+:meth:`Scenario.to_run_config`, the flat dict of str/int/float that Flower passes around.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import field, fields
 from pathlib import Path
 from typing import Any
 
+from pydantic import ConfigDict, ValidationError, create_model
+from pydantic.dataclasses import dataclass
+
+from coordinator import schema
+from coordinator.schema import ScenarioSection, TrainingSection
 from kernels.spec import ModelSpec, ModelSpecError
 from simulations import datasets
-from simulations.faults import ATTACKS, FaultConfig, FaultConfigError
-from simulations.partitions import DataConfig, DataConfigError, data_shape
+from simulations.faults import FaultConfig, FaultConfigError
+from simulations.federated_data import DataConfig, DataConfigError, data_shape
+from simulations.scenario_sections import (
+    DEVICE_POLICIES,
+    MODEL_KINDS,
+    DataSection,
+    DevicesSection,
+    FaultsSection,
+    ModelSection,
+    SimulatedFederationSection,
+)
+
+FederationSection = SimulatedFederationSection
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 DEFAULT_SCENARIO = "digits-mlp-dirichlet"
 
-STRATEGIES = (
-    "fedavg",
-    "fedprox",
-    "fedavgm",
-    "fedadam",
-    "fedyogi",
-    "fedadagrad",
-    "fedmedian",
-    "fedtrimmedavg",
-    "krum",
-    "multikrum",
-    "bulyan",
-)
-MODEL_KINDS = ("logreg", "mlp")
-
-_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+STRATEGIES = schema.STRATEGIES
+# Strategy parameters a scenario may set under [federation.strategy_params]: one table, shared
+# with the coordinator (coordinator/schema.py), strategy -> its pydantic parameter model.
+STRATEGY_PARAMS = {name: dict(model.model_fields) for name, model in schema.STRATEGY_PARAMS.items()}
 
 
 class ScenarioError(ValueError):
-    """A scenario that cannot be run; the message names the file and the dotted key."""
+    """A scenario that cannot be run; the message names the file, the table and the key.
+
+    ``key`` is the dotted key (``"federation.rounds"``); the message writes it as in the file:
+    ``path: [federation] rounds: expected an integer >= 1, given 0``.
+    """
 
     def __init__(self, source: str, key: str, problem: str) -> None:
         self.source = source
         self.key = key
         self.problem = problem
-        where = f"{source}: {key}" if key else source
+        table, _, name = key.rpartition(".")
+        if not key:
+            where = source
+        elif table:
+            where = f"{source}: [{table}] {name}"
+        else:
+            where = f"{source}: [{name}]"
         super().__init__(f"{where}: {problem}")
-
-
-# -- field rules ----------------------------------------------------------------------------
-# A field's metadata says its TOML type ("str", "int", "float", "ints") and the rule its
-# value must satisfy, worded for the error message ("a float > 0").
-def _rule(
-    kind: str, expected: str, check: Callable[[Any], bool] = lambda value: True, default=MISSING
-):
-    return field(default=default, metadata={"kind": kind, "expected": expected, "check": check})
-
-
-def _positive(value: float) -> bool:
-    return value > 0 and math.isfinite(value)
-
-
-_DATA_DEFAULTS = {f.name: f.default for f in fields(DataConfig)}
-
-
-@dataclass(frozen=True)
-class ScenarioSection:
-    """The ``[scenario]`` table: name, seed, description."""
-
-    name: str = _rule("str", "a name of letters, digits, '.', '_', '-'", _NAME_PATTERN.fullmatch)
-    seed: int = _rule("int", "an int >= 0", lambda value: value >= 0, default=0)
-    description: str = _rule("str", "a string", default="")
-
-
-@dataclass(frozen=True)
-class DataSection:
-    """The ``[data]`` table: the data set and how it is partitioned."""
-
-    dataset: str = _rule("str", "one of digits, synthetic, folder")
-    path: str = _rule("str", "a folder path", default=_DATA_DEFAULTS["dataset_path"])
-    synthetic_alpha: float = _rule(
-        "float", "a float >= 0", lambda v: v >= 0, _DATA_DEFAULTS["synthetic_alpha"]
-    )
-    synthetic_beta: float = _rule(
-        "float", "a float >= 0", lambda v: v >= 0, _DATA_DEFAULTS["synthetic_beta"]
-    )
-    partitioning: str = _rule("str", "one of iid, dirichlet, shards, natural", default="iid")
-    dirichlet_alpha: float = _rule(
-        "float", "a float > 0", _positive, _DATA_DEFAULTS["dirichlet_alpha"]
-    )
-    shards_per_client: int = _rule(
-        "int", "an int >= 1", lambda v: v >= 1, _DATA_DEFAULTS["shards_per_client"]
-    )
-    test_fraction: float = _rule(
-        "float", "a float in (0, 1)", lambda v: 0 < v < 1, _DATA_DEFAULTS["test_fraction"]
-    )
-
-
-@dataclass(frozen=True)
-class FederationSection:
-    """The ``[federation]`` table: clients, rounds, sampling, the strategy and the reply bounds."""
-
-    clients: int = _rule("int", "an int >= 1", lambda v: v >= 1, default=10)
-    rounds: int = _rule("int", "an int >= 1", lambda v: v >= 1, default=10)
-    fraction_train: float = _rule("float", "a float in (0, 1]", lambda v: 0 < v <= 1, default=1.0)
-    fraction_evaluate: float = _rule(
-        "float", "a float in [0, 1]", lambda v: 0 <= v <= 1, default=0.0
-    )
-    strategy: str = _rule("str", f"one of {', '.join(STRATEGIES)}", default="fedavg")
-    # The server's step on the aggregated delta (FedOpt's eta, FedAvgM's server lr).
-    server_lr: float = _rule("float", "a float > 0", _positive, default=1.0)
-    # Deltas with a larger L2 norm are rejected (inf: no bound).
-    max_delta_norm: float = _rule("float", "a float > 0", lambda v: v > 0, default=100.0)
-    # OK deltas with a larger L2 norm are scaled down to it before aggregation (inf: off).
-    clip_delta_norm: float = _rule("float", "a float > 0", lambda v: v > 0, default=math.inf)
-    # Bounds on a client's num-examples claim (its aggregation weight); 0: off.
-    max_num_examples: int = _rule("int", "an int >= 0", lambda v: v >= 0, default=0)
-    max_examples_ratio: float = _rule(
-        "float", "0 or a float >= 1", lambda v: v == 0 or 1 <= v < math.inf, default=10.0
-    )
-    strategy_params: tuple[tuple[str, int | float], ...] = _rule(
-        "table", "a table of the strategy's parameters", default=()
-    )
-
-
-@dataclass(frozen=True)
-class TrainingSection:
-    """The ``[training]`` table: the clients' local training."""
-
-    local_epochs: int = _rule("int", "an int >= 1", lambda v: v >= 1, default=1)
-    batch_size: int = _rule("int", "an int >= 1", lambda v: v >= 1, default=32)
-    lr: float = _rule("float", "a float > 0", _positive, default=0.1)
-    proximal_mu: float = _rule(
-        "float", "a float >= 0", lambda v: v >= 0 and math.isfinite(v), default=0.0
-    )
-
-
-@dataclass(frozen=True)
-class ModelSection:
-    """The ``[model]`` table: the model kind and its hidden widths."""
-
-    kind: str = _rule("str", "one of logreg, mlp")
-    hidden: tuple[int, ...] = _rule(
-        "ints", "a list of ints >= 1", lambda v: all(w >= 1 for w in v), default=()
-    )
-
-
-_FRACTION = ("float", "a float in [0, 1]", lambda v: 0 <= v <= 1)
-
-
-@dataclass(frozen=True)
-class FaultsSection:
-    dropout: float = _rule(*_FRACTION, default=0.0)
-    crash: float = _rule(*_FRACTION, default=0.0)
-    slow: float = _rule(*_FRACTION, default=0.0)
-    slow_fuel: int = _rule("int", "an int >= 1", lambda v: v >= 1, default=1000)
-    byzantine: float = _rule(*_FRACTION, default=0.0)
-    attack: str = _rule("str", f"one of {', '.join(ATTACKS)}", lambda v: v in ATTACKS, "signflip")
-    attack_scale: float = _rule("float", "a float > 0", _positive, default=10.0)
-    noise_std: float = _rule(
-        "float", "a float >= 0", lambda v: v >= 0 and math.isfinite(v), default=1.0
-    )
-
-    def fault_config(self) -> FaultConfig:
-        return FaultConfig(**{f.name: getattr(self, f.name) for f in fields(self)})
-
-
-DEVICE_POLICIES = ("none", "drop", "partial")
-
-
-@dataclass(frozen=True)
-class DevicesSection:
-    """Simulated devices (coordinator/clock.py, simulations/devices.py); policy "none": off."""
-
-    policy: str = _rule(
-        "str", f"one of {', '.join(DEVICE_POLICIES)}", DEVICE_POLICIES.__contains__, "none"
-    )
-    profiles: str = _rule("str", "a CSV file path, or '' to draw from the seed", default="")
-    speed: float = _rule("float", "a float > 0 (fuel per simulated second)", _positive, 1e8)
-    speed_sigma: float = _rule("float", "a float >= 0", lambda v: 0 <= v < math.inf, 0.0)
-    speed_jitter: float = _rule("float", "a float >= 0", lambda v: 0 <= v < math.inf, 0.0)
-    memory_mb: int = _rule("int", "an int >= 1", lambda v: v >= 1, default=512)
-    uplink: float = _rule("float", "a float > 0 (bytes per simulated second)", _positive, 1e6)
-    downlink: float = _rule("float", "a float > 0 (bytes per simulated second)", _positive, 1e7)
-    bandwidth_sigma: float = _rule("float", "a float >= 0", lambda v: 0 <= v < math.inf, 0.0)
-    availability: float = _rule("float", "a float in [0, 1]", lambda v: 0 <= v <= 1, 1.0)
-    deadline_seconds: float = _rule("float", "a float > 0 (inf: none)", lambda v: v > 0, math.inf)
-    # >= 0: calibrate the deadline so that this share of the clients straggles (nominal speeds).
-    straggler_share: float = _rule(
-        "float", "-1 or a float in [0, 1)", lambda v: v == -1 or 0 <= v < 1, -1.0
-    )
 
 
 _SECTIONS: dict[str, type] = {
     "scenario": ScenarioSection,
     "data": DataSection,
-    "federation": FederationSection,
+    "federation": SimulatedFederationSection,
     "training": TrainingSection,
     "model": ModelSection,
     "faults": FaultsSection,
     "devices": DevicesSection,
 }
 
-# Strategy parameters a scenario may set under [federation.strategy_params], by strategy: the
-# flwr.serverapp.strategy constructor arguments that no other key already sets (fractions,
-# server_lr, proximal_mu come from their own keys). Every strategy takes the min_* node counts.
-_INT_AT_LEAST_1 = ("int", "an int >= 1", lambda v: v >= 1)
-_INT_AT_LEAST_0 = ("int", "an int >= 0", lambda v: v >= 0)
-_UNIT_INTERVAL = ("float", "a float in [0, 1)", lambda v: 0 <= v < 1)
-_POSITIVE = ("float", "a float > 0", _positive)
-_COMMON_PARAMS = {
-    "min_train_nodes": _INT_AT_LEAST_1,
-    "min_evaluate_nodes": _INT_AT_LEAST_0,
-    "min_available_nodes": _INT_AT_LEAST_1,
-}
-_ADAPTIVE_PARAMS = {"beta_1": _UNIT_INTERVAL, "beta_2": _UNIT_INTERVAL, "tau": _POSITIVE}
-STRATEGY_PARAMS: dict[str, dict[str, tuple[str, str, Callable[[Any], bool]]]] = {
-    "fedavg": {},
-    "fedprox": {},
-    "fedavgm": {"server_momentum": _UNIT_INTERVAL},
-    "fedadam": dict(_ADAPTIVE_PARAMS),
-    "fedyogi": dict(_ADAPTIVE_PARAMS),
-    "fedadagrad": {"tau": _POSITIVE},
-    "fedmedian": {},
-    "fedtrimmedavg": {"beta": ("float", "a float in (0, 0.5)", lambda v: 0 < v < 0.5)},
-    "krum": {"num_malicious_nodes": _INT_AT_LEAST_0},
-    "multikrum": {"num_malicious_nodes": _INT_AT_LEAST_0, "num_nodes_to_select": _INT_AT_LEAST_1},
-    "bulyan": {"num_malicious_nodes": _INT_AT_LEAST_0},
-}
-for _params in STRATEGY_PARAMS.values():
-    _params.update(_COMMON_PARAMS)
-
-# Where each flat data key lives in a scenario file (for error messages).
+# Where each flat data key lives in a scenario file (for error messages): from the schema.
 _DATA_KEY_TO_TOML = {
-    "dataset": "data.dataset",
-    "dataset-path": "data.path",
-    "synthetic-alpha": "data.synthetic_alpha",
-    "synthetic-beta": "data.synthetic_beta",
-    "partitioning": "data.partitioning",
-    "dirichlet-alpha": "data.dirichlet_alpha",
-    "shards-per-client": "data.shards_per_client",
-    "test-fraction": "data.test_fraction",
-    "num-partitions": "federation.clients",
-    "seed": "scenario.seed",
+    setting.flat: f"{table}.{setting.name}"
+    for table, section in _SECTIONS.items()
+    for setting in schema.flat_settings((section,)).values()
 }
 
 
 # -- the scenario ---------------------------------------------------------------------------
-@dataclass(frozen=True)
+# Not strict itself (its tables arrive as dicts), its sections are.
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class Scenario:
     """A validated scenario. Build one with :func:`load_scenario` or :meth:`from_dict`."""
 
@@ -313,22 +150,22 @@ class Scenario:
     training: TrainingSection
     model: ModelSection
     faults: FaultsSection = field(default_factory=FaultsSection)
-    devices: DevicesSection = DevicesSection()
+    devices: DevicesSection = field(default_factory=DevicesSection)
     source: str = "<scenario>"
 
     @property
     def name(self) -> str:
-        """Return the scenario's name (``[scenario] name``)."""
+        """The scenario's name (``[scenario] name``)."""
         return self.scenario.name
 
     @property
     def seed(self) -> int:
-        """Return the run seed (``[scenario] seed``)."""
+        """The run seed (``[scenario] seed``)."""
         return self.scenario.seed
 
     @property
     def strategy_params(self) -> dict[str, int | float]:
-        """Return the strategy's parameters (``[federation.strategy_params]``) as a dict."""
+        """The strategy's own parameters (``[federation.strategy_params]``), a fresh dict."""
         return dict(self.federation.strategy_params)
 
     @classmethod
@@ -343,20 +180,29 @@ class Scenario:
         unknown = sorted(set(raw) - set(_SECTIONS))
         if unknown:
             raise ScenarioError(
-                source, unknown[0], f"unknown table; known tables: {', '.join(_SECTIONS)}"
+                source, unknown[0], schema.unknown_key_problem(unknown[0], list(_SECTIONS), "table")
             )
+        # A table left out takes its defaults; its required keys are then named one by one.
+        # Each table is validated on its own (the sections are strict; the file's tables
+        # arrive as dicts), so an error's path starts with the table's name.
         sections = {}
-        for section_name, section_class in _SECTIONS.items():
-            table = raw.get(section_name, {})
+        for table_name, section_class in _SECTIONS.items():
+            table = raw.get(table_name, {})
             if not isinstance(table, Mapping):
-                raise ScenarioError(source, section_name, f"expected a table, given {table!r}")
-            sections[section_name] = _parse_section(section_name, section_class, table, source)
+                raise ScenarioError(source, table_name, f"expected a table, given {table!r}")
+            try:
+                sections[table_name] = section_class(**table)
+            except ValidationError as error:
+                problem = schema.describe_error(error.errors()[0], section_class)
+                raise ScenarioError(
+                    source, ".".join((table_name, *problem.path)), problem.problem
+                ) from None
         scenario = cls(**sections, source=source)
         scenario._check_across_keys()
         return scenario
 
     def data_config(self) -> DataConfig:
-        """Return the data keys as a validated :class:`~simulations.partitions.DataConfig`."""
+        """Return the data keys as a validated :class:`~simulations.federated_data.DataConfig`."""
         try:
             return DataConfig(
                 dataset=self.data.dataset,
@@ -374,7 +220,7 @@ class Scenario:
             raise self._data_error(error) from error
 
     def model_spec(self) -> ModelSpec:
-        """Return the model: hidden widths from the scenario, input and classes from the data."""
+        """Return the model: kind and widths from the scenario, input and classes from the data."""
         try:
             num_features, num_classes = data_shape(self.data_config())
         except DataConfigError as error:
@@ -387,30 +233,18 @@ class Scenario:
             raise ScenarioError(self.source, "model", str(error)) from error
 
     def to_run_config(self) -> dict[str, str | int | float]:
-        """Return the flat run config (README, "Run config") the coordinator and clients read."""
-        run_config: dict[str, str | int | float] = {
-            "scenario": self.name,
-            "seed": self.seed,
-            "num-rounds": self.federation.rounds,
-            "fraction-train": self.federation.fraction_train,
-            "fraction-evaluate": self.federation.fraction_evaluate,
-            "local-epochs": self.training.local_epochs,
-            "batch-size": self.training.batch_size,
-            "lr": self.training.lr,
-            "proximal-mu": self.training.proximal_mu,
-            "strategy": self.federation.strategy,
-            "strategy-params": json.dumps(self.strategy_params, sort_keys=True),
-            "server-lr": self.federation.server_lr,
-            "model": str(self.model_spec()),
-            "max-delta-norm": self.federation.max_delta_norm,
-            "out-dir": str(Path("runs") / self.name),
-        }
-        # Always present, defaults included: the Flower App declares them (pyproject.toml), so
-        # `flwr run --run-config` (and a resumed deployment) may pass them.
-        for name in ("clip_delta_norm", "max_num_examples", "max_examples_ratio"):
-            run_config[name.replace("_", "-")] = getattr(self.federation, name)
+        """Return the flat run config (README, "Run config"): what coordinator and clients read."""
+        # Every section key that has a flat name (the schema's `flat`), then the keys a
+        # scenario derives: the strategy's parameters as JSON, the model spec (its input and
+        # classes come from the data set) and the run folder.
+        run_config: dict[str, str | int | float] = {}
+        for section in (self.scenario, self.federation, self.training):
+            run_config.update(schema.flat_values(section))
+        run_config["strategy-params"] = json.dumps(self.strategy_params, sort_keys=True)
+        run_config["model"] = str(self.model_spec())
+        run_config["out-dir"] = str(Path("runs") / self.name)
         run_config.update(self.data_config().to_mapping())
-        run_config.update(self.faults.fault_config().to_run_config())
+        run_config.update(self.fault_config().to_run_config())
         if self.devices.policy != "none":
             run_config["devices"] = self.device_simulation(run_config).to_json()
         return run_config
@@ -418,8 +252,8 @@ class Scenario:
     def device_simulation(self, run_config: Mapping[str, Any]):
         """Return the scenario's devices as a ``coordinator.clock.DeviceSimulation``.
 
-        The deadline is calibrated when ``straggler_share`` >= 0: this runs every client's job
-        once, metered.
+        The deadline is calibrated when ``straggler_share`` >= 0 (this runs every client's job
+        once, metered).
         """
         from simulations import devices
 
@@ -459,6 +293,11 @@ class Scenario:
             speed_jitter=section.speed_jitter,
         )
 
+    def fault_config(self) -> FaultConfig:
+        """Return the ``[faults]`` section as a :class:`~simulations.faults.FaultConfig`."""
+        section = self.faults
+        return FaultConfig(**{f.name: getattr(section, f.name) for f in fields(section)})
+
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Return the scenario as nested tables, in the TOML file's shape (lists for arrays)."""
         raw: dict[str, dict[str, Any]] = {}
@@ -467,10 +306,9 @@ class Scenario:
             table: dict[str, Any] = {}
             for section_field in fields(section):
                 value = getattr(section, section_field.name)
-                kind = section_field.metadata["kind"]
-                if kind == "table":
+                if section_field.name == "strategy_params":
                     value = dict(value)
-                elif kind == "ints":
+                elif isinstance(value, tuple):
                     value = list(value)
                 table[section_field.name] = value
             raw[section_name] = table
@@ -519,10 +357,6 @@ class Scenario:
     # -- checks that involve more than one key ------------------------------------------------
     def _check_across_keys(self) -> None:
         source = self.source
-        if self.model.kind not in MODEL_KINDS:
-            raise ScenarioError(
-                source, "model.kind", f"expected one of logreg, mlp, given {self.model.kind!r}"
-            )
         if self.model.kind == "logreg" and self.model.hidden:
             raise ScenarioError(
                 source,
@@ -536,29 +370,15 @@ class Scenario:
                 "an mlp needs at least one hidden layer, e.g. hidden = [32]",
             )
         try:
-            self.faults.fault_config()
+            self.fault_config()
         except FaultConfigError as error:
             key = "faults." + error.key.removeprefix("faults-").replace("-", "_")
             raise ScenarioError(source, key, str(error).split(": ", 1)[1]) from error
         strategy = self.federation.strategy
-        if strategy not in STRATEGIES:
-            raise ScenarioError(
-                source,
-                "federation.strategy",
-                f"expected one of {', '.join(STRATEGIES)}, given {strategy!r}",
-            )
-        allowed = STRATEGY_PARAMS[strategy]
-        for name, value in self.federation.strategy_params:
-            key = f"federation.strategy_params.{name}"
-            if name not in allowed:
-                raise ScenarioError(
-                    source,
-                    key,
-                    f"not a parameter of {strategy}; it takes {', '.join(sorted(allowed))}",
-                )
-            kind, expected, check = allowed[name]
-            coerced = _coerce(key, value, kind, expected, source)
-            _check_value(key, coerced, value, expected, check, source)
+        problem = schema.check_strategy_params(strategy, self.strategy_params)
+        if problem is not None:
+            key = ".".join(("federation", "strategy_params", *problem.path))
+            raise ScenarioError(source, key, problem.problem)
         # The data keys are validated together by DataConfig (errors name the TOML keys);
         # the model spec needs the data set's shape, which for a folder reads its files.
         data_config = self.data_config()
@@ -577,6 +397,88 @@ class Scenario:
         return ScenarioError(
             self.source, _DATA_KEY_TO_TOML.get(error.key, error.key), error.problem
         )
+
+
+# -- the schema of a scenario file -----------------------------------------------------------------
+def scenario_json_schema() -> dict[str, Any]:
+    """Return the JSON Schema of a scenario file (``sandflower scenario schema``).
+
+    Built from the same sections that validate a file, so editors that read JSON Schema for
+    TOML (Even Better TOML / taplo) complete keys, enums and show each key's doc string.
+    Infinite defaults (``inf`` in TOML) are written as the string ``"inf"``: JSON has no inf.
+    """
+    required = {"scenario", "data", "model"}
+    file_model = create_model(
+        "ScenarioFile",
+        __config__=ConfigDict(extra="forbid", title="Sandflower scenario"),
+        **{
+            name: (section, ...) if name in required else (section, None)
+            for name, section in _SECTIONS.items()
+        },
+    )
+    json_schema = file_model.model_json_schema()
+    json_schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    json_schema["description"] = (
+        "A Sandflower scenario file (TOML). Each key's `flat` names its key in Flower's flat "
+        "run config."
+    )
+    for table in json_schema.get("properties", {}).values():
+        table.pop("default", None)  # null: a table left out takes its keys' defaults
+        if "anyOf" in table:
+            table.update(next(item for item in table.pop("anyOf") if "$ref" in item))
+    # [federation.strategy_params] takes the named strategy's parameters (one model per
+    # strategy, coordinator.schema.STRATEGY_PARAMS): if strategy = X then X's parameters. With
+    # no strategy key every condition holds, which leaves fedavg's (the default) common ones.
+    federation = json_schema["$defs"][SimulatedFederationSection.__name__]
+    federation["allOf"] = [
+        {
+            "if": {"properties": {"strategy": {"const": name}}},
+            "then": {"properties": {"strategy_params": _params_schema(model)}},
+        }
+        for name, model in schema.STRATEGY_PARAMS.items()
+    ]
+    return _without_infinities(json_schema)
+
+
+def _params_schema(model: type) -> dict[str, Any]:
+    params = model.model_json_schema()
+    params.pop("title", None)
+    for prop in params.get("properties", {}).values():
+        prop.pop("default", None)  # None: Flower's own default
+        if "anyOf" in prop:  # Optional[...]: a key left out takes Flower's default
+            prop.update(next(item for item in prop.pop("anyOf") if item.get("type") != "null"))
+        # pydantic leaves the constraints of an Optional's branch in its own words
+        for own, standard in _JSON_SCHEMA_BOUNDS.items():
+            if own in prop:
+                prop[standard] = prop.pop(own)
+    return params
+
+
+_JSON_SCHEMA_BOUNDS = {
+    "gt": "exclusiveMinimum",
+    "ge": "minimum",
+    "lt": "exclusiveMaximum",
+    "le": "maximum",
+}
+
+
+def _without_infinities(value: Any) -> Any:
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if isinstance(value, dict):
+        return {key: _without_infinities(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_infinities(item) for item in value]
+    return value
+
+
+def describe_bundled() -> dict[str, str]:
+    """Bundled scenario name -> its one-line ``[scenario] description`` (not validated)."""
+    described = {}
+    for name in bundled_scenarios():
+        raw = tomllib.loads((SCENARIO_DIR / f"{name}.toml").read_text(encoding="utf-8"))
+        described[name] = str(raw.get("scenario", {}).get("description", ""))
+    return described
 
 
 # -- loading ----------------------------------------------------------------------------------
@@ -603,7 +505,7 @@ def load_scenario(path: str | Path) -> Scenario:
 
 
 def default_scenario_path() -> Path:
-    """Return the bundled default scenario, digits-mlp-dirichlet.toml."""
+    """Return the path of the bundled default scenario, digits-mlp-dirichlet.toml."""
     return SCENARIO_DIR / f"{DEFAULT_SCENARIO}.toml"
 
 
@@ -613,7 +515,7 @@ def bundled_scenarios() -> list[str]:
 
 
 def find_scenario(name_or_path: str | Path) -> Path:
-    """Find a scenario file: an existing path, or the name of a bundled scenario (.toml optional).
+    """Find a scenario file: an existing path, or a bundled scenario's name (.toml optional).
 
     Raises
     ------
@@ -637,79 +539,7 @@ def find_scenario(name_or_path: str | Path) -> Path:
     )
 
 
-# -- parsing helpers --------------------------------------------------------------------------
-def _parse_section(section_name: str, section_class: type, table: Mapping[str, Any], source: str):
-    known = {section_field.name: section_field for section_field in fields(section_class)}
-    unknown = sorted(set(table) - set(known))
-    if unknown:
-        raise ScenarioError(
-            source,
-            f"{section_name}.{unknown[0]}",
-            f"unknown key; [{section_name}] takes {', '.join(known)}",
-        )
-    values = {}
-    for name, section_field in known.items():
-        key = f"{section_name}.{name}"
-        kind = section_field.metadata["kind"]
-        expected = section_field.metadata["expected"]
-        if name not in table:
-            if section_field.default is MISSING:
-                raise ScenarioError(source, key, f"required: expected {expected}")
-            continue
-        value = _coerce(key, table[name], kind, expected, source)
-        if kind != "table":
-            check = section_field.metadata["check"]
-            _check_value(key, value, table[name], expected, check, source)
-        values[name] = value
-    return section_class(**values)
-
-
-def _coerce(key: str, value: Any, kind: str, expected: str, source: str) -> Any:
-    def wrong() -> ScenarioError:
-        return ScenarioError(source, key, f"expected {expected}, given {value!r}")
-
-    if kind == "str":
-        if not isinstance(value, str):
-            raise wrong()
-        return value
-    if kind == "int":
-        # bool is an int in Python; in a scenario `true` is never a count.
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise wrong()
-        return value
-    if kind == "float":
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise wrong()
-        return float(value)
-    if kind == "ints":
-        if not isinstance(value, list | tuple) or any(
-            isinstance(item, bool) or not isinstance(item, int) for item in value
-        ):
-            raise wrong()
-        return tuple(value)
-    if kind == "table":
-        if not isinstance(value, Mapping):
-            raise wrong()
-        for name, item in value.items():
-            if isinstance(item, bool) or not isinstance(item, int | float):
-                raise ScenarioError(source, f"{key}.{name}", f"expected a number, given {item!r}")
-        return tuple(sorted(value.items()))
-    raise AssertionError(f"unknown field kind {kind!r}")
-
-
-def _check_value(
-    key: str,
-    value: Any,
-    given: Any,
-    expected: str,
-    check: Callable[[Any], bool],
-    source: str,
-) -> None:
-    # ``given`` is the value as written (-1, not the -1.0 it was converted to).
-    if not check(value):
-        raise ScenarioError(source, key, f"expected {expected}, given {given!r}")
-
-
+# -- --set --------------------------------------------------------------------------------
 def _apply_set(raw: dict[str, dict[str, Any]], key: str, text: str, source: str) -> None:
     parts = key.split(".")
     section_name = parts[0]
@@ -719,21 +549,25 @@ def _apply_set(raw: dict[str, dict[str, Any]], key: str, text: str, source: str)
             key,
             "unknown key; expected TABLE.KEY with TABLE one of " + ", ".join(_SECTIONS),
         )
-    known = {section_field.name: section_field for section_field in fields(_SECTIONS[section_name])}
+    known = schema.known_keys(_SECTIONS[section_name])
     if len(parts) == 3 and section_name == "federation" and parts[1] == "strategy_params":
-        raw["federation"]["strategy_params"][parts[2]] = _parse_text(text, "float")
+        raw["federation"]["strategy_params"][parts[2]] = _parse_text(text, is_string=False)
         return
     if len(parts) != 2 or parts[1] not in known:
-        raise ScenarioError(source, key, f"unknown key; [{section_name}] takes {', '.join(known)}")
+        raise ScenarioError(source, key, schema.unknown_key_problem(parts[-1], known))
     # A whole table is replaced by an inline TOML table: strategy_params={beta = 0.2}, or {}
     # to go back to the strategy's defaults.
-    raw[section_name][parts[1]] = _parse_text(text, known[parts[1]].metadata["kind"])
+    info = schema.field_info(_SECTIONS[section_name], parts[1])
+    raw[section_name][parts[1]] = _parse_text(text, is_string=info.annotation is str)
 
 
-def _parse_text(text: str, kind: str) -> Any:
-    """Parse a --set value: strings as written (quotes optional), anything else as a TOML value."""
+def _parse_text(text: str, *, is_string: bool) -> Any:
+    """Parse a --set value: strings as written (quotes optional), else a TOML value.
+
+    This parses text, it does not coerce: the schema then checks the value like the file's.
+    """
     text = text.strip()
-    if kind == "str":
+    if is_string:
         if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
             return text[1:-1]
         return text
@@ -744,6 +578,11 @@ def _parse_text(text: str, kind: str) -> Any:
 
 
 __all__ = [
+    "describe_bundled",
+    "scenario_json_schema",
+    "DEVICE_POLICIES",
+    "DevicesSection",
+    "FaultsSection",
     "DEFAULT_SCENARIO",
     "MODEL_KINDS",
     "SCENARIO_DIR",

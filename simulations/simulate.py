@@ -151,7 +151,7 @@ def _load_data_before_forking(run_config: Mapping[str, Any]) -> None:
     # workers fork, it is shared with them copy-on-write instead of being built (and its
     # libraries imported) again in every worker during round 1.
     # (A lazy data set, e.g. synthetic devices, builds only the bounded central test set.)
-    from simulations.partitions import load_central_test
+    from simulations.federated_data import load_central_test
 
     load_central_test(run_config)
 

@@ -65,9 +65,9 @@ def packages_copy(tmp_path_factory) -> Path:
         (
             "client/bad_layer.py",
             "def load(config, partition_id):\n"
-            "    from simulations.partitions import load_client_data\n"
+            "    from simulations.federated_data import load_client_data\n"
             "    return load_client_data(config, partition_id)\n",
-            "client.bad_layer -> simulations.partitions",
+            "client.bad_layer -> simulations.federated_data",
         ),
         ("client/bad_layer.py", "import coordinator.config\n", "client.bad_layer -> coordinator"),
         (
@@ -89,7 +89,7 @@ def test_a_bad_import_breaks_a_contract(packages_copy, module, source, broken):
         bad.unlink()
     assert result.returncode == 1, result.stdout + result.stderr
     # The import this issue removed breaks both contracts (a layer, and sklearn via
-    # simulations.partitions); every case breaks at least one.
+    # simulations.federated_data); every case breaks at least one.
     summary = re.search(r"Contracts: (\d+) kept, (\d+) broken\.", result.stdout)
     assert summary is not None and int(summary[2]) >= 1, result.stdout
     assert broken in result.stdout, result.stdout
@@ -130,12 +130,12 @@ def test_the_string_import_check_sees_the_old_data_import():
         "import importlib\n"
         "from importlib import import_module\n"
         "def load(config):\n"
-        "    partitions = importlib.import_module('simulations.partitions')\n"
+        "    partitions = importlib.import_module('simulations.federated_data')\n"
         "    scenario = import_module('simulations.scenario')\n"
         "    return __import__('coordinator.config')\n"
     )
     assert dynamic_imports(source) == [
-        "line 4: importlib.import_module('simulations.partitions')",
+        "line 4: importlib.import_module('simulations.federated_data')",
         "line 5: import_module('simulations.scenario')",
         "line 6: __import__('coordinator.config')",
     ]

@@ -231,7 +231,7 @@ def write_node_data_files(
     A device holds all its samples in one file; its client splits off the held-out part
     itself (the same ``test-fraction`` and seed), as on a real device.
     """
-    from simulations.partitions import load_client_data
+    from simulations.federated_data import load_client_data
 
     paths = []
     for node in range(num_nodes):

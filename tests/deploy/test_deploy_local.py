@@ -176,7 +176,7 @@ def _echo_app(tmp_path: Path, run_config: dict) -> Path:
 def test_deploy_local_runs_an_app_through_the_supernodes_and_stops_everything(tmp_path):
     import json
 
-    from simulations.partitions import DataConfig, load_client_data
+    from simulations.federated_data import DataConfig, load_client_data
 
     data_config = DataConfig(dataset="digits", partitioning="iid", num_partitions=3, seed=7)
     run_config = {**data_config.to_mapping(), "out-dir": ""}
@@ -211,7 +211,7 @@ DRIVER = """
 import sys
 from pathlib import Path
 from simulations.deploy import local
-from simulations.partitions import DataConfig
+from simulations.federated_data import DataConfig
 
 config = {**DataConfig(dataset="digits", partitioning="iid", num_partitions=2, seed=7).to_mapping(),
           "out-dir": "", "hold-seconds": 600.0}
@@ -222,7 +222,7 @@ local.run_local_deployment(config, 2, Path(sys.argv[1]) / "run", Path(sys.argv[1
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupted_deploy_local_stops_every_process(tmp_path, signum):
-    from simulations.partitions import DataConfig
+    from simulations.federated_data import DataConfig
 
     data_config = DataConfig(dataset="digits", partitioning="iid", num_partitions=2, seed=7)
     _echo_app(tmp_path, {**data_config.to_mapping(), "out-dir": "", "hold-seconds": 0.0})

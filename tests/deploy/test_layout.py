@@ -195,7 +195,7 @@ def test_cli_init_refuses_a_bad_host_with_exit_code_2(tmp_path):
 
 def test_cli_init_with_a_scenario_writes_each_nodes_partition(tmp_path):
     from client.data import load_data_file
-    from simulations.partitions import load_client_data
+    from simulations.federated_data import load_client_data
     from simulations.scenario import load_scenario
 
     scenario = tmp_path / "scenario.toml"

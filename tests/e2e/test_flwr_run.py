@@ -119,3 +119,87 @@ def test_flwr_run_dot_trains_with_the_pyproject_run_config(tmp_path):
         assert all(c.status == ClientStatus.OK for c in trained)
         assert 0.0 < round_report.central_accuracy <= 1.0
     assert len(report.final_model_sha256) == 64
+
+
+def _flwr_run(tmp_path: Path, run_config: str, num_supernodes: int):
+    """``flwr run .`` on a simulation SuperLink this test starts and stops (by pid)."""
+    flwr_home = tmp_path / "flwr-home"
+    flwr_home.mkdir()
+    control_port, http_port = find_free_port(), find_free_port()
+    (flwr_home / "config.toml").write_text(
+        '[superlink]\ndefault = "sim"\n\n'
+        f'[superlink.sim]\naddress = "{LOOPBACK}:{http_port}"\ninsecure = true\n'
+    )
+    env = flower_environment(flwr_home)
+    bin_dir = Path(sys.executable).parent
+    superlink_log = tmp_path / "superlink.log"
+    with ProcessSupervisor(env) as supervisor:
+        superlink = supervisor.start(
+            "superlink",
+            [
+                str(bin_dir / "flower-superlink"),
+                "--insecure",
+                "--simulation",
+                "--isolation",
+                "subprocess",
+                "--control-api-address",
+                f"{LOOPBACK}:{control_port}",
+                "--host",
+                LOOPBACK,
+                "--port",
+                str(http_port),
+                "--database",
+                str(tmp_path / "state.db"),
+            ],
+            superlink_log,
+        )
+        wait_until(lambda: port_accepts(LOOPBACK, http_port), "the SuperLink", 60, [superlink])
+        completed = subprocess.run(
+            [
+                str(bin_dir / "flwr"),
+                "run",
+                str(REPO),
+                "sim",
+                "--stream",
+                "--run-config",
+                run_config,
+                "--federation-config",
+                f"num-supernodes={num_supernodes}",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        started = supervisor.all_pids()
+    assert not [pid for pid in started if pid_running(pid)], "a process outlived the test"
+    logs = completed.stdout + completed.stderr
+    if superlink_log.exists():
+        logs += superlink_log.read_text(errors="replace")
+    return logs
+
+
+def test_flwr_run_refuses_fewer_supernodes_than_the_scenarios_partitions(tmp_path):
+    # Flower's default local federation starts 2 SuperNodes; the scenario here has 3.
+    out_dir = tmp_path / "run"
+    logs = _flwr_run(tmp_path, f"num-rounds=1 num-partitions=3 out-dir='{out_dir}'", 2)
+    assert "num-partitions = 3, but Flower started 2 SuperNodes" in logs, logs[-4000:]
+    assert "options.num-supernodes = 3" in logs
+    report = load_report(out_dir)
+    assert not report.rounds  # not one round trained on a part of the data
+
+
+def test_flwr_run_scenario_key_selects_the_bundled_scenario(tmp_path):
+    out_dir = tmp_path / "run"
+    _flwr_run(
+        tmp_path,
+        f"scenario='digits-mlp-iid' num-rounds=1 num-partitions=3 out-dir='{out_dir}'",
+        3,
+    )
+    report = load_report(out_dir)
+    assert report.scenario == "digits-mlp-iid" and report.status == "completed"
+    # The run config the report records: iid's partitioning, the user's overrides.
+    assert report.config["partitioning"] == "iid"
+    assert report.config["num-partitions"] == 3 and report.config["num-rounds"] == 1
+    assert [r.round for r in report.rounds] == [1]

@@ -15,7 +15,7 @@ from client import client_app as device_client_app
 from protos import contract
 from protos.contract import ClientErrorCode
 from simulations import client_app
-from simulations.partitions import DataConfigError, load_client_data
+from simulations.federated_data import DataConfigError, load_client_data
 from tests.client.test_client_app import _data_file, _error, _message
 
 RUN_CONFIG = {

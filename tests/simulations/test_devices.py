@@ -80,7 +80,7 @@ def test_scenario_devices_table_reaches_the_run_config():
     assert run_config == scenario.to_run_config()  # calibration is deterministic
     plain = load_scenario(find_scenario("synthetic-1-1-fedprox"))
     assert "devices" not in plain.to_run_config()
-    with pytest.raises(ScenarioError, match="devices.policy"):
+    with pytest.raises(ScenarioError, match=r"\[devices\] policy"):
         Scenario.from_dict({**plain.to_dict(), "devices": {"policy": "wait"}})
 
 

@@ -29,7 +29,7 @@ from simulations.faults import (
     fault_labels,
     with_faults,
 )
-from simulations.partitions import load_client_data
+from simulations.federated_data import load_client_data
 from simulations.scenario import Scenario, ScenarioError
 
 NUM_PARTITIONS = 20
@@ -110,9 +110,9 @@ def test_a_scenario_faults_section_becomes_run_config_keys():
     assert FaultConfig.from_mapping(run_config) == FaultConfig(
         crash=0.25, byzantine=0.1, attack="nan"
     )
-    with pytest.raises(ScenarioError, match=r"faults\.dropout: .*sum <= 1"):
+    with pytest.raises(ScenarioError, match=r"\[faults\] dropout: .*sum <= 1"):
         Scenario.from_dict(raw | {"faults": {"dropout": 0.7, "crash": 0.7}})
-    with pytest.raises(ScenarioError, match=r"faults\.attack"):
+    with pytest.raises(ScenarioError, match=r"\[faults\] attack: expected one of signflip"):
         Scenario.from_dict(raw | {"faults": {"attack": "teleport"}})
 
 

@@ -67,3 +67,54 @@ def test_central_evaluation_runs_the_pinned_build():
     assert pinned_runner(simd128).module.sha256 == simd128
     # a pin no shipped build has (the operator's own kernel): the bundled kernel evaluates
     assert pinned_runner("ab" * 32).module.sha256 == kernel_sha256()
+
+
+# -- `flwr run . --run-config "scenario='NAME'"` selects the bundled scenario ---
+def test_the_default_run_config_is_left_as_it_is():
+    from simulations.flower_app import select_scenario
+
+    assert select_scenario(_app_config()) == _app_config()
+
+
+def test_the_scenario_key_selects_a_bundled_scenario_and_keeps_the_users_overrides():
+    from simulations.flower_app import select_scenario
+    from simulations.scenario import find_scenario
+
+    iid = load_scenario(find_scenario("digits-mlp-iid")).to_run_config()
+    selected = select_scenario(_app_config() | {"scenario": "digits-mlp-iid"})
+    run_only = {"kernel-sha256": "", "resume-from": "", "kernel-flavour": "relaxed"}
+    assert selected == iid | run_only
+    assert selected["partitioning"] == "iid" and selected["out-dir"] == "runs/digits-mlp-iid"
+    # A key the user changed from pyproject's value wins over the selected scenario's.
+    changed = select_scenario(_app_config() | {"scenario": "digits-mlp-iid", "num-rounds": 2})
+    assert changed == iid | run_only | {"num-rounds": 2}
+
+
+def test_an_unknown_scenario_name_is_refused_unless_the_run_config_is_its_own():
+    import pytest
+
+    from coordinator.config import RunConfigError
+    from simulations.flower_app import select_scenario
+
+    with pytest.raises(RunConfigError, match=r"'scenario'.*expected a bundled scenario") as info:
+        select_scenario(_app_config() | {"scenario": "my-own"})
+    assert info.value.key == "scenario" and "digits-mlp-iid" in str(info.value)
+    own = _app_config() | {"scenario": "my-own", "num-partitions": 4, "lr": 0.05}
+    assert select_scenario(own) == own  # a whole run config of the user's scenario file
+
+
+def test_the_partition_check_refuses_fewer_supernodes_than_partitions():
+    import pytest
+
+    from coordinator.config import RunConfigError
+    from simulations.flower_app import partition_check
+
+    check = partition_check(_app_config())  # num-partitions = 20
+    check({node: node - 100 for node in range(100, 120)})  # 20 nodes, partitions 0..19
+    check({})  # devices with their own data report no partition: nothing to check
+    with pytest.raises(RunConfigError) as info:
+        check({7: 0, 9: 1})  # Flower's default local federation: 2 SuperNodes
+    message = str(info.value)
+    assert info.value.key == "num-partitions"
+    assert "num-partitions = 20" in message and "started 2 SuperNodes" in message
+    assert "options.num-supernodes = 20" in message

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from kernels.spec import ModelSpec
-from simulations.partitions import DATA_KEYS
+from simulations.federated_data import DATA_KEYS
 from simulations.scenario import (
     SCENARIO_DIR,
     Scenario,
@@ -186,67 +186,98 @@ def test_a_scenario_is_frozen():
 
 # -- errors name the file and the key ---------------------------------------------------------
 BAD = {
-    "unknown table": ("[optimizer]\nlr = 1\n", "optimizer: unknown table"),
-    "unknown key": ("[training]\nlearning_rate = 0.1\n", "training.learning_rate: unknown key"),
+    "unknown table": ("[optimizer]\nlr = 1\n", "\\[optimizer\\]: unknown table"),
+    "unknown key": (
+        "[training]\nlearning_rate = 0.1\n",
+        "\\[training\\] learning_rate: unknown key",
+    ),
     "negative alpha": (
         "[data]\ndataset = 'digits'\ndirichlet_alpha = -1\n",
-        "data.dirichlet_alpha: expected a float > 0, given -1",
+        "\\[data\\] dirichlet_alpha: expected a float > 0, given -1",
     ),
-    "float for an int": ("[training]\nlocal_epochs = 2.5\n", "training.local_epochs: expected"),
-    "bool for an int": ("[federation]\nrounds = true\n", "federation.rounds: expected an int"),
-    "string for a float": ("[training]\nlr = 'fast'\n", "training.lr: expected a float > 0"),
-    "zero lr": ("[training]\nlr = 0\n", "training.lr: expected a float > 0, given 0"),
-    "nan lr": ("[training]\nlr = nan\n", "training.lr: expected a float > 0, given nan"),
+    "float for an int": (
+        "[training]\nlocal_epochs = 2.5\n",
+        "\\[training\\] local_epochs: expected",
+    ),
+    "bool for an int": (
+        "[federation]\nrounds = true\n",
+        "\\[federation\\] rounds: expected an integer",
+    ),
+    "string for a float": (
+        "[training]\nlr = 'fast'\n",
+        "\\[training\\] lr: expected a finite float > 0",
+    ),
+    "zero lr": ("[training]\nlr = 0\n", "\\[training\\] lr: expected a finite float > 0, given 0"),
+    "nan lr": (
+        "[training]\nlr = nan\n",
+        "\\[training\\] lr: expected a finite float > 0, given nan",
+    ),
     "fraction above 1": (
         "[federation]\nfraction_train = 1.5\n",
-        r"federation.fraction_train: expected a float in \(0, 1\], given 1.5",
+        r"\[federation\] fraction_train: expected a float in \(0, 1\], given 1.5",
     ),
-    "test fraction 0": ("[data]\ntest_fraction = 0\n", r"data.test_fraction: expected a float"),
+    "test fraction 0": ("[data]\ntest_fraction = 0\n", r"\[data\] test_fraction: expected a float"),
     "unknown strategy": (
         "[federation]\nstrategy = 'fedsgd'\n",
-        "federation.strategy: expected one of fedavg, fedprox",
+        "\\[federation\\] strategy: expected one of fedavg, fedprox",
     ),
     "strategy param of another strategy": (
         "[federation]\nstrategy = 'fedavg'\n[federation.strategy_params]\nbeta = 0.2\n",
-        "federation.strategy_params.beta: not a parameter of fedavg",
+        "\\[federation.strategy_params\\] beta: not a parameter of fedavg",
     ),
     "strategy param out of range": (
         "[federation]\nstrategy = 'fedtrimmedavg'\n[federation.strategy_params]\nbeta = 0.7\n",
-        r"federation.strategy_params.beta: expected a float in \(0, 0.5\), given 0.7",
+        r"\[federation.strategy_params\] beta: expected a float in \(0, 0.5\), given 0.7",
     ),
     "strategy param not a number": (
         "[federation]\nstrategy = 'krum'\n[federation.strategy_params]\n"
         "num_malicious_nodes = 'two'\n",
-        "federation.strategy_params.num_malicious_nodes: expected a number",
+        "\\[federation.strategy_params\\] num_malicious_nodes: "
+        "expected an integer >= 0, given 'two'",
     ),
     "strategy param float for int": (
         "[federation]\nstrategy = 'krum'\n[federation.strategy_params]\n"
         "num_malicious_nodes = 1.5\n",
-        "federation.strategy_params.num_malicious_nodes: expected an int >= 0, given 1.5",
+        "\\[federation.strategy_params\\] num_malicious_nodes: expected an integer >= 0, given 1.5",
     ),
-    "unknown model kind": ("[model]\nkind = 'cnn'\n", "model.kind: expected one of logreg, mlp"),
+    "unknown model kind": (
+        "[model]\nkind = 'cnn'\n",
+        "\\[model\\] kind: expected one of logreg, mlp",
+    ),
     "logreg with hidden layers": (
         "[model]\nkind = 'logreg'\nhidden = [8]\n",
-        r"model.hidden: logreg has no hidden layers: expected \[\], given \[8\]",
+        r"\[model\] hidden: logreg has no hidden layers: expected \[\], given \[8\]",
     ),
-    "mlp without hidden layers": ("[model]\nkind = 'mlp'\n", "model.hidden: an mlp needs"),
-    "zero width": ("[model]\nkind = 'mlp'\nhidden = [8, 0]\n", "model.hidden: expected a list"),
-    "unknown dataset": ("[data]\ndataset = 'mnist'\n", "data.dataset: expected one of digits"),
+    "mlp without hidden layers": ("[model]\nkind = 'mlp'\n", "\\[model\\] hidden: an mlp needs"),
+    "zero width": (
+        "[model]\nkind = 'mlp'\nhidden = [8, 0]\n",
+        "\\[model\\] hidden: expected a list",
+    ),
+    "unknown dataset": (
+        "[data]\ndataset = 'mnist'\n",
+        "\\[data\\] dataset: expected one of digits",
+    ),
     "folder without path": (
         "[data]\ndataset = 'folder'\n",
-        "data.path: the folder data set needs a folder path",
+        "\\[data\\] path: the folder data set needs a folder path",
     ),
     "digits natural": (
         "[data]\npartitioning = 'natural'\n",
-        "data.partitioning: digits has no natural per-device split",
+        "\\[data\\] partitioning: digits has no natural per-device split",
     ),
-    "zero clients": ("[federation]\nclients = 0\n", "federation.clients: expected an int >= 1"),
-    "negative seed": ("[scenario]\nseed = -3\n", "scenario.seed: expected an int >= 0, given -3"),
+    "zero clients": (
+        "[federation]\nclients = 0\n",
+        "\\[federation\\] clients: expected an integer >= 1",
+    ),
+    "negative seed": (
+        "[scenario]\nseed = -3\n",
+        "\\[scenario\\] seed: expected an integer >= 0, given -3",
+    ),
     "a name with a slash": (
         "[scenario]\nname = 'a/b'\n",
-        "scenario.name: expected a name of letters",
+        "\\[scenario\\] name: expected a name of letters",
     ),
-    "a table given as a value": ("training = 3\n", "training: expected a table, given 3"),
+    "a table given as a value": ("training = 3\n", "\\[training\\]: expected a table, given 3"),
 }
 
 
@@ -292,7 +323,7 @@ def test_a_bad_scenario_is_an_error_naming_the_file_and_the_key(tmp_path, case):
 
 def test_required_keys_are_named(tmp_path):
     path = _write(tmp_path, "[data]\ndataset = 'digits'\n[model]\nkind = 'logreg'\n")
-    with pytest.raises(ScenarioError, match=r"scenario.name: required: expected a name"):
+    with pytest.raises(ScenarioError, match=r"\[scenario\] name: required: expected a name"):
         load_scenario(path)
 
 
@@ -313,7 +344,9 @@ def test_natural_folder_clients_must_match_the_files(tmp_path):
         'dataset = "digits"', f'dataset = "folder"\npath = "{folder}"\npartitioning = "natural"'
     )
     path = _write(tmp_path, text + "[federation]\nclients = 5\n")
-    with pytest.raises(ScenarioError, match="federation.clients: .* has 3 files, given 5 clients"):
+    with pytest.raises(
+        ScenarioError, match="\\[federation\\] clients: .* has 3 files, given 5 clients"
+    ):
         load_scenario(path)
 
 
@@ -384,18 +417,24 @@ def test_no_overrides_give_an_equal_scenario():
 @pytest.mark.parametrize(
     ("sets", "message"),
     [
-        ({"training.learning_rate": "0.1"}, "training.learning_rate: unknown key"),
-        ({"optimizer.lr": "0.1"}, "optimizer.lr: unknown key; expected TABLE.KEY"),
-        ({"lr": "0.1"}, "lr: unknown key"),
-        ({"training.lr.value": "0.1"}, "training.lr.value: unknown key"),
-        ({"federation.strategy_params": "0.2"}, "federation.strategy_params: expected a table"),
-        ({"training.lr": "fast"}, "training.lr: expected a float > 0, given 'fast'"),
-        ({"training.lr": "-1"}, "training.lr: expected a float > 0, given -1"),
-        ({"federation.rounds": "2.5"}, "federation.rounds: expected an int >= 1, given 2.5"),
-        ({"model.hidden": "32"}, r"model.hidden: expected a list of ints >= 1, given 32"),
+        ({"training.learning_rate": "0.1"}, "\\[training\\] learning_rate: unknown key"),
+        ({"optimizer.lr": "0.1"}, "\\[optimizer\\] lr: unknown key; expected TABLE.KEY"),
+        ({"lr": "0.1"}, "\\[lr\\]: unknown key"),
+        ({"training.lr.value": "0.1"}, "\\[training.lr\\] value: unknown key"),
+        (
+            {"federation.strategy_params": "0.2"},
+            "\\[federation\\] strategy_params: expected a table",
+        ),
+        ({"training.lr": "fast"}, "\\[training\\] lr: expected a finite float > 0, given 'fast'"),
+        ({"training.lr": "-1"}, "\\[training\\] lr: expected a finite float > 0, given -1"),
+        (
+            {"federation.rounds": "2.5"},
+            "\\[federation\\] rounds: expected an integer >= 1, given 2.5",
+        ),
+        ({"model.hidden": "32"}, r"\[model\] hidden: expected a list of integers >= 1, given 32"),
         (
             {"federation.strategy_params.beta": "0.2"},
-            "federation.strategy_params.beta: not a parameter of fedavg",
+            "\\[federation.strategy_params\\] beta: not a parameter of fedavg",
         ),
     ],
 )
@@ -407,7 +446,9 @@ def test_a_bad_override_is_an_error_naming_the_key(sets, message):
 
 def test_a_bad_shortcut_override_is_named():
     scenario = load_scenario(default_scenario_path())
-    with pytest.raises(ScenarioError, match="federation.clients: expected an int >= 1, given 0"):
+    with pytest.raises(
+        ScenarioError, match="\\[federation\\] clients: expected an integer >= 1, given 0"
+    ):
         scenario.with_overrides(clients=0)
 
 

@@ -1,4 +1,4 @@
-"""simulations/partitions.py: the flat data config -> a client's data and the central test set."""
+"""simulations/federated_data.py: the flat data config -> client data and the central test set."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from client.data import DataFileError, LocalData
 from simulations import datasets
-from simulations.partitions import (
+from simulations.federated_data import (
     DATA_KEYS,
     DataConfig,
     DataConfigError,
@@ -59,18 +59,18 @@ def test_optional_keys_take_their_defaults_and_ints_stand_for_floats():
     [
         ({"dataset": "mnist"}, "dataset: expected one of digits, synthetic, folder, given 'mnist'"),
         ({"partitioning": "random"}, "partitioning: expected one of iid, dirichlet"),
-        ({"num-partitions": 0}, "num-partitions: expected an int >= 1, given 0"),
-        ({"num-partitions": 2.0}, "num-partitions: expected an int, given 2.0"),
-        ({"num-partitions": True}, "num-partitions: expected an int, given True"),
-        ({"seed": -1}, "seed: expected an int >= 0, given -1"),
-        ({"dirichlet-alpha": -1}, "dirichlet-alpha: expected a float > 0, given -1.0"),
-        ({"dirichlet-alpha": "0.5"}, "dirichlet-alpha: expected a float, given '0.5'"),
+        ({"num-partitions": 0}, "num-partitions: expected an integer >= 1, given 0"),
+        ({"num-partitions": 2.0}, "num-partitions: expected an integer >= 1, given 2.0"),
+        ({"num-partitions": True}, "num-partitions: expected an integer >= 1, given True"),
+        ({"seed": -1}, "seed: expected an integer >= 0, given -1"),
+        ({"dirichlet-alpha": -1}, "dirichlet-alpha: expected a float > 0, given -1"),
+        ({"dirichlet-alpha": "0.5"}, "dirichlet-alpha: expected a float > 0, given '0.5'"),
         ({"synthetic-beta": -0.1}, "synthetic-beta: expected a float >= 0"),
-        ({"shards-per-client": 0}, "shards-per-client: expected an int >= 1"),
+        ({"shards-per-client": 0}, "shards-per-client: expected an integer >= 1"),
         ({"test-fraction": 0.0}, r"test-fraction: expected a float in \(0, 1\), given 0.0"),
         ({"test-fraction": 1.0}, r"test-fraction: expected a float in \(0, 1\), given 1.0"),
         ({"dataset": "folder"}, "dataset-path: the folder data set needs a folder path"),
-        ({"dataset-path": 3}, "dataset-path: expected a string, given 3"),
+        ({"dataset-path": 3}, "dataset-path: expected a folder path, given 3"),
         ({"partitioning": "natural"}, "partitioning: digits has no natural per-device split"),
     ],
 )
@@ -272,7 +272,7 @@ def test_a_missing_folder_is_an_error_naming_dataset_path(tmp_path):
 def test_synthetic_natural_clients_are_made_only_when_asked_and_the_central_set_is_bounded(
     monkeypatch,
 ):
-    from simulations import partitions
+    from simulations import federated_data
 
     made = []
     real = datasets.synthetic_device
@@ -282,8 +282,8 @@ def test_synthetic_natural_clients_are_made_only_when_asked_and_the_central_set_
         return real(alpha, beta, device, seed, **kwargs)
 
     monkeypatch.setattr(datasets, "synthetic_device", counting)
-    monkeypatch.setattr(partitions, "CENTRAL_TEST_DEVICES", 5)
-    partitions.clear_caches()
+    monkeypatch.setattr(federated_data, "CENTRAL_TEST_DEVICES", 5)
+    federated_data.clear_caches()
     config = _synthetic(**{"num-partitions": 100_000})
     data = load_client_data(config, 73_421)
     assert made == [73_421]  # nothing else was generated
@@ -295,4 +295,16 @@ def test_synthetic_natural_clients_are_made_only_when_asked_and_the_central_set_
     assert len(central_y) == held_out and central_x.shape == (held_out, 60)
     with pytest.raises(DataConfigError, match="partition id 100000 is out of range"):
         load_client_data(config, 100_000)
-    partitions.clear_caches()
+    federated_data.clear_caches()
+
+
+def test_the_shared_validated_config_never_stands_for_a_value_of_another_type():
+    # from_mapping shares one validated DataConfig per distinct set of data keys; True == 1
+    # and 1 == 1.0 in Python, but the schema refuses a bool where a count is expected.
+    config = _config(**{"num-partitions": 1})
+    assert DataConfig.from_mapping(config).num_partitions == 1
+    assert DataConfig.from_mapping(config) is DataConfig.from_mapping(dict(config))
+    with pytest.raises(DataConfigError, match="num-partitions: expected an integer >= 1"):
+        DataConfig.from_mapping(config | {"num-partitions": True})
+    as_int = DataConfig.from_mapping(config | {"dirichlet-alpha": 1})
+    assert as_int.dirichlet_alpha == 1.0 and isinstance(as_int.dirichlet_alpha, float)

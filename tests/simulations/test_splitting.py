@@ -1,12 +1,12 @@
-"""simulations/partitioning.py: IID, Dirichlet, shards and natural splits of a labelled pool."""
+"""simulations/splitting.py: IID, Dirichlet, shards and natural splits of a labelled pool."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from simulations import partitioning
-from simulations.partitioning import PartitionError
+from simulations import splitting
+from simulations.splitting import PartitionError
 
 NUM_CLASSES = 10
 
@@ -17,9 +17,9 @@ def _labels(num_samples: int = 1500, seed: int = 0) -> np.ndarray:
 
 
 SPLITS = {
-    "iid": lambda labels, clients, seed: partitioning.iid(labels, clients, seed),
-    "dirichlet": lambda labels, clients, seed: partitioning.dirichlet(labels, clients, 0.5, seed),
-    "shards": lambda labels, clients, seed: partitioning.shards(labels, clients, 2, seed),
+    "iid": lambda labels, clients, seed: splitting.iid(labels, clients, seed),
+    "dirichlet": lambda labels, clients, seed: splitting.dirichlet(labels, clients, 0.5, seed),
+    "shards": lambda labels, clients, seed: splitting.shards(labels, clients, 2, seed),
 }
 
 
@@ -63,7 +63,7 @@ def test_partitions_are_deterministic_from_the_seed(name):
 
 def test_iid_sizes_differ_by_at_most_one_and_mix_the_classes():
     labels = _labels(1003)
-    parts = partitioning.iid(labels, 10, 0)
+    parts = splitting.iid(labels, 10, 0)
     sizes = [len(part) for part in parts]
     assert max(sizes) - min(sizes) <= 1
     # A sorted pool cut into slices would give each client one or two classes.
@@ -73,9 +73,9 @@ def test_iid_sizes_differ_by_at_most_one_and_mix_the_classes():
 
 def test_dirichlet_skews_labels_more_as_alpha_shrinks():
     labels = _labels()
-    iid_skew = _mean_label_skew(labels, partitioning.iid(labels, 20, 1))
+    iid_skew = _mean_label_skew(labels, splitting.iid(labels, 20, 1))
     skew = {
-        alpha: _mean_label_skew(labels, partitioning.dirichlet(labels, 20, alpha, 1))
+        alpha: _mean_label_skew(labels, splitting.dirichlet(labels, 20, alpha, 1))
         for alpha in (0.1, 0.5, 100.0)
     }
     assert skew[0.1] > skew[0.5] > skew[100.0]
@@ -85,13 +85,13 @@ def test_dirichlet_skews_labels_more_as_alpha_shrinks():
 
 def test_dirichlet_gives_every_client_the_minimum():
     labels = _labels()
-    parts = partitioning.dirichlet(labels, 30, 0.3, 5)
-    assert min(len(part) for part in parts) >= partitioning.DIRICHLET_MIN_PARTITION_SIZE
+    parts = splitting.dirichlet(labels, 30, 0.3, 5)
+    assert min(len(part) for part in parts) >= splitting.DIRICHLET_MIN_PARTITION_SIZE
 
 
 def test_shards_give_each_client_few_classes():
     labels = _labels()
-    parts = partitioning.shards(labels, 20, 2, 0)
+    parts = splitting.shards(labels, 20, 2, 0)
     classes = [len(np.unique(labels[part])) for part in parts]
     # Two shards of a class-sorted pool: two classes, or a few more where a shard
     # straddles a class boundary.
@@ -101,21 +101,21 @@ def test_shards_give_each_client_few_classes():
 
 
 def test_natural_gives_one_partition_per_group():
-    parts = partitioning.natural([3, 1, 2])
+    parts = splitting.natural([3, 1, 2])
     assert [part.tolist() for part in parts] == [[0, 1, 2], [3], [4, 5]]
     with pytest.raises(PartitionError, match=r"groups \[1\] have no samples"):
-        partitioning.natural([3, 0, 2])
+        splitting.natural([3, 0, 2])
 
 
 @pytest.mark.parametrize(
     ("split", "message"),
     [
-        (lambda labels: partitioning.iid(labels, 0, 0), r"expected an int in 1\.\.100"),
-        (lambda labels: partitioning.iid(labels, 101, 0), r"given 101"),
-        (lambda labels: partitioning.dirichlet(labels, 5, 0.0, 0), "expected a float > 0"),
-        (lambda labels: partitioning.dirichlet(labels, 11, 0.5, 0), r"need >= 110 samples"),
-        (lambda labels: partitioning.shards(labels, 10, 0, 0), "expected an int >= 1"),
-        (lambda labels: partitioning.shards(labels, 30, 4, 0), r"need >= 120 samples"),
+        (lambda labels: splitting.iid(labels, 0, 0), r"expected an int in 1\.\.100"),
+        (lambda labels: splitting.iid(labels, 101, 0), r"given 101"),
+        (lambda labels: splitting.dirichlet(labels, 5, 0.0, 0), "expected a float > 0"),
+        (lambda labels: splitting.dirichlet(labels, 11, 0.5, 0), r"need >= 110 samples"),
+        (lambda labels: splitting.shards(labels, 10, 0, 0), "expected an int >= 1"),
+        (lambda labels: splitting.shards(labels, 30, 4, 0), r"need >= 120 samples"),
     ],
 )
 def test_impossible_splits_raise_partition_error(split, message):
@@ -126,4 +126,4 @@ def test_impossible_splits_raise_partition_error(split, message):
 def test_a_dirichlet_draw_that_never_satisfies_the_minimum_is_reported():
     # 200 samples, 20 clients of >= 10 each: only an exactly even draw would do.
     with pytest.raises(PartitionError, match="dirichlet alpha 0.05: no draw in 300 gave all 20"):
-        partitioning.dirichlet(_labels(200), 20, 0.05, 0)
+        splitting.dirichlet(_labels(200), 20, 0.05, 0)

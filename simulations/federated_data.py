@@ -20,7 +20,6 @@ How a data set becomes clients (``test-fraction`` = f):
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
@@ -28,8 +27,10 @@ from typing import Any
 import numpy as np
 
 from client.data import DataFileError, LocalData, split_local
+from coordinator import schema
 from coordinator.config import DATA_KEYS as FORWARDED_DATA_KEYS
-from simulations import datasets, partitioning
+from simulations import datasets, splitting
+from simulations.scenario_sections import DataSection, SimulatedFederationSection
 
 # The data keys of the flat run config, read by every simulated client from its run config. The
 # coordinator owns the list (it records them and must not import simulations/); "seed" is a
@@ -48,6 +49,21 @@ CENTRAL_TEST_DEVICES = 1000
 _CENTRAL_SPLIT = 1
 _DEVICE_SPLIT = 2
 _CLIENT_SPLIT = 3
+
+
+# DataConfig field -> (schema section, field) that declares its rule.
+_SCHEMA_FIELDS: dict[str, tuple[type, str]] = {
+    "dataset": (DataSection, "dataset"),
+    "partitioning": (DataSection, "partitioning"),
+    "num_partitions": (SimulatedFederationSection, "clients"),
+    "seed": (schema.ScenarioSection, "seed"),
+    "dataset_path": (DataSection, "path"),
+    "synthetic_alpha": (DataSection, "synthetic_alpha"),
+    "synthetic_beta": (DataSection, "synthetic_beta"),
+    "dirichlet_alpha": (DataSection, "dirichlet_alpha"),
+    "shards_per_client": (DataSection, "shards_per_client"),
+    "test_fraction": (DataSection, "test_fraction"),
+}
 
 
 class DataConfigError(ValueError):
@@ -75,35 +91,17 @@ class DataConfig:
     test_fraction: float = 0.2
 
     def __post_init__(self) -> None:
-        """Check the data keys; raise DataConfigError naming the first bad one."""
-        _expect(
-            self.dataset in datasets.DATASETS,
-            "dataset",
-            self.dataset,
-            f"one of {', '.join(datasets.DATASETS)}",
-        )
-        _expect(
-            self.partitioning in partitioning.PARTITIONINGS,
-            "partitioning",
-            self.partitioning,
-            f"one of {', '.join(partitioning.PARTITIONINGS)}",
-        )
-        _expect(self.num_partitions >= 1, "num-partitions", self.num_partitions, "an int >= 1")
-        _expect(self.seed >= 0, "seed", self.seed, "an int >= 0")
-        _expect(self.synthetic_alpha >= 0, "synthetic-alpha", self.synthetic_alpha, "a float >= 0")
-        _expect(self.synthetic_beta >= 0, "synthetic-beta", self.synthetic_beta, "a float >= 0")
-        _expect(
-            self.dirichlet_alpha > 0 and math.isfinite(self.dirichlet_alpha),
-            "dirichlet-alpha",
-            self.dirichlet_alpha,
-            "a float > 0",
-        )
-        _expect(
-            self.shards_per_client >= 1, "shards-per-client", self.shards_per_client, "an int >= 1"
-        )
-        _expect(
-            0 < self.test_fraction < 1, "test-fraction", self.test_fraction, "a float in (0, 1)"
-        )
+        """Check each key against the schema; raise DataConfigError naming the first bad one."""
+        # Each key's rule lives in the one schema (simulations/scenario_sections.py,
+        # coordinator/schema.py); only the rules across keys are written here.
+        for config_field in fields(self):
+            section, name = _SCHEMA_FIELDS[config_field.name]
+            value, problem = schema.validate_value(section, name, getattr(self, config_field.name))
+            if problem is not None:
+                raise DataConfigError(_flat_key(config_field.name), problem)
+            # The validated value (an int given for a float becomes the float): a frozen
+            # dataclass sets it the way dataclasses do themselves.
+            object.__setattr__(self, config_field.name, value)
         if self.dataset == "folder" and not self.dataset_path:
             raise DataConfigError("dataset-path", "the folder data set needs a folder path")
         if self.partitioning == "natural" and self.dataset == "digits":
@@ -130,8 +128,14 @@ class DataConfig:
                 if config_field.default is not MISSING:  # a key with a default may be absent
                     continue
                 raise DataConfigError(key, "missing from the config")
-            values[config_field.name] = _coerce(key, config[key], config_field.type)
-        return cls(**values)
+            values[config_field.name] = _plain(config[key])
+        try:
+            # The type is part of the key: True == 1 and 1 == 1.0 for a dict, not for the schema.
+            return _validated_data_config(
+                tuple((name, type(value), value) for name, value in values.items())
+            )
+        except TypeError:  # an unhashable value: validate it uncached (it is refused)
+            return cls(**values)
 
     def to_mapping(self) -> dict[str, str | int | float]:
         """Return the flat data keys (``DATA_KEYS``), as they go into a run config."""
@@ -197,14 +201,19 @@ def load_client_data(data_config: Mapping[str, Any], partition_id: int) -> Local
     return client
 
 
-def load_central_test(data_config: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+def load_central_test(
+    data_config: Mapping[str, Any] | DataConfig,
+) -> tuple[np.ndarray, np.ndarray]:
     """Return the coordinator's central test set: x float32 [n, d], y int32 [n] (read-only).
 
-    For ``synthetic`` with ``natural`` partitioning: the held-out splits of the first
+    ``data_config`` is a flat config holding the data keys, or a :class:`DataConfig` parsed
+    from one. For ``synthetic`` with ``natural`` partitioning: the held-out splits of the first
     ``CENTRAL_TEST_DEVICES`` devices (all of them up to that many), so that the test set, and
     the time to build it, stay bounded however large the population.
     """
-    config = DataConfig.from_mapping(data_config)
+    config = (
+        data_config if isinstance(data_config, DataConfig) else DataConfig.from_mapping(data_config)
+    )
     if is_lazy(config):
         return _synthetic_central_cached(config)
     federated = build_federated_data(config)
@@ -380,18 +389,18 @@ def _partition_pool(
 ) -> tuple[LocalData, ...]:
     try:
         if config.partitioning == "iid":
-            parts = partitioning.iid(pool_y, config.num_partitions, config.seed)
+            parts = splitting.iid(pool_y, config.num_partitions, config.seed)
         elif config.partitioning == "dirichlet":
-            parts = partitioning.dirichlet(
+            parts = splitting.dirichlet(
                 pool_y, config.num_partitions, config.dirichlet_alpha, config.seed
             )
         elif config.partitioning == "shards":
-            parts = partitioning.shards(
+            parts = splitting.shards(
                 pool_y, config.num_partitions, config.shards_per_client, config.seed
             )
         else:  # "natural" never reaches a pool: it is handled per device.
             raise AssertionError(f"unexpected partitioning {config.partitioning!r}")
-    except partitioning.PartitionError as error:
+    except splitting.PartitionError as error:
         key = {"dirichlet": "dirichlet-alpha", "shards": "shards-per-client"}.get(
             config.partitioning, "num-partitions"
         )
@@ -445,30 +454,16 @@ def _flat_key(field_name: str) -> str:
     return field_name.replace("_", "-")
 
 
-def _expect(condition: bool, key: str, given: Any, expected: str) -> None:
-    if not condition:
-        raise DataConfigError(key, f"expected {expected}, given {given!r}")
+@functools.lru_cache(maxsize=64)
+def _validated_data_config(items: tuple[tuple[str, type, Any], ...]) -> DataConfig:
+    # Every client job of a run reads the same data keys; validating them through the schema
+    # costs ~0.1 ms, so the (immutable) result is shared. Errors are not cached: they raise.
+    return DataConfig(**{name: value for name, _, value in items})
 
 
-def _coerce(key: str, value: Any, type_name: Any) -> Any:
-    # Flower configs hold str/int/float/bool; an int where a float is expected is fine
-    # (TOML writes 1 for 1.0), a bool never stands for a number.
-    type_name = str(type_name)
-    if type_name == "str":
-        if not isinstance(value, str):
-            raise DataConfigError(key, f"expected a string, given {value!r}")
-        return value
-    if isinstance(value, bool) or isinstance(value, str):
-        raise DataConfigError(
-            key, f"expected {'an int' if type_name == 'int' else 'a float'}, given {value!r}"
-        )
-    if type_name == "int":
-        if isinstance(value, (int, np.integer)):
-            return int(value)
-        raise DataConfigError(key, f"expected an int, given {value!r}")
-    if isinstance(value, (int, float, np.integer, np.floating)):
-        return float(value)
-    raise DataConfigError(key, f"expected a float, given {value!r}")
+def _plain(value: Any) -> Any:
+    # A numpy scalar (np.int64 from an array) stands for the Python scalar it holds.
+    return value.item() if isinstance(value, np.generic) else value
 
 
 __all__ = [
