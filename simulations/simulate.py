@@ -121,7 +121,13 @@ def _run_local(config, workers, client_app, on_round, on_progress) -> None:
     resolved = resolve_run_config(config)  # compiles (or loads) the kernel here, once
     _load_data_before_forking(resolved)
     server_app = build_server_app(run_config_override=resolved, on_round=on_round)
-    pool = WorkerPool(min(num_workers, num_clients), client_app, resolved, num_clients)
+    pool = WorkerPool(
+        min(num_workers, num_clients),
+        client_app,
+        resolved,
+        num_clients,
+        start_method=_start_method(resolved, client_app),
+    )
     stopping.register(pool)
     try:
         pool.start()
@@ -140,6 +146,23 @@ def _run_local(config, workers, client_app, on_round, on_progress) -> None:
         last_pool_stats.update(
             vars(pool.stats) | {"workers": pool.num_workers, "pids": list(pool.started_pids)}
         )
+
+
+def _start_method(run_config: Mapping[str, Any], client_app: Any) -> str:
+    """How the workers start: "lean" when a forked worker would share nothing worth sharing.
+
+    A lazy data set (synthetic devices) is built client by client inside the workers, so a
+    forked worker would only inherit the coordinator's resident pages (its libraries, the
+    report), which summed RSS counts again per worker; a lean worker imports only what it
+    needs. An eager data set (digits, a folder) is built once before the workers fork and
+    shared copy-on-write; a lean worker would build it again. A ClientApp object (not a
+    ``"module:attribute"`` reference) reaches a worker only by fork.
+    """
+    from simulations.partitions import DataConfig, is_lazy
+
+    if isinstance(client_app, str) and is_lazy(DataConfig.from_mapping(run_config)):
+        return "lean"
+    return "fork"
 
 
 def _load_data_before_forking(run_config: Mapping[str, Any]) -> None:

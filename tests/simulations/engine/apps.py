@@ -19,6 +19,7 @@ from flwr.clientapp import ClientApp
 
 RAISES = 5
 # Set by a test before the pool forks: partition -> ("hang", seconds) | ("mark-and-sleep", dir)
+# (or the run config's "probe-behaviours", for workers that are not forked)
 BEHAVIOURS: dict[int, tuple[str, object]] = {}
 
 probe_app = ClientApp()
@@ -27,7 +28,9 @@ probe_app = ClientApp()
 @probe_app.train()
 def train(message: Message, context: Context) -> Message:
     partition = int(context.node_config["partition-id"])
-    behaviour, argument = BEHAVIOURS.get(partition, ("honest", None))
+    # A lean worker does not inherit BEHAVIOURS: its test puts them in the run config.
+    given = BEHAVIOURS or context.run_config.get("probe-behaviours", {})
+    behaviour, argument = given.get(partition, ("honest", None))
     if partition == RAISES:
         raise RuntimeError(f"partition {partition} raises on purpose")
     if behaviour == "hang":
