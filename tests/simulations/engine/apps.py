@@ -9,6 +9,7 @@ their worker.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ RAISES = 5
 BEHAVIOURS: dict[int, tuple[str, object]] = {}
 
 probe_app = ClientApp()
+_jobs_run = itertools.count()  # per process: the order in which a worker ran its jobs
 
 
 @probe_app.train()
@@ -48,6 +50,7 @@ def train(message: Message, context: Context) -> Message:
             "partition-id": partition,
             "num-partitions": int(context.node_config["num-partitions"]),
             "node-id": int(context.node_id),
+            "job-sequence": next(_jobs_run),
         }
     )
     content = RecordDict(

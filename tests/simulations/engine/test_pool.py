@@ -224,3 +224,19 @@ def test_a_lean_pool_refuses_a_client_app_that_cannot_cross_to_it():
     pool.stop()
     with pytest.raises(PoolError, match="start_method"):
         WorkerPool(1, PROBE_APP, {}, NUM_CLIENTS, start_method="spawn")
+
+
+def test_every_other_batch_runs_backwards_and_replies_keep_instruction_order(behaviours):
+    # Zig-zag: the clients a worker ran last run first in its next batch (warm caches).
+    with WorkerPool(1, apps.probe_app, {}, NUM_CLIENTS) as pool:
+        grid = LocalGrid(pool, NUM_CLIENTS)
+        partitions = [0, 1, 2, 3, 4, 6, 7]
+        rounds = [list(grid.send_and_receive(_messages(grid, partitions), timeout=30))]
+        rounds.append(list(grid.send_and_receive(_messages(grid, partitions), timeout=30)))
+        rounds.append(list(grid.send_and_receive(_messages(grid, partitions), timeout=30)))
+    for replies in rounds:
+        assert [_metrics(r)["partition-id"] for r in replies] == partitions
+    first, second, third = ([_metrics(r)["job-sequence"] for r in rs] for rs in rounds)
+    assert first == sorted(first) and third == sorted(third)
+    assert second == sorted(second, reverse=True)
+    assert first[-1] < second[-1] < second[0] < third[0]
