@@ -61,6 +61,7 @@ class _Worker:
     process: Any  # multiprocessing.Process (its context's flavour)
     connection: Connection
     pending: dict[str, Message] = field(default_factory=dict)  # message id -> instruction
+    ready: bool = True  # a lean worker: False until it said it finished importing
 
     @property
     def pid(self) -> int:
@@ -127,14 +128,10 @@ class WorkerPool:
         """Start every worker (idempotent)."""
         if self._stopped:
             raise PoolError("the pool was stopped; build a new one")
-        started = []
         for index in range(self.num_workers):
             if self._workers[index] is None:
                 self._workers[index] = self._spawn(index)
-                started.append(self._workers[index])
-        # A lean worker imports for ~1 s: the round's timeout must not count that.
-        for worker in started:
-            self._wait_ready(worker)
+        self._wait_ready()
         return self
 
     def __enter__(self) -> WorkerPool:
@@ -289,7 +286,7 @@ class WorkerPool:
         child_end.close()
         self.started_pids.append(int(process.pid))
         logger.debug("worker %d started (pid %d)", index, process.pid)
-        return _Worker(index, process, parent_end)
+        return _Worker(index, process, parent_end, ready=self.start_method != "lean")
 
     def _receive(self, worker: _Worker, deliver: OnReply) -> bool:
         """Read one reply batch; False when the pipe broke (the worker is gone)."""
@@ -344,17 +341,20 @@ class WorkerPool:
         worker.connection.close()
         worker.process.join(STOP_GRACE_SECONDS)
         self.stats.workers_replaced += 1
-        fresh = self._spawn(worker.index)
-        self._workers[worker.index] = fresh
-        self._wait_ready(fresh)
+        # Not waited for here (a lean one imports for a second or more): the next run()
+        # waits before its timeout starts.
+        self._workers[worker.index] = self._spawn(worker.index)
 
-    def _wait_ready(self, worker: _Worker) -> None:
-        if isinstance(worker.process, LeanProcess):
+    def _wait_ready(self) -> None:
+        """Wait until every lean worker has imported (a round's timeout must not count it)."""
+        for worker in self._workers:
+            if worker is None or worker.ready:
+                continue
             try:
                 worker.process.wait_ready(worker.connection, READY_TIMEOUT_SECONDS)
             except RuntimeError as error:
-                _kill(worker.pid)
                 raise PoolError(str(error)) from error
+            worker.ready = True
 
 
 def _death_reason(worker: _Worker) -> str:

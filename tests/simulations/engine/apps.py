@@ -39,7 +39,10 @@ def train(message: Message, context: Context) -> Message:
         time.sleep(float(argument))
     marker = Path(str(argument)) / f"started-{partition}"
     if behaviour == "mark-and-sleep" and not marker.exists():  # only the first time
-        marker.write_text(str(os.getpid()))
+        # Whole or absent (a test kills this worker as soon as the marker exists).
+        partial = marker.with_suffix(".partial")
+        partial.write_text(str(os.getpid()))
+        os.replace(partial, marker)
         time.sleep(60)
     arrays = message.content.array_records["arrays"]
     delta = {name: np.full_like(array.numpy(), float(partition)) for name, array in arrays.items()}
