@@ -53,10 +53,15 @@ class LeanProcess:
         fd = self._child_end.fileno()
         # Pickled before the child exists: an unpicklable ClientApp fails here, in the caller.
         payload = pickle.dumps(self._args, protocol=pickle.HIGHEST_PROTOCOL)
+        # The child imports modules exactly as this process would: -P keeps the current
+        # directory off its path (a user's own client/ folder must not shadow ours), and
+        # PYTHONPATH gives it this process's path (e.g. a test's root).
+        environment = os.environ | {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         self._popen = subprocess.Popen(
-            [sys.executable, "-c", f"from simulations.engine.lean import main; main({fd})"],
+            [sys.executable, "-P", "-c", f"from simulations.engine.lean import main; main({fd})"],
             pass_fds=(fd,),
             stdin=subprocess.DEVNULL,
+            env=environment,
         )
         self._pidfd = os.pidfd_open(self._popen.pid)
         self._parent_end.send_bytes(payload)

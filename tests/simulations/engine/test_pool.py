@@ -240,3 +240,16 @@ def test_every_other_batch_runs_backwards_and_replies_keep_instruction_order(beh
     assert first == sorted(first) and third == sorted(third)
     assert second == sorted(second, reverse=True)
     assert first[-1] < second[-1] < second[0] < third[0]
+
+
+def test_a_lean_worker_does_not_import_from_the_current_directory(tmp_path, monkeypatch):
+    # A user's folder may hold its own simulations/ or client/: the worker must import ours.
+    shadow = tmp_path / "simulations"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise ImportError('the shadowing package was imported')\n")
+    monkeypatch.chdir(tmp_path)
+    with _pool(1, "lean", {}) as pool:
+        grid = LocalGrid(pool, NUM_CLIENTS)
+        (reply,) = grid.send_and_receive(_messages(grid, [2]), timeout=60)
+    assert not reply.has_error()
+    assert _metrics(reply)["partition-id"] == 2
