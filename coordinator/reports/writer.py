@@ -28,7 +28,11 @@ HTML_EVERY_ROUNDS = 10
 # And while the run is running, at most once per this many seconds per run folder: a local
 # engine round (~30 ms) is far shorter than one render, which would otherwise set the pace.
 HTML_MIN_SECONDS = 5.0
-_html_rendered_at: dict[str, float] = {}  # run folder -> time.monotonic() of the last render
+# And never more than this share of the run's wall time: a render costs more as the run grows
+# (~1 s for a few rounds of 1000 clients), so the interval grows with the last render's time.
+HTML_MAX_TIME_SHARE = 0.05
+# run folder -> (time.monotonic() at the end of the last render, how long it took)
+_html_rendered_at: dict[str, tuple[float, float]] = {}
 
 
 def write_run(out_dir: Path, report: RunReport, *, render_html: bool | None = None) -> None:
@@ -40,7 +44,8 @@ def write_run(out_dir: Path, report: RunReport, *, render_html: bool | None = No
     report : the run so far; its ``rounds`` are the finished rounds.
     render_html : rewrite report.html too; by default (None) after every round of the first
         ``HTML_EVERY_ROUND_UP_TO``, then every ``HTML_EVERY_ROUNDS``-th round, but while the
-        run is running at most once per ``HTML_MIN_SECONDS`` for this folder; and always
+        run is running at most once per ``HTML_MIN_SECONDS`` for this folder (and no more
+        often than keeps rendering within ``HTML_MAX_TIME_SHARE`` of the time); and always
         when ``report.status`` is not "running".
 
     Notes
@@ -62,16 +67,22 @@ def write_run(out_dir: Path, report: RunReport, *, render_html: bool | None = No
         CLIENTS_CSV: clients_csv(report),
     }
     if render_html:
+        render_started = time.monotonic()
         contents[REPORT_HTML] = render_report_html(report)
+        render_seconds = time.monotonic() - render_started
     for name, text in contents.items():
         atomic_write_text(out_dir / name, text)
     if render_html:
-        _html_rendered_at[str(out_dir.resolve())] = time.monotonic()
+        _html_rendered_at[str(out_dir.resolve())] = (time.monotonic(), render_seconds)
 
 
 def _html_interval_passed(out_dir: Path) -> bool:
     last = _html_rendered_at.get(str(out_dir.resolve()))
-    return last is None or time.monotonic() - last >= HTML_MIN_SECONDS
+    if last is None:
+        return True
+    ended_at, render_seconds = last
+    interval = max(HTML_MIN_SECONDS, render_seconds / HTML_MAX_TIME_SHARE)
+    return time.monotonic() - ended_at >= interval
 
 
 def html_due(report: RunReport) -> bool:

@@ -31,9 +31,12 @@ from flwr.supercore.task_identity import TaskIdentity
 from simulations.environment import limit_blas_threads
 
 from . import transfer
+from .memory import release_free_memory
 
 # A reply batch is sent at least this often while jobs run (progress), and at a batch's end.
 FLUSH_SECONDS = 0.05
+# After a batch of this many jobs a worker gives its freed heap back (see .memory).
+TRIM_MIN_JOBS = 100
 
 ClientAppSource = ClientApp | str | Callable[[], ClientApp]
 
@@ -48,7 +51,7 @@ def load_client_app(source: ClientAppSource) -> ClientApp:
     Parameters
     ----------
     source : a ClientApp; a ``"module:attribute"`` reference to one (e.g.
-        ``"client.client_app:app"``); or a zero-argument callable that returns one (a
+        ``"simulations.client_app:app"``); or a zero-argument callable that returns one (a
         factory; ``functools.partial`` of a module-level function pickles).
 
     Raises
@@ -62,7 +65,7 @@ def load_client_app(source: ClientAppSource) -> ClientApp:
         module_name, sep, attribute = source.partition(":")
         if not sep or not module_name or not attribute:
             raise ClientAppLoadError(
-                f"client app {source!r}: expected 'module:attribute', e.g. client.client_app:app"
+                f"client app {source!r}: expected 'module:attribute', e.g. simulations.client_app:app"
             )
         try:
             found = getattr(importlib.import_module(module_name), attribute)
@@ -113,6 +116,7 @@ def run_worker(
             contexts[node_id] = context
         return context
 
+    batches_run = 0
     while True:
         try:
             command = connection.recv()
@@ -121,6 +125,14 @@ def run_worker(
         if command[0] == "stop":
             return
         _, contents, jobs = command
+        # Zig-zag: every other batch runs backwards, so the clients that ran last (a round's
+        # train batch) run first in the next one (its evaluate batch) while the ClientApp's
+        # per-process caches (a lazy data set keeps its last 256 clients) still hold them.
+        # Replies are put back in instruction order by the pool, and each job's result
+        # depends on its own seed alone: the order changes no bit.
+        batches_run += 1
+        if batches_run % 2 == 0:
+            jobs = jobs[::-1]
         pending: list[Message] = []
         last_flush = time.monotonic()
         for content_key, metadata, partition_id in jobs:
@@ -137,6 +149,8 @@ def run_worker(
                 last_flush = time.monotonic()
         if pending:
             connection.send_bytes(transfer.pack_replies(pending))
+        if len(jobs) >= TRIM_MIN_JOBS:
+            release_free_memory()
 
 
 def run_job(app: ClientApp, message: Message, context: Context) -> Message:

@@ -6,6 +6,7 @@ and the real kernel (or a hostile one given by ``kernel-path``).
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -227,3 +228,23 @@ def test_the_bundled_kernel_stays_below_the_fuel_estimate(model, num_samples, ba
     )
     estimate = estimated_fuel(spec, num_samples, epochs, batch_size)
     assert result.fuel_used < estimate, (result.fuel_used, estimate)
+
+
+def test_a_kernel_file_replaced_between_jobs_is_verified_again(tmp_path):
+    # The verified kernel is kept between jobs (per pin and file stat), but a device's own
+    # kernel file that changes must be checked against the pin again, never served stale.
+    shipped = client_app.kernel_source.read_shipped(
+        client_app.kernel_source.shipped_path(client_app.kernel_source.DEFAULT_FLAVOUR)
+    )
+    kernel = tmp_path / "own.wasm"
+    kernel.write_bytes(shipped.wasm)
+    node = {"data-path": str(_data_file(tmp_path)), "kernel-path": str(kernel)}
+    pinned = _message("train", **{"kernel-sha256": shipped.sha256})
+    assert not client_app.train(pinned, _context(**node)).has_error()
+    assert not client_app.train(pinned, _context(**node)).has_error()  # from the cache
+    replacement = tmp_path / "other.wasm"
+    replacement.write_bytes(shipped.wasm + b"\x00")  # other bytes: not the pinned kernel
+    os.replace(replacement, kernel)
+    code, reason = _error(client_app.train(pinned, _context(**node)))
+    assert code == client_app.ERROR_KERNEL_MISMATCH
+    assert shipped.sha256 in reason

@@ -67,6 +67,21 @@ def test_local_and_ray_engines_give_the_same_final_model(tmp_path, scenario, ove
     assert all(pool["num_threads"] == 1 for pool in threadpool_info() if pool["user_api"] == "blas")
 
 
+def test_lean_and_forked_local_workers_give_the_same_final_model(tmp_path, monkeypatch):
+    # Synthetic devices are lazy, so the local engine starts lean workers; forced to fork, the
+    # same run must give the same bits (and the fork engine's bits are Ray's, test above).
+    import simulations.simulate as simulate
+
+    run_config = _config(find_scenario("synthetic-1-1-fedavg"), rounds=2, clients=12)
+    assert simulate._start_method(run_config, "simulations.client_app:app") == "lean"
+    lean = simulate_on_engine(run_config, tmp_path / "lean", engine="local", workers=2)
+    monkeypatch.setattr(simulate, "_start_method", lambda *_: "fork")
+    forked = simulate_on_engine(run_config, tmp_path / "fork", engine="local", workers=2)
+    assert lean.status == forked.status == "completed"
+    assert len(lean.final_model_sha256) == 64
+    assert lean.final_model_sha256 == forked.final_model_sha256
+
+
 def _children(pid: int) -> list[int]:
     found = []
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -82,10 +97,11 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _start_long_run(tmp_path) -> tuple[subprocess.Popen, Path]:
+def _start_long_run(tmp_path, *scenario: str) -> tuple[subprocess.Popen, Path]:
     out = tmp_path / "run"
     process = subprocess.Popen(
-        [str(SANDFLOWER), "simulate", "--rounds", "400", "--workers", "2", "--out", str(out)],
+        [str(SANDFLOWER), "simulate", *scenario, "--rounds", "400", "--workers", "2"]
+        + ["--out", str(out)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env=os.environ.copy(),
@@ -106,9 +122,18 @@ def _start_long_run(tmp_path) -> tuple[subprocess.Popen, Path]:
     pytest.fail(f"the run did not reach round 2: {process.stderr.read().decode()[-2000:]}")
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_the_first_signal_stops_the_run_within_two_seconds(tmp_path, signum):
-    process, out = _start_long_run(tmp_path)
+@pytest.mark.parametrize(
+    "signum, scenario",
+    [
+        (signal.SIGINT, ()),
+        (signal.SIGTERM, ()),
+        # Lazy synthetic devices: lean workers (not forked; simulations/engine/lean.py).
+        (signal.SIGINT, ("synthetic-1-1-fedavg", "--clients", "40")),
+    ],
+    ids=["SIGINT", "SIGTERM", "SIGINT-lean-workers"],
+)
+def test_the_first_signal_stops_the_run_within_two_seconds(tmp_path, signum, scenario):
+    process, out = _start_long_run(tmp_path, *scenario)
     workers = _children(process.pid)
     assert len(workers) >= 2
     sent = time.monotonic()

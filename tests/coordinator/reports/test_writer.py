@@ -106,6 +106,7 @@ def test_clients_csv_matches_the_json_for_every_client_of_every_round(tmp_path):
 def test_a_crash_after_round_k_leaves_a_valid_report_of_k_rounds(tmp_path, monkeypatch):
     # Every round's page too (the time throttle of report.html has its own test below).
     monkeypatch.setattr(report_writer, "HTML_MIN_SECONDS", 0.0)
+    monkeypatch.setattr(report_writer, "HTML_MAX_TIME_SHARE", math.inf)
     full = make_report(num_rounds=5)
     crash_after = 3
 
@@ -221,3 +222,32 @@ def test_html_is_rewritten_at_most_every_few_seconds_while_running_and_always_at
     clock[0] += 0.1
     write_run(tmp_path, make_report(num_rounds=4, num_clients=1, status="completed"))
     assert (tmp_path / REPORT_HTML).read_bytes() != third_page  # the end is always rendered
+
+
+def test_a_slow_html_render_is_repeated_only_after_a_proportionally_longer_wait(
+    tmp_path, monkeypatch
+):
+    # A render that takes 1 s (1000 clients) must not run every 5 s: rendering stays within
+    # HTML_MAX_TIME_SHARE of the run's time.
+    clock = [1000.0]
+    monkeypatch.setattr(report_writer.time, "monotonic", lambda: clock[0])
+    from coordinator import report_html
+
+    real_render = report_html.render_report_html
+
+    def slow_render(report):
+        clock[0] += 1.0  # the render "takes" one second of the clock
+        return real_render(report)
+
+    # write_run imports it when called, so it calls the patched one.
+    monkeypatch.setattr(report_html, "render_report_html", slow_render)
+    write_run(tmp_path, make_report(num_rounds=1, num_clients=1, status="running"))
+    first_page = (tmp_path / REPORT_HTML).read_bytes()
+    wait = 1.0 / report_writer.HTML_MAX_TIME_SHARE
+    assert wait > report_writer.HTML_MIN_SECONDS
+    clock[0] += wait - 0.5
+    write_run(tmp_path, make_report(num_rounds=2, num_clients=1, status="running"))
+    assert (tmp_path / REPORT_HTML).read_bytes() == first_page  # within the share: skipped
+    clock[0] += 0.5
+    write_run(tmp_path, make_report(num_rounds=3, num_clients=1, status="running"))
+    assert (tmp_path / REPORT_HTML).read_bytes() != first_page

@@ -9,6 +9,7 @@ their worker.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from pathlib import Path
@@ -19,22 +20,29 @@ from flwr.clientapp import ClientApp
 
 RAISES = 5
 # Set by a test before the pool forks: partition -> ("hang", seconds) | ("mark-and-sleep", dir)
+# (or the run config's "probe-behaviours", for workers that are not forked)
 BEHAVIOURS: dict[int, tuple[str, object]] = {}
 
 probe_app = ClientApp()
+_jobs_run = itertools.count()  # per process: the order in which a worker ran its jobs
 
 
 @probe_app.train()
 def train(message: Message, context: Context) -> Message:
     partition = int(context.node_config["partition-id"])
-    behaviour, argument = BEHAVIOURS.get(partition, ("honest", None))
+    # A lean worker does not inherit BEHAVIOURS: its test puts them in the run config.
+    given = BEHAVIOURS or context.run_config.get("probe-behaviours", {})
+    behaviour, argument = given.get(partition, ("honest", None))
     if partition == RAISES:
         raise RuntimeError(f"partition {partition} raises on purpose")
     if behaviour == "hang":
         time.sleep(float(argument))
     marker = Path(str(argument)) / f"started-{partition}"
     if behaviour == "mark-and-sleep" and not marker.exists():  # only the first time
-        marker.write_text(str(os.getpid()))
+        # Whole or absent (a test kills this worker as soon as the marker exists).
+        partial = marker.with_suffix(".partial")
+        partial.write_text(str(os.getpid()))
+        os.replace(partial, marker)
         time.sleep(60)
     arrays = message.content.array_records["arrays"]
     delta = {name: np.full_like(array.numpy(), float(partition)) for name, array in arrays.items()}
@@ -45,6 +53,7 @@ def train(message: Message, context: Context) -> Message:
             "partition-id": partition,
             "num-partitions": int(context.node_config["num-partitions"]),
             "node-id": int(context.node_id),
+            "job-sequence": next(_jobs_run),
         }
     )
     content = RecordDict(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import threading
 import time
@@ -30,6 +31,18 @@ def behaviours():
     apps.BEHAVIOURS.clear()
 
 
+START_METHODS = ("fork", "lean")
+PROBE_APP = "tests.simulations.engine.apps:probe_app"
+
+
+def _pool(num_workers: int, start_method: str, behaviours: dict) -> WorkerPool:
+    """A pool of probe apps; a lean worker gets the app by reference, its behaviours by config."""
+    if start_method == "fork":
+        return WorkerPool(num_workers, apps.probe_app, {}, NUM_CLIENTS)
+    run_config = {"probe-behaviours": dict(behaviours)}
+    return WorkerPool(num_workers, PROBE_APP, run_config, NUM_CLIENTS, start_method="lean")
+
+
 def _messages(grid: LocalGrid, partitions) -> list[Message]:
     content = RecordDict(
         {
@@ -52,8 +65,11 @@ def _metrics(reply: Message) -> dict:
     return dict(reply.content.metric_records["metrics"])
 
 
-def test_every_message_gets_its_reply_in_order_on_its_clients_fixed_worker(behaviours):
-    with WorkerPool(3, apps.probe_app, {}, NUM_CLIENTS) as pool:
+@pytest.mark.parametrize("start_method", START_METHODS)
+def test_every_message_gets_its_reply_in_order_on_its_clients_fixed_worker(
+    behaviours, start_method
+):
+    with _pool(3, start_method, behaviours) as pool:
         grid = LocalGrid(pool, NUM_CLIENTS)
         partitions = [7, 0, 3, 4, 6, 1]  # not 5: it raises
         first = list(grid.send_and_receive(_messages(grid, partitions), timeout=30))
@@ -82,11 +98,14 @@ def test_a_client_app_that_raises_fails_only_its_own_job(behaviours):
     assert not replies[1].has_error() and not replies[2].has_error()
 
 
-def test_a_worker_killed_mid_round_fails_only_its_jobs_and_is_replaced(behaviours, tmp_path):
+@pytest.mark.parametrize("start_method", START_METHODS)
+def test_a_worker_killed_mid_round_fails_only_its_jobs_and_is_replaced(
+    behaviours, tmp_path, start_method
+):
     behaviours[2] = ("mark-and-sleep", str(tmp_path))  # partition 2 runs on worker 0
     # Longer than FLUSH_SECONDS: its reply has left the worker before partition 2 starts.
     behaviours[0] = ("hang", 0.2)
-    with WorkerPool(2, apps.probe_app, {}, NUM_CLIENTS) as pool:
+    with _pool(2, start_method, behaviours) as pool:
         grid = LocalGrid(pool, NUM_CLIENTS)
         doomed = pool.pids[0]
         marker = tmp_path / "started-2"
@@ -120,9 +139,10 @@ def test_a_worker_killed_mid_round_fails_only_its_jobs_and_is_replaced(behaviour
     assert [_metrics(reply)["pid"] for reply in again] == [fresh] * 3  # the next round runs
 
 
-def test_a_worker_that_hangs_past_the_timeout_is_killed_and_replaced(behaviours):
+@pytest.mark.parametrize("start_method", START_METHODS)
+def test_a_worker_that_hangs_past_the_timeout_is_killed_and_replaced(behaviours, start_method):
     behaviours[1] = ("hang", 60)  # partition 1 runs on worker 1
-    with WorkerPool(2, apps.probe_app, {}, NUM_CLIENTS) as pool:
+    with _pool(2, start_method, behaviours) as pool:
         grid = LocalGrid(pool, NUM_CLIENTS)
         hung = pool.pids[1]
         started = time.monotonic()
@@ -168,3 +188,68 @@ def test_a_message_to_an_unknown_node_is_refused(behaviours):
         bad.metadata.__dict__["_dst_node_id"] = 42
         with pytest.raises(ValueError, match="node 42: expected a node id in"):
             grid.send_and_receive([bad], timeout=5)
+
+
+def test_a_lean_worker_imports_only_what_a_worker_needs(behaviours):
+    # The point of a lean worker: none of the coordinator's heavy libraries are resident. The
+    # coordinator here (this process) has matplotlib loaded; a forked worker maps it too.
+    import matplotlib.pyplot  # noqa: F401
+
+    def mapped_by_worker(start_method: str) -> str:
+        with _pool(1, start_method, behaviours) as pool:
+            (pid,) = pool.pids
+            grid = LocalGrid(pool, NUM_CLIENTS)
+            (reply,) = grid.send_and_receive(_messages(grid, [3]), timeout=60)
+            assert _metrics(reply)["pid"] == pid
+            with open(f"/proc/{pid}/maps") as maps:
+                return maps.read()
+
+    forked, lean = mapped_by_worker("fork"), mapped_by_worker("lean")
+    assert "matplotlib" in forked
+    assert "matplotlib" not in lean and "sklearn" not in lean
+    assert "numpy" in lean  # it did load what the ClientApp uses
+
+
+def test_a_lean_pool_refuses_a_client_app_that_cannot_cross_to_it():
+    local_app = ClientApp()
+
+    @local_app.train()
+    def train(message: Message, context) -> Message:  # a closure: cannot be pickled
+        return message
+
+    pool = WorkerPool(1, local_app, {}, NUM_CLIENTS, start_method="lean")
+    with pytest.raises((AttributeError, TypeError, pickle.PicklingError), match="pickle"):
+        pool.start()
+    assert pool.pids == [] and pool.started_pids == []  # nothing was started
+    pool.stop()
+    with pytest.raises(PoolError, match="start_method"):
+        WorkerPool(1, PROBE_APP, {}, NUM_CLIENTS, start_method="spawn")
+
+
+def test_every_other_batch_runs_backwards_and_replies_keep_instruction_order(behaviours):
+    # Zig-zag: the clients a worker ran last run first in its next batch (warm caches).
+    with WorkerPool(1, apps.probe_app, {}, NUM_CLIENTS) as pool:
+        grid = LocalGrid(pool, NUM_CLIENTS)
+        partitions = [0, 1, 2, 3, 4, 6, 7]
+        rounds = [list(grid.send_and_receive(_messages(grid, partitions), timeout=30))]
+        rounds.append(list(grid.send_and_receive(_messages(grid, partitions), timeout=30)))
+        rounds.append(list(grid.send_and_receive(_messages(grid, partitions), timeout=30)))
+    for replies in rounds:
+        assert [_metrics(r)["partition-id"] for r in replies] == partitions
+    first, second, third = ([_metrics(r)["job-sequence"] for r in rs] for rs in rounds)
+    assert first == sorted(first) and third == sorted(third)
+    assert second == sorted(second, reverse=True)
+    assert first[-1] < second[-1] < second[0] < third[0]
+
+
+def test_a_lean_worker_does_not_import_from_the_current_directory(tmp_path, monkeypatch):
+    # A user's folder may hold its own simulations/ or client/: the worker must import ours.
+    shadow = tmp_path / "simulations"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise ImportError('the shadowing package was imported')\n")
+    monkeypatch.chdir(tmp_path)
+    with _pool(1, "lean", {}) as pool:
+        grid = LocalGrid(pool, NUM_CLIENTS)
+        (reply,) = grid.send_and_receive(_messages(grid, [2]), timeout=60)
+    assert not reply.has_error()
+    assert _metrics(reply)["partition-id"] == 2
