@@ -65,7 +65,8 @@ def load_client_app(source: ClientAppSource) -> ClientApp:
         module_name, sep, attribute = source.partition(":")
         if not sep or not module_name or not attribute:
             raise ClientAppLoadError(
-                f"client app {source!r}: expected 'module:attribute', e.g. simulations.client_app:app"
+                f"client app {source!r}: expected 'module:attribute', "
+                "e.g. simulations.client_app:app"
             )
         try:
             found = getattr(importlib.import_module(module_name), attribute)
