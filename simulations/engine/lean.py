@@ -8,7 +8,7 @@ is ready, and runs :func:`.worker.run_worker`. Measured: ~75 MB resident after i
 against ~190 MB for a forked worker at 1000 clients.
 
 Why not ``multiprocessing``'s "spawn" or "forkserver": both import the caller's ``__main__``
-again in the child, so a user's script that calls ``run_federation`` without an
+again in the child, so a user's script that calls ``simulate_on_engine`` without an
 ``if __name__ == "__main__"`` guard would start runs recursively. A subprocess of our own
 module never does. :class:`LeanProcess` gives the pool the part of ``multiprocessing.Process``
 it uses (pid, sentinel, join, is_alive, exitcode); the sentinel is a pidfd (Linux >= 5.3), so
