@@ -60,7 +60,7 @@ _FLAT = schema.flat_settings()
 REQUIRED_KEYS: tuple[str, ...] = tuple(key for key, place in _FLAT.items() if place.required)
 DEFAULTS: Mapping[str, Any] = MappingProxyType(
     {
-        key: place.section.__pydantic_fields__[place.name].default
+        key: schema.section_fields(place.section)[place.name].default
         for key, place in _FLAT.items()
         if not place.required
     }

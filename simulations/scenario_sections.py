@@ -22,8 +22,8 @@ from coordinator.schema import (
     Int,
     setting,
 )
-from simulations.datasets import DATASETS
-from simulations.splitting import PARTITIONINGS
+from simulations.datasets import DATASETS, Dataset
+from simulations.splitting import PARTITIONINGS, Partitioning
 
 # The attacks simulations.faults implements (it imports them from here: it checks its keys with
 # FaultsSection). Each choice list is spelled once, as the Literal type (a JSON Schema enum, and a
@@ -68,7 +68,7 @@ StrategyParams = Annotated[
 class DataSection:
     """``[data]``: the data set and how it is split into clients."""
 
-    dataset: Literal[DATASETS] = setting(
+    dataset: Dataset = setting(
         doc="The data set: digits (bundled), synthetic (FedProx's), folder (your files).",
         flat="dataset",
         **_one_of(DATASETS),
@@ -85,7 +85,7 @@ class DataSection:
         1.0, expected="a float >= 0", doc="Synthetic(alpha, beta): data heterogeneity.",
         flat="synthetic-beta", ge=0,
     )  # fmt: skip
-    partitioning: Literal[PARTITIONINGS] = setting(
+    partitioning: Partitioning = setting(
         "iid",
         doc="How the pool is split: iid, dirichlet (label skew), shards, natural (per device).",
         flat="partitioning",
