@@ -26,6 +26,7 @@ engine's worker process); :func:`with_faults` wraps any other ClientApp.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from types import MappingProxyType
@@ -117,12 +118,15 @@ class FaultConfig:
         FaultConfigError
             Naming the first key whose value the schema refuses (type or range).
         """
-        values = {
-            name: _checked(FaultsSection, name, config[key])
-            for key, name in _FIELD_OF_KEY.items()
-            if key in config
-        }
-        return cls(**values)
+        # Every message of a run carries the same fault keys: the validated config is cached
+        # by what was given (value types included: 1, 1.0 and True hash alike, but only some
+        # are valid for a key), so the schema's checks run once per run, not once per message.
+        given = tuple(
+            (key, type(config[key]), config[key]) for key in _FIELD_OF_KEY if key in config
+        )
+        if all(isinstance(value, _SCALARS) for _, _, value in given):
+            return _from_given(given)
+        return _from_given.__wrapped__(given)  # an unhashable value: refused, not cached
 
     def to_run_config(self) -> dict[str, str | int | float]:
         """Return the flat keys; none when no fault is on (the run config stays as it was)."""
@@ -151,6 +155,18 @@ class FaultConfig:
         if draw < self.dropout + self.crash + self.slow:
             return "slow"
         return ""
+
+
+_SCALARS = (str, int, float, bool)
+
+
+@functools.lru_cache(maxsize=64)
+def _from_given(given: tuple[tuple[str, type, Any], ...]) -> FaultConfig:
+    values = {
+        _FIELD_OF_KEY[key]: _checked(FaultsSection, _FIELD_OF_KEY[key], value)
+        for key, _, value in given
+    }
+    return FaultConfig(**values)
 
 
 def _checked(section: type, name: str, value: Any) -> Any:
