@@ -26,6 +26,9 @@ from .flower_strategies import StrategyParamsError, check_strategy_params
 # Data keys of the run config: the coordinator records them and does not interpret them; it does
 # not forward them either (clients read them from context.run_config, which every engine and a
 # deployment give each ClientApp). simulations.federated_data.DATA_KEYS is this list plus "seed".
+# The simulation's schema declares them (simulations/scenario_sections.py, DataSection's flat
+# keys and [federation] clients' num-partitions); coordinator/ must not import simulations/, so
+# they are listed here and tests/simulations/test_scenario_sections.py keeps the two equal.
 DATA_KEYS: tuple[str, ...] = (
     "dataset",
     "dataset-path",
@@ -40,7 +43,8 @@ DATA_KEYS: tuple[str, ...] = (
 
 # Fault-injection keys of a simulation scenario's [faults] section (simulations.faults reads
 # them). The coordinator forwards them to the clients like the data keys and does not interpret
-# them; they are listed here because coordinator/ must not import simulations/.
+# them; they are listed here because coordinator/ must not import simulations/ (the schema's
+# FaultsSection declares them; tests/simulations/test_scenario_sections.py keeps them equal).
 FAULT_KEYS: tuple[str, ...] = (
     "faults-dropout",
     "faults-crash",
