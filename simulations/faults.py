@@ -95,8 +95,14 @@ class FaultConfig:
 
     def __post_init__(self) -> None:
         """Check every value against the schema's [faults] rules, then the shares' sum."""
-        for section_field in fields(self):
-            _checked(FaultsSection, section_field.name, getattr(self, section_field.name))
+        for config_field in fields(self):
+            name = config_field.name
+            value, problem = schema.validate_value(FaultsSection, name, getattr(self, name))
+            if problem is not None:
+                raise FaultConfigError(_KEY_OF_FIELD[name], problem)
+            # The validated value (an int given for a float becomes the float), set the way
+            # a frozen dataclass sets its fields itself.
+            object.__setattr__(self, name, value)
         if self.dropout + self.crash + self.slow > 1.0:
             raise FaultConfigError(
                 "faults-dropout",
@@ -162,20 +168,7 @@ _SCALARS = (str, int, float, bool)
 
 @functools.lru_cache(maxsize=64)
 def _from_given(given: tuple[tuple[str, type, Any], ...]) -> FaultConfig:
-    values = {
-        _FIELD_OF_KEY[key]: _checked(FaultsSection, _FIELD_OF_KEY[key], value)
-        for key, _, value in given
-    }
-    return FaultConfig(**values)
-
-
-def _checked(section: type, name: str, value: Any) -> Any:
-    # The schema's check of one key (strict type, range); an int given for a float comes back
-    # as that float.
-    checked, problem = schema.validate_value(section, name, value)
-    if problem is not None:
-        raise FaultConfigError(_KEY_OF_FIELD[name], problem)
-    return checked
+    return FaultConfig(**{_FIELD_OF_KEY[key]: value for key, _, value in given})
 
 
 def fault_labels(run_config: Mapping[str, Any]) -> Callable[[int, int], tuple[str, str]] | None:
