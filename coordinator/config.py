@@ -17,14 +17,18 @@ from types import MappingProxyType
 from typing import Any
 
 from kernels.spec import ModelSpec, ModelSpecError
+from protos import contract
 
 from . import schema
 from .clock import DeviceConfigError, DeviceSimulation
-from .flower_strategies import RESERVED_PARAMS
+from .flower_strategies import StrategyParamsError, check_strategy_params
 
 # Data keys of the run config: the coordinator records them and does not interpret them; it does
 # not forward them either (clients read them from context.run_config, which every engine and a
 # deployment give each ClientApp). simulations.federated_data.DATA_KEYS is this list plus "seed".
+# The simulation's schema declares them (simulations/scenario_sections.py, DataSection's flat
+# keys and [federation] clients' num-partitions); coordinator/ must not import simulations/, so
+# they are listed here and tests/simulations/test_scenario_sections.py keeps the two equal.
 DATA_KEYS: tuple[str, ...] = (
     "dataset",
     "dataset-path",
@@ -39,7 +43,8 @@ DATA_KEYS: tuple[str, ...] = (
 
 # Fault-injection keys of a simulation scenario's [faults] section (simulations.faults reads
 # them). The coordinator forwards them to the clients like the data keys and does not interpret
-# them; they are listed here because coordinator/ must not import simulations/.
+# them; they are listed here because coordinator/ must not import simulations/ (the schema's
+# FaultsSection declares them; tests/simulations/test_scenario_sections.py keeps them equal).
 FAULT_KEYS: tuple[str, ...] = (
     "faults-dropout",
     "faults-crash",
@@ -59,7 +64,7 @@ _FLAT = schema.flat_settings()
 REQUIRED_KEYS: tuple[str, ...] = tuple(key for key, place in _FLAT.items() if place.required)
 DEFAULTS: Mapping[str, Any] = MappingProxyType(
     {
-        key: place.section.__pydantic_fields__[place.name].default
+        key: schema.section_fields(place.section)[place.name].default
         for key, place in _FLAT.items()
         if not place.required
     }
@@ -223,15 +228,16 @@ class FederationConfig:
 
     def client_config(self, server_round: int) -> dict[str, ConfigScalar]:
         """Return what every train/evaluate message carries in its ConfigRecord (messages.md)."""
+        # The keys are the message contract's (protos/contract.py), which the client checks.
         return {
-            "server-round": int(server_round),
-            "lr": self.lr,
-            "local-epochs": self.local_epochs,
-            "batch-size": self.batch_size,
-            "proximal-mu": self.proximal_mu,
-            "seed": self.seed,
-            "model": str(self.model),
-            "kernel-sha256": self.kernel_sha256,
+            contract.CONFIG_SERVER_ROUND: int(server_round),
+            contract.CONFIG_LR: self.lr,
+            contract.CONFIG_LOCAL_EPOCHS: self.local_epochs,
+            contract.CONFIG_BATCH_SIZE: self.batch_size,
+            contract.CONFIG_PROXIMAL_MU: self.proximal_mu,
+            contract.CONFIG_SEED: self.seed,
+            contract.CONFIG_MODEL: str(self.model),
+            contract.CONFIG_KERNEL_SHA256: self.kernel_sha256,
             **dict(self.faults),
         }
 
@@ -249,21 +255,12 @@ def _scalar(values: Mapping[str, Any], key: str) -> ConfigScalar:
 
 
 def _check_strategy_params(strategy: str, params: Mapping[str, Any]) -> None:
-    reserved = sorted(key for key in params if key in RESERVED_PARAMS)
-    if reserved:
-        reasons = "; ".join(f"{key}: {RESERVED_PARAMS[key]}" for key in reserved)
-        raise RunConfigError(
-            "strategy-params", f"{strategy} parameter(s) {reserved} not allowed here ({reasons})"
-        )
-    allowed = sorted(schema.STRATEGY_PARAMS[strategy].model_fields)
-    unknown = sorted(key for key in params if key not in allowed)
-    if unknown:
-        raise RunConfigError(
-            "strategy-params", f"{strategy} has no parameter(s) {unknown}; it takes {allowed}"
-        )
-    problem = schema.check_strategy_params(strategy, params)
-    if problem is not None:
-        raise RunConfigError("strategy-params", f"{problem.path[0]}: {problem.problem}")
+    # The one check (coordinator.flower_strategies, over the schema's parameter table), its
+    # error re-raised under the run config key that carries the parameters.
+    try:
+        check_strategy_params(strategy, params)
+    except StrategyParamsError as error:
+        raise RunConfigError("strategy-params", str(error)) from error
 
 
 def _json_object(key: str, text: str) -> dict[str, Any]:

@@ -29,6 +29,8 @@ from flwr.serverapp.strategy import (
     Strategy,
 )
 
+from . import schema
+
 STRATEGIES: Mapping[str, type[Strategy]] = MappingProxyType(
     {
         "fedavg": FedAvg,
@@ -87,42 +89,31 @@ def settable_params(name: str) -> dict[str, Any]:
 
 
 def check_strategy_params(name: str, params: Mapping[str, Any]) -> None:
-    """Check ``params`` against strategy ``name``'s constructor; raise naming the bad ones.
+    """Check ``params`` for strategy ``name``; raise naming the bad ones.
+
+    The names a run may not set are refused here (:data:`RESERVED_PARAMS` says where their
+    value comes from); every other rule (which names a strategy takes, their types and ranges)
+    is the one schema's table, :data:`coordinator.schema.STRATEGY_PARAMS`.
 
     Raises
     ------
     StrategyParamsError
-        Unknown or reserved names, or a value whose type differs from the default's.
+        An unknown strategy, reserved or unknown parameter names, or a value that the
+        strategy's parameter model refuses (the message says what was expected).
     """
     if name not in STRATEGIES:
         raise StrategyParamsError(f"unknown strategy {name!r}; expected one of {STRATEGY_NAMES}")
-    allowed = settable_params(name)
     reserved = sorted(key for key in params if key in RESERVED_PARAMS)
     if reserved:
         reasons = "; ".join(f"{key}: {RESERVED_PARAMS[key]}" for key in reserved)
         raise StrategyParamsError(f"{name} parameter(s) {reserved} not allowed here ({reasons})")
+    allowed = sorted(schema.STRATEGY_PARAMS[name].model_fields)
     unknown = sorted(key for key in params if key not in allowed)
     if unknown:
-        raise StrategyParamsError(
-            f"{name} has no parameter(s) {unknown}; it takes {sorted(allowed)}"
-        )
-    for key, value in params.items():
-        default = allowed[key]
-        if isinstance(default, bool):
-            ok = isinstance(value, bool)
-            expected = "a boolean"
-        elif isinstance(default, int):
-            ok = isinstance(value, int) and not isinstance(value, bool)
-            expected = "an integer"
-        elif isinstance(default, float):
-            ok = isinstance(value, int | float) and not isinstance(value, bool)
-            expected = "a number"
-        else:  # no usable default type: let the constructor judge it
-            ok, expected = True, ""
-        if not ok:
-            raise StrategyParamsError(
-                f"{name} parameter {key!r}: expected {expected}, given {value!r}"
-            )
+        raise StrategyParamsError(f"{name} has no parameter(s) {unknown}; it takes {allowed}")
+    problem = schema.check_strategy_params(name, params)
+    if problem is not None:
+        raise StrategyParamsError(f"{name} parameter {problem.path[0]}: {problem.problem}")
 
 
 def build_flower_strategy(

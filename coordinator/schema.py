@@ -29,7 +29,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass as std_dataclass
 from dataclasses import fields
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeGuard, get_args
 
 from pydantic import (
     AfterValidator,
@@ -47,7 +47,9 @@ from pydantic.fields import FieldInfo
 # "2" never a number (ints are still accepted where a float is expected).
 SECTION_CONFIG = ConfigDict(extra="forbid", strict=True)
 
-STRATEGIES: tuple[str, ...] = (
+# The strategies a run may name: spelled once, as the Literal type the [federation] strategy
+# field has (a JSON Schema enum, and a type mypy checks); the tuple is derived from it.
+Strategy = Literal[
     "fedavg",
     "fedprox",
     "fedavgm",
@@ -59,7 +61,8 @@ STRATEGIES: tuple[str, ...] = (
     "krum",
     "multikrum",
     "bulyan",
-)
+]
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
 
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 
@@ -176,7 +179,7 @@ class FederationSection:
         ge=0,
         le=1,
     )
-    strategy: Annotated[Literal[STRATEGIES], BeforeValidator(_strategy_name)] = setting(
+    strategy: Annotated[Strategy, BeforeValidator(_strategy_name)] = setting(
         "fedavg",
         expected=f"one of {', '.join(STRATEGIES)}",
         doc="The Flower strategy that aggregates the deltas.",
@@ -409,10 +412,18 @@ def check_strategy_params(strategy: str, params: Mapping[str, Any]) -> Problem |
 
 
 # -- errors -----------------------------------------------------------------------------------
+def section_fields(owner: type) -> Mapping[str, FieldInfo]:
+    """Return the pydantic fields of a section (pydantic dataclass) or parameter model, by name.
+
+    Typed access to pydantic's ``__pydantic_fields__`` for a class known only as ``type``.
+    """
+    known = getattr(owner, "__pydantic_fields__", None) or getattr(owner, "model_fields", {})
+    return known
+
+
 def field_info(owner: type, name: str) -> FieldInfo | None:
     """Return the pydantic field ``name`` of a section or model (None: no such field)."""
-    known = getattr(owner, "__pydantic_fields__", None) or getattr(owner, "model_fields", {})
-    return known.get(name)
+    return section_fields(owner).get(name)
 
 
 def expected_of(info: FieldInfo | None) -> str:
@@ -425,8 +436,7 @@ def expected_of(info: FieldInfo | None) -> str:
 
 def known_keys(owner: type) -> list[str]:
     """Return the keys a section (or parameter model) takes, in declaration order."""
-    known = getattr(owner, "__pydantic_fields__", None) or getattr(owner, "model_fields", {})
-    return list(known)
+    return list(section_fields(owner))
 
 
 def unknown_key_problem(name: str, known: list[str], what: str = "key") -> str:
@@ -473,7 +483,7 @@ def _shown(value: Any) -> str:
     return repr(value)
 
 
-def _is_section(annotation: Any) -> bool:
+def _is_section(annotation: Any) -> TypeGuard[type]:
     return isinstance(annotation, type) and hasattr(annotation, "__pydantic_fields__")
 
 
@@ -500,7 +510,7 @@ def flat_settings(sections: tuple[type, ...] = COORDINATOR_SECTIONS) -> dict[str
     """Flat run-config key -> its place in the schema, for the fields that have a flat key."""
     table: dict[str, FlatSetting] = {}
     for section in sections:
-        for name, info in section.__pydantic_fields__.items():
+        for name, info in section_fields(section).items():
             extra = info.json_schema_extra
             if isinstance(extra, dict) and extra.get("flat"):
                 flat = str(extra["flat"])
@@ -541,7 +551,7 @@ def validate_value(section: type, name: str, value: Any) -> tuple[Any, str | Non
 
     For configs that hold a few keys of several sections (the data keys of a client's message).
     """
-    info = section.__pydantic_fields__[name]
+    info = section_fields(section)[name]
     adapter = _adapter(section, name)
     try:
         return adapter.validate_python(value), None
@@ -551,6 +561,9 @@ def validate_value(section: type, name: str, value: Any) -> tuple[Any, str | Non
 
 @functools.cache
 def _adapter(section: type, name: str) -> TypeAdapter:
-    info = section.__pydantic_fields__[name]
-    annotation = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+    info = section_fields(section)[name]
+    # A type form built at run time (the field's type with its constraints), so typed Any.
+    annotation: Any = info.annotation
+    if info.metadata:
+        annotation = Annotated[(info.annotation, *info.metadata)]
     return TypeAdapter(annotation, config=ConfigDict(strict=True))

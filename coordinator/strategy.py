@@ -33,7 +33,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 from flwr.app import (
@@ -253,9 +253,9 @@ class DeltaStrategy(Strategy):
         shapes = {name: array.shape for name, array in state.global_weights.items()}
         replies = list(replies)
         work: dict[int, tuple[int, int] | None] = {}
-        for reply in replies:
+        for message in replies:
             # The first reply of a node counts (as in _admit): a duplicate cannot overwrite it.
-            work.setdefault(int(reply.metadata.src_node_id), work_done(reply))
+            work.setdefault(int(message.metadata.src_node_id), work_done(message))
         checked = _admit(
             [
                 check_train_reply(reply, shapes, self.max_delta_norm, server_round=server_round)
@@ -498,7 +498,7 @@ class DeltaStrategy(Strategy):
                 else -1
             )
             state.device_plan[node_id] = (profile, speed, budget)
-            config = ConfigRecord(dict(record[CONFIG_KEY]))
+            config = ConfigRecord(dict(cast(ConfigRecord, record[CONFIG_KEY])))
             config[contract.CONFIG_METER_FUEL] = True
             config[contract.CONFIG_FUEL_BUDGET] = int(budget)
             if profile is not None:
@@ -546,7 +546,7 @@ class DeltaStrategy(Strategy):
                 )
                 continue
             times = devices.client_time(profile, speed, state.payload_bytes, reply.fuel_used)
-            fields = {
+            fields: dict[str, Any] = {
                 "sim_seconds": times.total,
                 "sim_download_seconds": times.download,
                 "sim_compute_seconds": times.compute,
@@ -673,7 +673,8 @@ class DeltaStrategy(Strategy):
         rules.prime_reference(inner, state.global_weights)
         self._bulyan_selection.picked = None
         messages = [
-            Message(content=content, metadata=reply_metadata(reply.node_id, server_round))
+            # Flower's typed overloads leave out `metadata`, which Message.__init__ takes.
+            Message(content=content, metadata=reply_metadata(reply.node_id, server_round))  # type: ignore[call-overload]
             for content, reply in zip(contents, usable, strict=True)
         ]
         try:
@@ -727,7 +728,7 @@ def _admit(replies: list[Reply], expected_nodes: Sequence[int]) -> list[Reply]:
     return admitted
 
 
-def _no_delta(reply: Reply) -> dict[str, None]:
+def _no_delta(reply: Reply) -> dict[str, Any]:
     return {"delta": None} if isinstance(reply, TrainReply) else {}
 
 

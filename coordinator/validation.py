@@ -23,13 +23,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 
 from protos import contract
 from protos.contract import NO_PARTITION
-from protos.report_pb2 import FAILED, OK, REJECTED
+from protos.report_pb2 import FAILED, OK, REJECTED, ClientStatus
 
 from .aggregation import l2_norm
 
@@ -47,7 +48,7 @@ class TrainReply:
     """What the coordinator learned from one train reply; ``delta`` is set only when OK."""
 
     node_id: int
-    status: int  # report_pb2.ClientStatus: OK, FAILED or REJECTED
+    status: ClientStatus  # OK, FAILED or REJECTED
     reason: str = ""
     partition_id: int = NO_PARTITION
     num_examples: int = 0
@@ -72,7 +73,7 @@ class EvaluateReply:
     """What the coordinator learned from one evaluate reply."""
 
     node_id: int
-    status: int
+    status: ClientStatus
     reason: str = ""
     partition_id: int = NO_PARTITION
     num_examples: int = 0
@@ -171,7 +172,7 @@ def _check_train_reply(
     facts = _train_facts(metrics) if metrics is not None else {}
     if metrics is not None:
         metrics_problem = _train_metrics_problem(metrics)
-    base = {"node_id": node_id, "bytes_uploaded": bytes_uploaded, **facts}
+    base: dict[str, Any] = {"node_id": node_id, "bytes_uploaded": bytes_uploaded, **facts}
     base["kernel_sha256"] = reply_kernel_sha256(message)
     if problem:
         return TrainReply(status=REJECTED, reason=problem, **base)
@@ -240,7 +241,7 @@ def _check_evaluate_reply(message: Message, server_round: int | None) -> Evaluat
     if accuracy_problem and isinstance(metrics.get(contract.METRIC_EVAL_ACCURACY), int | float):
         if not isinstance(metrics[contract.METRIC_EVAL_ACCURACY], bool):
             accuracy_problem = f"eval-accuracy {accuracy} is not in [0, 1]"
-    base = {
+    base: dict[str, Any] = {
         "node_id": node_id,
         "bytes_uploaded": bytes_uploaded,
         "partition_id": partition_id,
@@ -384,7 +385,10 @@ def _num_examples(metrics: MetricRecord) -> tuple[int, str]:
     if problem and isinstance(claim, int) and not isinstance(claim, bool) and claim <= 0:
         problem = f"'num-examples' must be > 0, given {claim}"
     return (
-        value if not problem else _clamp_claim(metrics.get(contract.METRIC_NUM_EXAMPLES))
+        # No problem: value is the (required) claim, so it is not None.
+        value
+        if value is not None and not problem
+        else _clamp_claim(metrics.get(contract.METRIC_NUM_EXAMPLES))
     ), problem
 
 

@@ -18,12 +18,15 @@ import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 
 from client.data import SUFFIXES, DataFileError, load_data_file
 
-DATASETS = ("digits", "synthetic", "folder")
+# Spelled once, as the Literal type of the schema's [data] dataset (scenario_sections.py).
+Dataset = Literal["digits", "synthetic", "folder"]
+DATASETS: tuple[str, ...] = get_args(Dataset)
 
 DIGITS_FEATURES = 64
 DIGITS_CLASSES = 10

@@ -26,9 +26,10 @@ engine's worker process); :func:`with_faults` wraps any other ClientApp.
 
 from __future__ import annotations
 
-import math
+import functools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -36,15 +37,17 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordD
 from flwr.app.error import Error
 from flwr.clientapp import ClientApp
 
-from coordinator.config import FAULT_KEYS
+from coordinator import schema
 from protos.contract import CONFIG_SEED, CONFIG_SERVER_ROUND, RECORD_ARRAYS, RECORD_CONFIG
+from simulations.scenario_sections import ATTACKS, FaultsSection
 
-# The flat run-config keys (FAULT_KEYS) are listed in coordinator.config, which forwards them.
+# The flat run-config keys are the schema's (FaultsSection's `flat` names); coordinator.config
+# lists them as FAULT_KEYS to forward them (a test keeps the two equal). The attacks (ATTACKS)
+# are the schema's Literal too, so that a scenario file and this module know the same ones.
 # Set by the wrapper in a label-flipping client's run config (the data keys' home, which its
 # data source reads); read by simulations.federated_data.
 LABEL_FLIP_KEY = "faults-label-flip"
 
-ATTACKS: tuple[str, ...] = ("signflip", "scaling", "noise", "nan", "labelflip", "replacement")
 FAULTS: tuple[str, ...] = ("dropout", "crash", "slow")
 
 # Error codes of simulated faults (Flower's are 0..8, a client's own are
@@ -64,9 +67,22 @@ class FaultConfigError(ValueError):
         self.key = key
 
 
+# Flat key -> FaultsSection field name (the schema's `flat` metadata, one source).
+_FIELD_OF_KEY: Mapping[str, str] = MappingProxyType(
+    {key: place.name for key, place in schema.flat_settings((FaultsSection,)).items()}
+)
+_KEY_OF_FIELD: Mapping[str, str] = MappingProxyType({v: k for k, v in _FIELD_OF_KEY.items()})
+FAULT_KEYS: tuple[str, ...] = tuple(_FIELD_OF_KEY)
+
+
 @dataclass(frozen=True)
 class FaultConfig:
-    """The [faults] section, validated. All zero: no faults."""
+    """The [faults] section, validated. All zero: no faults.
+
+    Each value is checked by the one schema's rule for its key
+    (:class:`simulations.scenario_sections.FaultsSection`); this class adds the rule across
+    keys (dropout, crash and slow share one draw) and what the faults do.
+    """
 
     dropout: float = 0.0
     crash: float = 0.0
@@ -78,34 +94,20 @@ class FaultConfig:
     noise_std: float = 1.0
 
     def __post_init__(self) -> None:
-        """Check that every fault share is in [0, 1] and the attack is known."""
-        for name in ("dropout", "crash", "slow", "byzantine"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise FaultConfigError(
-                    f"faults-{name}", f"expected a fraction in [0, 1], given {value}"
-                )
+        """Check every value against the schema's [faults] rules, then the shares' sum."""
+        for config_field in fields(self):
+            name = config_field.name
+            value, problem = schema.validate_value(FaultsSection, name, getattr(self, name))
+            if problem is not None:
+                raise FaultConfigError(_KEY_OF_FIELD[name], problem)
+            # The validated value (an int given for a float becomes the float), set the way
+            # a frozen dataclass sets its fields itself.
+            object.__setattr__(self, name, value)
         if self.dropout + self.crash + self.slow > 1.0:
             raise FaultConfigError(
                 "faults-dropout",
                 "dropout + crash + slow are shares of one draw: expected a sum <= 1, given "
                 f"{self.dropout + self.crash + self.slow}",
-            )
-        if self.slow_fuel < 1:
-            raise FaultConfigError(
-                "faults-slow-fuel", f"expected an int >= 1, given {self.slow_fuel}"
-            )
-        if self.attack not in ATTACKS:
-            raise FaultConfigError(
-                "faults-attack", f"expected one of {', '.join(ATTACKS)}, given {self.attack!r}"
-            )
-        if not (math.isfinite(self.attack_scale) and self.attack_scale > 0):
-            raise FaultConfigError(
-                "faults-attack-scale", f"expected a finite float > 0, given {self.attack_scale}"
-            )
-        if not (math.isfinite(self.noise_std) and self.noise_std >= 0):
-            raise FaultConfigError(
-                "faults-noise-std", f"expected a finite float >= 0, given {self.noise_std}"
             )
 
     @property
@@ -115,34 +117,28 @@ class FaultConfig:
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> FaultConfig:
-        """Read the ``faults-*`` keys of a flat (run or message) config; absent keys: defaults."""
-        values: dict[str, Any] = {}
-        for key in FAULT_KEYS:
-            if key not in config:
-                continue
-            name = key.removeprefix("faults-").replace("-", "_")
-            default = getattr(cls, name)
-            value = config[key]
-            if isinstance(default, str):
-                if not isinstance(value, str):
-                    raise FaultConfigError(key, f"expected a string, given {value!r}")
-            elif isinstance(default, int) and not isinstance(default, bool):
-                if isinstance(value, bool) or not isinstance(value, int):
-                    raise FaultConfigError(key, f"expected an int, given {value!r}")
-            else:
-                if isinstance(value, bool) or not isinstance(value, int | float):
-                    raise FaultConfigError(key, f"expected a number, given {value!r}")
-                value = float(value)
-            values[name] = value
-        return cls(**values)
+        """Read the ``faults-*`` keys of a flat (run or message) config; absent keys: defaults.
+
+        Raises
+        ------
+        FaultConfigError
+            Naming the first key whose value the schema refuses (type or range).
+        """
+        # Every message of a run carries the same fault keys: the validated config is cached
+        # by what was given (value types included: 1, 1.0 and True hash alike, but only some
+        # are valid for a key), so the schema's checks run once per run, not once per message.
+        given = tuple(
+            (key, type(config[key]), config[key]) for key in _FIELD_OF_KEY if key in config
+        )
+        if all(isinstance(value, _SCALARS) for _, _, value in given):
+            return _from_given(given)
+        return _from_given.__wrapped__(given)  # an unhashable value: refused, not cached
 
     def to_run_config(self) -> dict[str, str | int | float]:
         """Return the flat keys; none when no fault is on (the run config stays as it was)."""
         if not self.active:
             return {}
-        return {
-            key: getattr(self, key.removeprefix("faults-").replace("-", "_")) for key in FAULT_KEYS
-        }
+        return {key: getattr(self, name) for key, name in _FIELD_OF_KEY.items()}
 
     # -- who does what ------------------------------------------------------------------------
     def byzantine_partitions(self, seed: int, num_partitions: int) -> frozenset[int]:
@@ -165,6 +161,14 @@ class FaultConfig:
         if draw < self.dropout + self.crash + self.slow:
             return "slow"
         return ""
+
+
+_SCALARS = (str, int, float, bool)
+
+
+@functools.lru_cache(maxsize=64)
+def _from_given(given: tuple[tuple[str, type, Any], ...]) -> FaultConfig:
+    return FaultConfig(**{_FIELD_OF_KEY[key]: value for key, _, value in given})
 
 
 def fault_labels(run_config: Mapping[str, Any]) -> Callable[[int, int], tuple[str, str]] | None:

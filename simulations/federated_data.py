@@ -20,7 +20,7 @@ How a data set becomes clients (``test-fraction`` = f):
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
@@ -322,11 +322,11 @@ def _build_cached(config: DataConfig, folder_stamp: tuple) -> FederatedData:
             )
         # A client whose file is unreadable fails when it loads its data, like a device with
         # a broken file; the other clients (and the central test set) go on without it.
-        devices = [f.arrays() if f.readable else None for f in client_files]
+        devices_or_none = [f.arrays() if f.readable else None for f in client_files]
         unreadable = {
             index: (str(f.path), f.error) for index, f in enumerate(client_files) if not f.readable
         }
-        return _from_devices(config, devices, num_classes, unreadable)
+        return _from_devices(config, devices_or_none, num_classes, unreadable)
     try:
         devices = [client_file.arrays() for client_file in client_files]
     except DataFileError as error:
@@ -360,7 +360,7 @@ def _digits(config: DataConfig) -> FederatedData:
 
 def _from_devices(
     config: DataConfig,
-    devices: list[tuple[np.ndarray, np.ndarray] | None],
+    devices: Sequence[tuple[np.ndarray, np.ndarray] | None],
     num_classes: int,
     unreadable: dict[int, tuple[str, str]] | None = None,
 ) -> FederatedData:
@@ -422,7 +422,7 @@ def _partition_pool(
 
 
 def _federated(
-    clients: tuple[LocalData, ...],
+    clients: tuple[LocalData | None, ...],
     central_x: np.ndarray,
     central_y: np.ndarray,
     num_features: int,

@@ -69,7 +69,7 @@ from dataclasses import field, fields
 from pathlib import Path
 from typing import Any
 
-from pydantic import ConfigDict, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from pydantic.dataclasses import dataclass
 
 from coordinator import schema
@@ -408,13 +408,12 @@ def scenario_json_schema() -> dict[str, Any]:
     Infinite defaults (``inf`` in TOML) are written as the string ``"inf"``: JSON has no inf.
     """
     required = {"scenario", "data", "model"}
+    tables: dict[str, Any] = {
+        name: (section, ...) if name in required else (section, None)
+        for name, section in _SECTIONS.items()
+    }
     file_model = create_model(
-        "ScenarioFile",
-        __config__=ConfigDict(extra="forbid", title="Sandflower scenario"),
-        **{
-            name: (section, ...) if name in required else (section, None)
-            for name, section in _SECTIONS.items()
-        },
+        "ScenarioFile", __config__=ConfigDict(extra="forbid", title="Sandflower scenario"), **tables
     )
     json_schema = file_model.model_json_schema()
     json_schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
@@ -440,7 +439,7 @@ def scenario_json_schema() -> dict[str, Any]:
     return _without_infinities(json_schema)
 
 
-def _params_schema(model: type) -> dict[str, Any]:
+def _params_schema(model: type[BaseModel]) -> dict[str, Any]:
     params = model.model_json_schema()
     params.pop("title", None)
     for prop in params.get("properties", {}).values():
@@ -558,6 +557,7 @@ def _apply_set(raw: dict[str, dict[str, Any]], key: str, text: str, source: str)
     # A whole table is replaced by an inline TOML table: strategy_params={beta = 0.2}, or {}
     # to go back to the strategy's defaults.
     info = schema.field_info(_SECTIONS[section_name], parts[1])
+    assert info is not None  # parts[1] is one of the section's known keys (checked above)
     raw[section_name][parts[1]] = _parse_text(text, is_string=info.annotation is str)
 
 

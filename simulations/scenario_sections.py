@@ -10,7 +10,7 @@ and doc string.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 from pydantic.dataclasses import dataclass
@@ -22,12 +22,18 @@ from coordinator.schema import (
     Int,
     setting,
 )
-from simulations.datasets import DATASETS
-from simulations.faults import ATTACKS
-from simulations.splitting import PARTITIONINGS
+from simulations.datasets import DATASETS, Dataset
+from simulations.splitting import PARTITIONINGS, Partitioning
 
-MODEL_KINDS = ("logreg", "mlp")
-DEVICE_POLICIES = ("none", "drop", "partial")
+# The attacks simulations.faults implements (it imports them from here: it checks its keys with
+# FaultsSection). Each choice list is spelled once, as the Literal type (a JSON Schema enum, and a
+# type mypy checks), and its tuple derived from it.
+Attack = Literal["signflip", "scaling", "noise", "nan", "labelflip", "replacement"]
+ATTACKS: tuple[str, ...] = get_args(Attack)
+ModelKind = Literal["logreg", "mlp"]
+MODEL_KINDS: tuple[str, ...] = get_args(ModelKind)
+DevicePolicy = Literal["none", "drop", "partial"]
+DEVICE_POLICIES: tuple[str, ...] = get_args(DevicePolicy)
 
 
 def _one_of(choices: tuple[str, ...]) -> dict[str, Any]:
@@ -62,7 +68,7 @@ StrategyParams = Annotated[
 class DataSection:
     """``[data]``: the data set and how it is split into clients."""
 
-    dataset: Literal[DATASETS] = setting(
+    dataset: Dataset = setting(
         doc="The data set: digits (bundled), synthetic (FedProx's), folder (your files).",
         flat="dataset",
         **_one_of(DATASETS),
@@ -79,7 +85,7 @@ class DataSection:
         1.0, expected="a float >= 0", doc="Synthetic(alpha, beta): data heterogeneity.",
         flat="synthetic-beta", ge=0,
     )  # fmt: skip
-    partitioning: Literal[PARTITIONINGS] = setting(
+    partitioning: Partitioning = setting(
         "iid",
         doc="How the pool is split: iid, dirichlet (label skew), shards, natural (per device).",
         flat="partitioning",
@@ -122,32 +128,52 @@ class SimulatedFederationSection(FederationSection):
 class ModelSection:
     """``[model]``: the model's kind and hidden widths (input and classes: from the data)."""
 
-    kind: Literal[MODEL_KINDS] = setting(doc="logreg or mlp.", **_one_of(MODEL_KINDS))
+    kind: ModelKind = setting(doc="logreg or mlp.", **_one_of(MODEL_KINDS))
     hidden: Annotated[tuple[Annotated[int, Field(ge=1)], ...], BeforeValidator(_list_to_tuple)] = (
         setting((), expected="a list of integers >= 1", doc="Hidden layer widths (mlp).")
     )
 
 
-_FRACTION: dict[str, Any] = {"expected": "a float in [0, 1]", "ge": 0, "le": 1}
+_FRACTION: dict[str, Any] = {"expected": "a number in [0, 1]", "ge": 0, "le": 1}
 
 
 @dataclass(frozen=True, config=SECTION_CONFIG)
 class FaultsSection:
     """``[faults]``: injected faults (simulations.faults); all off by default."""
 
-    dropout: Float = setting(0.0, doc="Per round and client: no reply.", **_FRACTION)
-    crash: Float = setting(0.0, doc="Per round and client: an error reply.", **_FRACTION)
-    slow: Float = setting(0.0, doc="Per round and client: fuel runs out.", **_FRACTION)
-    slow_fuel: Int = setting(1000, expected="an integer >= 1", doc="Fuel of a slow client.", ge=1)
-    byzantine: Float = setting(0.0, doc="Share of Byzantine clients, fixed per run.", **_FRACTION)
-    attack: Literal[ATTACKS] = setting(
-        "signflip", doc="The Byzantine clients' attack.", **_one_of(ATTACKS)
+    dropout: Float = setting(
+        0.0, doc="Per round and client: no reply.", flat="faults-dropout", **_FRACTION
+    )
+    crash: Float = setting(
+        0.0, doc="Per round and client: an error reply.", flat="faults-crash", **_FRACTION
+    )
+    slow: Float = setting(
+        0.0, doc="Per round and client: fuel runs out.", flat="faults-slow", **_FRACTION
+    )
+    slow_fuel: Int = setting(
+        1000, expected="an integer >= 1", doc="Fuel of a slow client.", flat="faults-slow-fuel",
+        ge=1,
+    )  # fmt: skip
+    byzantine: Float = setting(
+        0.0, doc="Share of Byzantine clients, fixed per run.", flat="faults-byzantine",
+        **_FRACTION,
+    )  # fmt: skip
+    attack: Attack = setting(
+        "signflip", doc="The Byzantine clients' attack.", flat="faults-attack", **_one_of(ATTACKS)
     )
     attack_scale: Annotated[Float, Field(allow_inf_nan=False)] = setting(
-        10.0, expected="a float > 0", doc="scaling's k, replacement's boost.", gt=0
+        10.0,
+        expected="a finite float > 0",
+        doc="scaling's k, replacement's boost.",
+        flat="faults-attack-scale",
+        gt=0,
     )
     noise_std: Annotated[Float, Field(allow_inf_nan=False)] = setting(
-        1.0, expected="a float >= 0", doc="The noise attack's standard deviation.", ge=0
+        1.0,
+        expected="a finite float >= 0",
+        doc="The noise attack's standard deviation.",
+        flat="faults-noise-std",
+        ge=0,
     )
 
 
@@ -161,7 +187,7 @@ def _minus_one_or_share(value: float) -> float:
 class DevicesSection:
     """``[devices]``: simulated devices (coordinator/clock.py, simulations/devices.py)."""
 
-    policy: Literal[DEVICE_POLICIES] = setting(
+    policy: DevicePolicy = setting(
         "none", doc="What a deadline does: none (off), drop, partial.", **_one_of(DEVICE_POLICIES)
     )
     profiles: str = setting(

@@ -21,10 +21,13 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 import numpy as np
 
-PARTITIONINGS = ("iid", "dirichlet", "shards", "natural")
+# Spelled once, as the Literal type of the schema's [data] partitioning.
+Partitioning = Literal["iid", "dirichlet", "shards", "natural"]
+PARTITIONINGS: tuple[str, ...] = get_args(Partitioning)
 
 # Every Dirichlet partition gets at least this many samples (flwr-datasets' default is 10),
 # so a client always has something to train on and a local held-out sample.

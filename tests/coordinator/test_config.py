@@ -7,6 +7,7 @@ import pytest
 
 from coordinator.config import DATA_KEYS, FederationConfig, RunConfigError
 from kernels.spec import ModelSpec
+from protos import contract
 
 
 def run_config(**changes):
@@ -200,6 +201,8 @@ def test_client_config_carries_the_message_contract_keys_and_no_data_keys():
         "kernel-sha256",
     ):
         assert key in client
+    # Every key the client requires (protos/contract.py, client/client_app.py checks it).
+    assert set(contract.REQUIRED_CONFIG) <= set(client)
     # Clients read the data keys from their run config (issue 11): none is forwarded.
     assert not set(DATA_KEYS) & set(client)
     assert client["server-round"] == 4 and client["model"] == "mlp:64-32-10"

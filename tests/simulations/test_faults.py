@@ -295,3 +295,16 @@ def test_the_module_level_app_wraps_the_sandflower_client_app():
     from flwr.supercore.object_ref import load_app
 
     assert load_app("simulations.faults:app", error_type=ValueError) is faults.app
+
+
+def test_validated_fault_configs_are_cached_by_value_and_type():
+    # 1, 1.0 and True hash alike: a cached valid 1 must not let True or 1.0 through.
+    assert FaultConfig.from_mapping({"faults-slow-fuel": 1}).slow_fuel == 1
+    for refused in (True, 1.0):
+        with pytest.raises(FaultConfigError, match="faults-slow-fuel: expected an integer"):
+            FaultConfig.from_mapping({"faults-slow-fuel": refused})
+    first = FaultConfig.from_mapping({"faults-crash": 0.25, "seed": 1})
+    assert FaultConfig.from_mapping({"faults-crash": 0.25, "seed": 2}) is first
+    assert FaultConfig.from_mapping({"faults-crash": 1}).crash == 1.0  # an int stands for a float
+    with pytest.raises(FaultConfigError, match="faults-crash: expected a number"):
+        FaultConfig.from_mapping({"faults-crash": [0.25]})  # unhashable: refused, not cached
