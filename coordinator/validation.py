@@ -29,10 +29,10 @@ from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDic
 
 from protos import contract
 from protos.contract import NO_PARTITION
+from protos.npy import decode_float32
 from protos.report_pb2 import FAILED, OK, REJECTED
 
 from .aggregation import l2_norm
-from .array_codec import decode_float32
 
 EXPECTED_DTYPE = "float32"
 UNKNOWN_NODE = -1

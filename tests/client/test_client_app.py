@@ -246,5 +246,5 @@ def test_a_kernel_file_replaced_between_jobs_is_verified_again(tmp_path):
     replacement.write_bytes(shipped.wasm + b"\x00")  # other bytes: not the pinned kernel
     os.replace(replacement, kernel)
     code, reason = _error(client_app.train(pinned, _context(**node)))
-    assert code == client_app.ERROR_KERNEL_MISMATCH
+    assert code == ClientErrorCode.KERNEL_MISMATCH
     assert shipped.sha256 in reason
