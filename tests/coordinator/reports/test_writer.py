@@ -231,16 +231,14 @@ def test_a_slow_html_render_is_repeated_only_after_a_proportionally_longer_wait(
     # HTML_MAX_TIME_SHARE of the run's time.
     clock = [1000.0]
     monkeypatch.setattr(report_writer.time, "monotonic", lambda: clock[0])
-    from coordinator import report_html
-
-    real_render = report_html.render_report_html
+    real_render = report_writer.render_report_html
 
     def slow_render(report):
         clock[0] += 1.0  # the render "takes" one second of the clock
         return real_render(report)
 
-    # write_run imports it when called, so it calls the patched one.
-    monkeypatch.setattr(report_html, "render_report_html", slow_render)
+    # writer.py imports it by name at module level: patch that name.
+    monkeypatch.setattr(report_writer, "render_report_html", slow_render)
     write_run(tmp_path, make_report(num_rounds=1, num_clients=1, status="running"))
     first_page = (tmp_path / REPORT_HTML).read_bytes()
     wait = 1.0 / report_writer.HTML_MAX_TIME_SHARE
