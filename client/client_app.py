@@ -36,6 +36,7 @@ from flwr.app import (
 )
 from flwr.app.error import Error
 from flwr.clientapp import ClientApp
+from flwr.common.constant import SType
 
 from client import kernel_source
 from client.data import DataFileError, LocalData, check_labels
@@ -61,6 +62,7 @@ from client.sandbox import KERNEL_FEATURES, Limits, SandboxError
 from kernels.spec import ModelSpec, ModelSpecError
 from protos import contract
 from protos.contract import NO_PARTITION, ClientErrorCode, ClientJobError
+from protos.npy import decode_float32, encode_float32
 
 DEFAULT_MEMORY_MB = 512
 # Default job budgets, derived from the job's size so that a kernel that loops or stalls ends
@@ -183,7 +185,7 @@ def _train(message: Message, context: Context, data_source: DataSource) -> Recor
             contract.METRIC_FUEL_PLANNING: int(result.fuel_planning),
         }
     )
-    arrays = ArrayRecord({name: Array(array) for name, array in update.items()})
+    arrays = ArrayRecord({name: _npy_array(array) for name, array in update.items()})
     # Which kernel trained this delta: a MetricRecord holds numbers only, so a ConfigRecord.
     kernel = ConfigRecord({contract.KERNEL_SHA256: runner.module.sha256})
     return RecordDict(
@@ -260,12 +262,34 @@ def _global_model(message: Message, config: Mapping[str, Any]) -> tuple[ModelSpe
             ClientErrorCode.BAD_CONFIG, f"expected one ArrayRecord, given {len(array_records)}"
         )
     record = next(iter(array_records.values()))
-    global_weights = {name: array.numpy() for name, array in record.items()}
+    global_weights = {name: _read_array(array) for name, array in record.items()}
     try:
         spec.flatten(global_weights)  # checks names and shapes against the spec
     except ModelSpecError as error:
         raise ClientJobError(ClientErrorCode.BAD_CONFIG, f"global model: {error}") from error
     return spec, global_weights
+
+
+def _read_array(array: Array) -> np.ndarray:
+    # Every job decodes the global model: numpy's exact bytes for a float32 array read as a
+    # view (protos.npy), anything else through Flower's np.load (same values, same checks).
+    if array.dtype == "float32" and array.stype == SType.NUMPY:
+        values = decode_float32(array.data, array.shape)
+        if values is not None:
+            return values
+    return array.numpy()
+
+
+def _npy_array(values: np.ndarray) -> Array:
+    # The bytes np.save writes (what Array(ndarray) holds), without its constructor's cost.
+    if values.dtype == np.float32:
+        return Array(
+            dtype="float32",
+            shape=tuple(int(n) for n in values.shape),
+            stype=SType.NUMPY,
+            data=encode_float32(values),
+        )
+    return Array(values)
 
 
 def _partition_id(node_config: Mapping[str, Any]) -> int:

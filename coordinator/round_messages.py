@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 from flwr.app import (
-    Array,
     ArrayRecord,
     ConfigRecord,
     Message,
@@ -22,6 +20,7 @@ from flwr.app.metadata import Metadata
 
 from protos import contract
 
+from .array_codec import DecodedArray
 from .validation import TrainReply
 
 ARRAYS_KEY = contract.RECORD_ARRAYS
@@ -60,9 +59,11 @@ def delta_content(reply: TrainReply) -> RecordDict:
     touch copies.
     """
     assert reply.delta is not None
-    arrays = ArrayRecord(
-        {name: Array(np.array(array, copy=True)) for name, array in reply.delta.items()}
-    )
+    # DecodedArray: Flower's rule reads the validated values, not the npy bytes a second time.
+    # Set item by item: ArrayRecord's constructor would rebuild each one as a plain Array.
+    arrays = ArrayRecord()
+    for name, array in reply.delta.items():
+        arrays[name] = DecodedArray(array)
     return RecordDict(
         {
             ARRAYS_KEY: arrays,

@@ -30,6 +30,7 @@ from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDic
 
 from protos import contract
 from protos.contract import NO_PARTITION
+from protos.npy import decode_float32
 from protos.report_pb2 import FAILED, OK, REJECTED, ClientStatus
 
 from .aggregation import l2_norm
@@ -531,10 +532,13 @@ def _delta_arrays(
             )
         if array.dtype != EXPECTED_DTYPE:
             return None, f"array {name!r}: dtype {array.dtype}, expected {EXPECTED_DTYPE}"
-        try:
-            values = array.numpy()
-        except Exception as error:  # malformed bytes: whatever numpy raises, it is a rejection
-            return None, f"array {name!r}: cannot be read ({type(error).__name__}: {error})"
+        # numpy's exact bytes for this layout decode as a view; anything else takes np.load.
+        values = decode_float32(array.data, expected_shape)
+        if values is None:
+            try:
+                values = array.numpy()
+            except Exception as error:  # malformed bytes: whatever numpy raises, rejects it
+                return None, f"array {name!r}: cannot be read ({type(error).__name__}: {error})"
         if values.shape != tuple(expected_shape) or values.dtype != np.float32:
             return None, (
                 f"array {name!r}: data decodes to {values.dtype}{values.shape}, "

@@ -44,6 +44,11 @@ MIN_CLIENT_SAMPLES = 2
 # make the central test set (all of them in the 30-device FedProx scenarios).
 LAZY_CLIENTS_CACHED = 256
 CENTRAL_TEST_DEVICES = 1000
+# A process that knows how many clients it serves (a simulation worker: its share of the
+# population) keeps all of them when they are at most this many: ~65 MB at synthetic's 60
+# features (~113 KB per device on average). A larger share keeps LAZY_CLIENTS_CACHED: sampled
+# clients rarely come back soon, so a bigger cache would mostly hold memory.
+LAZY_CLIENTS_MAX = 576
 
 # Stream tags so that no two uses of the run seed draw the same numbers.
 _CENTRAL_SPLIT = 1
@@ -247,6 +252,20 @@ def build_federated_data(config: DataConfig) -> FederatedData:
     is read again.
     """
     return _build_cached(config, _folder_stamp(config))
+
+
+def size_lazy_cache(clients: int) -> int:
+    """Size this process's cache of lazy clients for the ``clients`` it will serve.
+
+    Keeps all of them when ``clients`` <= ``LAZY_CLIENTS_MAX`` (a simulation worker then
+    generates each of its devices once per run instead of once per job), otherwise
+    ``LAZY_CLIENTS_CACHED``. A changed size starts an empty cache. Returns the size.
+    """
+    global _synthetic_client_cached
+    size = clients if LAZY_CLIENTS_CACHED < clients <= LAZY_CLIENTS_MAX else LAZY_CLIENTS_CACHED
+    if _synthetic_client_cached.cache_parameters()["maxsize"] != size:
+        _synthetic_client_cached = functools.lru_cache(maxsize=size)(_synthetic_client)
+    return size
 
 
 def clear_caches() -> None:
@@ -477,4 +496,5 @@ __all__ = [
     "load_central_test",
     "load_client_data",
     "is_lazy",
+    "size_lazy_cache",
 ]

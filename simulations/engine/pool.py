@@ -278,7 +278,9 @@ class WorkerPool:
     # -- internals ---------------------------------------------------------------------------
     def _spawn(self, index: int) -> _Worker:
         parent_end, child_end = self._context.Pipe(duplex=True)
-        args = (self.client_app, self.run_config, self.num_partitions, self.run_id)
+        # Worker ``index`` serves clients index, index + num_workers, ... (worker_of).
+        clients_owned = len(range(index, self.num_partitions, self.num_workers))
+        args = (self.client_app, self.run_config, self.num_partitions, self.run_id, clients_owned)
         name = f"sandflower-worker-{index}"
         process: Any
         if self.start_method == "lean":

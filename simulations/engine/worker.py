@@ -93,14 +93,25 @@ def run_worker(
     run_config: Mapping[str, Any],
     num_partitions: int,
     run_id: int,
+    clients_owned: int | None = None,
 ) -> None:
-    """Run the worker process's loop (returns when told to stop or the pipe closes)."""
+    """Run the worker process's loop (returns when told to stop or the pipe closes).
+
+    ``clients_owned``: how many clients this worker serves (its share of the population);
+    the simulated data cache is sized to keep them all when they fit.
+    """
     # Ctrl-C in a terminal reaches the whole process group: the coordinator decides when a
     # worker stops (and stops it by pid), so a worker never dies half-way through a reply.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # One worker per core: BLAS threads would only fight each other (and see
     # simulations.environment.limit_blas_threads for the fork hazard).
     limit_blas_threads()
+    if clients_owned is not None:
+        # A simulated device regenerated per job costs ~3 ms of CPU; a worker that keeps all
+        # its clients generates each once per run (simulations.federated_data.size_lazy_cache).
+        from simulations.federated_data import size_lazy_cache
+
+        size_lazy_cache(clients_owned)
     app = load_client_app(client_app)
     contexts: dict[int, Context] = {}
 

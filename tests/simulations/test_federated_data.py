@@ -308,3 +308,31 @@ def test_the_shared_validated_config_never_stands_for_a_value_of_another_type():
         DataConfig.from_mapping(config | {"num-partitions": True})
     as_int = DataConfig.from_mapping(config | {"dirichlet-alpha": 1})
     assert as_int.dirichlet_alpha == 1.0 and isinstance(as_int.dirichlet_alpha, float)
+
+
+# -- the lazy cache's size ----------------------------------------------------------------------
+def test_the_lazy_cache_keeps_every_owned_client_that_fits_and_the_data_is_the_same():
+    from simulations import federated_data
+
+    config = DataConfig(
+        dataset="synthetic", partitioning="natural", num_partitions=1000, seed=3
+    ).to_mapping()
+    default = federated_data.LAZY_CLIENTS_CACHED
+    try:
+        clear_caches()
+        before = [load_client_data(config, partition) for partition in (0, 7, 999)]
+        assert federated_data.size_lazy_cache(260) == 260
+        assert federated_data._synthetic_client_cached.cache_parameters()["maxsize"] == 260
+        after = [load_client_data(config, partition) for partition in (0, 7, 999)]
+        for old, new in zip(before, after, strict=True):
+            for name in ("x_train", "y_train", "x_test", "y_test"):
+                assert getattr(old, name).tobytes() == getattr(new, name).tobytes()
+        for partition in range(300):
+            load_client_data(config, partition)
+        assert federated_data._synthetic_client_cached.cache_info().currsize == 260
+        # Too many to keep, or fewer than the default: the default.
+        assert federated_data.size_lazy_cache(federated_data.LAZY_CLIENTS_MAX + 1) == default
+        assert federated_data.size_lazy_cache(10) == default
+    finally:
+        federated_data.size_lazy_cache(default)
+        clear_caches()

@@ -54,12 +54,20 @@ def train(message: Message, context: Context) -> Message:
             "num-partitions": int(context.node_config["num-partitions"]),
             "node-id": int(context.node_id),
             "job-sequence": next(_jobs_run),
+            "lazy-cache-size": _lazy_cache_size(),
         }
     )
     content = RecordDict(
         {"arrays": ArrayRecord({n: Array(a) for n, a in delta.items()}), "metrics": metrics}
     )
     return Message(content, reply_to=message)
+
+
+def _lazy_cache_size() -> int:
+    # How many simulated clients this worker process keeps (sized by the worker at start).
+    from simulations import federated_data
+
+    return int(federated_data._synthetic_client_cached.cache_parameters()["maxsize"])
 
 
 def make_probe_app() -> ClientApp:

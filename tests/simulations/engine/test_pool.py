@@ -253,3 +253,24 @@ def test_a_lean_worker_does_not_import_from_the_current_directory(tmp_path, monk
         (reply,) = grid.send_and_receive(_messages(grid, [2]), timeout=60)
     assert not reply.has_error()
     assert _metrics(reply)["partition-id"] == 2
+
+
+@pytest.mark.parametrize("start_method", START_METHODS)
+def test_each_worker_keeps_every_client_it_owns_when_they_fit(behaviours, start_method):
+    # 1001 clients on 2 workers: worker 0 owns 501, worker 1 owns 500 (both <= 576).
+    from simulations.federated_data import LAZY_CLIENTS_CACHED, LAZY_CLIENTS_MAX
+
+    sizes = {}
+    for num_partitions, num_workers in ((1001, 2), (NUM_CLIENTS, 2), (3 * LAZY_CLIENTS_MAX, 2)):
+        run_config = {"probe-behaviours": dict(behaviours)}
+        app = apps.probe_app if start_method == "fork" else PROBE_APP
+        with WorkerPool(
+            num_workers, app, run_config, num_partitions, start_method=start_method
+        ) as pool:
+            grid = LocalGrid(pool, num_partitions)
+            replies = grid.send_and_receive(_messages(grid, [0, 1]), timeout=30)
+            sizes[num_partitions] = [_metrics(r)["lazy-cache-size"] for r in replies]
+    assert sizes[1001] == [501, 500]
+    # Few clients, or more than fit: the default size.
+    assert sizes[NUM_CLIENTS] == [LAZY_CLIENTS_CACHED] * 2
+    assert sizes[3 * LAZY_CLIENTS_MAX] == [LAZY_CLIENTS_CACHED] * 2

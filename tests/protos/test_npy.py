@@ -1,0 +1,49 @@
+"""protos/npy.py: numpy's exact npy bytes decode as a view, anything else falls back."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from flwr.app import Array
+
+from protos.npy import decode_float32, encode_float32
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("shape", [(60, 10), (10,), (1,), (3, 4, 5), (0,)])
+def test_decodes_numpy_bytes_bit_exactly(shape):
+    values = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    decoded = decode_float32(Array(values).data, shape)
+    assert decoded is not None
+    assert decoded.dtype == np.float32 and decoded.shape == shape
+    assert decoded.tobytes() == values.tobytes()
+    assert not decoded.flags.writeable  # a view of the reply's immutable bytes
+
+
+@pytest.mark.parametrize(
+    "data, shape",
+    [
+        (_npy(np.zeros((10, 60), np.float32)), (60, 10)),  # another shape
+        (_npy(np.zeros((60, 10), np.float64)), (60, 10)),  # another dtype
+        (_npy(np.zeros((60, 10), ">f4")), (60, 10)),  # big-endian
+        (_npy(np.asfortranarray(np.zeros((60, 10), np.float32))), (60, 10)),  # Fortran order
+        (_npy(np.zeros((60, 10), np.float32))[:-1], (60, 10)),  # truncated
+        (_npy(np.zeros((60, 10), np.float32)) + b"\0", (60, 10)),  # trailing byte
+        (b"", (60, 10)),
+        (bytearray(_npy(np.zeros((60, 10), np.float32))), (60, 10)),  # not bytes
+    ],
+)
+def test_anything_but_the_exact_form_falls_back(data, shape):
+    assert decode_float32(data, shape) is None
+
+
+def test_encode_matches_np_save():
+    values = np.arange(600, dtype=np.float32).reshape(60, 10)
+    assert encode_float32(values) == _npy(values)
