@@ -67,7 +67,8 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import field, fields
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from pydantic.dataclasses import dataclass
@@ -558,7 +559,24 @@ def _apply_set(raw: dict[str, dict[str, Any]], key: str, text: str, source: str)
     # to go back to the strategy's defaults.
     info = schema.field_info(_SECTIONS[section_name], parts[1])
     assert info is not None  # parts[1] is one of the section's known keys (checked above)
-    raw[section_name][parts[1]] = _parse_text(text, is_string=info.annotation is str)
+    raw[section_name][parts[1]] = _parse_text(text, is_string=_takes_text(info.annotation))
+
+
+def _takes_text(annotation: Any) -> bool:
+    """Return True when a field holds text: ``str``, a Literal of strings, or an Optional of those.
+
+    Such a field's --set value is taken as written: ``faults.attack=nan`` names the attack, it
+    is not the float NaN that TOML would read.
+    """
+    if annotation is str:
+        return True
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Literal:
+        return all(isinstance(arg, str) for arg in args)
+    if origin in (Union, UnionType):
+        kept = [arg for arg in args if arg is not type(None)]
+        return bool(kept) and all(_takes_text(arg) for arg in kept)
+    return False
 
 
 def _parse_text(text: str, *, is_string: bool) -> Any:

@@ -513,3 +513,19 @@ def test_the_documented_schema_matches_the_defaults():
         for key, value in values.items():
             if value is not None:
                 assert actual[section][key] == value, f"{section}.{key}"
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "true", "1", "2.5"])
+def test_set_takes_text_fields_as_written_even_when_toml_would_read_a_number(text):
+    # faults.attack=nan names the "nan" attack: TOML would read the float NaN. Every field that
+    # holds text (str or a Literal of strings) takes its --set value as written; the schema then
+    # accepts or refuses the string itself, naming the key.
+    scenario = load_scenario(find_scenario("digits-mlp-iid"))
+    if text == "nan":
+        changed = scenario.with_overrides(sets={"faults.attack": text})
+        assert changed.faults.attack == "nan"
+    else:
+        with pytest.raises(ScenarioError, match=rf"\[faults\] attack: .*given '?{text}'?"):
+            scenario.with_overrides(sets={"faults.attack": text})
+    with pytest.raises(ScenarioError, match=r"\[data\] dataset: .*given"):
+        scenario.with_overrides(sets={"data.dataset": text})
