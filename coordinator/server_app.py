@@ -176,7 +176,16 @@ def run_rounds_on_grid(
             )
             logger.info("partition ids known for %d nodes", found)
         if check_partitions is not None:
-            check_partitions(dict(strategy.node_partitions))
+            # The nodes connected now: a resumed run's map also holds the previous segment's
+            # node ids (simulated node ids are new per run).
+            connected = set(grid.get_node_ids())
+            check_partitions(
+                {
+                    node: partition
+                    for node, partition in strategy.node_partitions.items()
+                    if node in connected
+                }
+            )
         for server_round in range(start.finished_rounds + 1, config.num_rounds + 1):
             global_weights = _run_round(
                 grid, strategy, config, server_round, global_weights, central_evaluate, timeout
