@@ -22,17 +22,11 @@ import numpy as np  # noqa: E402
 from client import sandbox  # noqa: E402
 from client.sandbox import KernelModule, Limits, SandboxError  # noqa: E402
 from tests.client.sandbox.hostile_modules import CASES  # noqa: E402
+from tests.client.sandbox.wat import SUM  # noqa: E402
 
-NORMAL = """(module (memory (export "memory") 1)
+NORMAL = f"""(module (memory (export "memory") 1)
   (func (export "sf_abi_version") (result i32) (i32.const 1))
-  (func (export "sum") (param $p i32) (param $n i32) (result f32) (local $acc f32)
-    (block $done (loop $next
-      (br_if $done (i32.eqz (local.get $n)))
-      (local.set $acc (f32.add (local.get $acc) (f32.load (local.get $p))))
-      (local.set $p (i32.add (local.get $p) (i32.const 4)))
-      (local.set $n (i32.sub (local.get $n) (i32.const 1)))
-      (br $next)))
-    (local.get $acc)))"""
+  {SUM})"""
 # The ClientApp's kind of limits: fuel and a deadline, memory capped.
 JOB_LIMITS = dict(fuel=2_000_000_000, deadline_seconds=1.0)
 

@@ -26,11 +26,8 @@ ALLOC = """
     (local.get $p))
 """
 
-GOOD = f"""(module
-  (memory (export "memory") 1)
-  {ALLOC}
-  (func (export "sf_abi_version") (result i32) (i32.const 1))
-  ;; sum of n float32 at p
+# sum of n float32 at p (also the hostile harness's normal job)
+SUM = """
   (func (export "sum") (param $p i32) (param $n i32) (result f32) (local $acc f32)
     (block $done (loop $next
       (br_if $done (i32.eqz (local.get $n)))
@@ -39,6 +36,13 @@ GOOD = f"""(module
       (local.set $n (i32.sub (local.get $n) (i32.const 1)))
       (br $next)))
     (local.get $acc))
+"""
+
+GOOD = f"""(module
+  (memory (export "memory") 1)
+  {ALLOC}
+  (func (export "sf_abi_version") (result i32) (i32.const 1))
+  {SUM}
   ;; y[i] = 2 * x[i] for n float32
   (func (export "double") (param $x i32) (param $y i32) (param $n i32)
     (block $done (loop $next
