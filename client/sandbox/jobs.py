@@ -30,7 +30,7 @@ from client.sandbox.errors import (
     _one_line,
     _trap_cause,
 )
-from client.sandbox.ffi import _instance_export
+from client.sandbox.ffi import _instance_export, call_numeric
 from client.sandbox.limits import WASM_PAGE_BYTES, Limits, _set_store_limits
 
 if TYPE_CHECKING:
@@ -171,7 +171,7 @@ class Job:
             self._funcs[entry] = func
         started = time.perf_counter()
         try:
-            return func(store, *values)
+            return call_numeric(store, func, params, results, values)
         except wasmtime.Trap as error:
             failure = self._trap_error(error, entry)
             self._failed = str(failure)
