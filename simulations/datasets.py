@@ -87,6 +87,24 @@ def generate_synthetic(
     ]
 
 
+def _device_rng(device: int, seed: int) -> np.random.Generator:
+    return np.random.default_rng([seed, 0x5E7, device])
+
+
+def _draw_num_samples(rng: np.random.Generator) -> int:
+    # A device's first draw (synthetic_device_size reads it without generating the device).
+    return int(rng.lognormal(4, 2)) + 50
+
+
+def synthetic_device_size(device: int, seed: int) -> int:
+    """Return how many samples :func:`synthetic_device` gives device ``device`` (~10 us).
+
+    The device's first draw, made without generating its data: what a scheduler needs to
+    know of a client that has not run yet.
+    """
+    return _draw_num_samples(_device_rng(device, seed))
+
+
 def synthetic_device(
     alpha: float,
     beta: float,
@@ -123,8 +141,8 @@ def synthetic_device(
         raise DatasetError(f"synthetic beta: expected a float >= 0, given {beta}")
     if device < 0:
         raise DatasetError(f"synthetic device: expected an int >= 0, given {device}")
-    rng = np.random.default_rng([seed, 0x5E7, device])
-    num_samples = int(rng.lognormal(4, 2)) + 50
+    rng = _device_rng(device, seed)
+    num_samples = _draw_num_samples(rng)
     mean_w = rng.normal(0, alpha)
     mean_b = mean_w
     feature_offset = rng.normal(0, beta)

@@ -225,6 +225,21 @@ def load_central_test(
     return federated.central_x, federated.central_y
 
 
+def partition_size(data_config: Mapping[str, Any] | DataConfig, partition_id: int) -> int:
+    """Return how many samples client ``partition_id`` holds (train and held-out), cheaply.
+
+    A lazy synthetic device is not generated (its size is its first draw); an eager data set
+    is partitioned once per process anyway (cached). 0 for a client whose file is unreadable.
+    """
+    config = (
+        data_config if isinstance(data_config, DataConfig) else DataConfig.from_mapping(data_config)
+    )
+    if is_lazy(config):
+        return datasets.synthetic_device_size(int(partition_id), config.seed)
+    client = build_federated_data(config).clients[int(partition_id)]
+    return 0 if client is None else client.num_train + client.num_test
+
+
 def is_lazy(config: DataConfig) -> bool:
     """Whether each client's data is made only when that client asks for it.
 

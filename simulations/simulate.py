@@ -131,6 +131,7 @@ def _run_local(config, workers, client_app, on_round, on_progress) -> None:
         resolved,
         num_clients,
         start_method=_start_method(resolved, client_app),
+        job_cost=_job_cost(resolved),
     )
     stopping.register(pool)
     try:
@@ -167,6 +168,23 @@ def _start_method(run_config: Mapping[str, Any], client_app: Any) -> str:
     if isinstance(client_app, str) and is_lazy(DataConfig.from_mapping(run_config)):
         return "lean"
     return "fork"
+
+
+# A job's fixed cost, in samples: at 1000 synthetic clients a train job took ~0.9 ms + 15 us
+# per sample inside the kernel, and ~2 ms of ClientApp and sandbox set-up around it.
+JOB_OVERHEAD_SAMPLES = 190
+
+
+def _job_cost(run_config: Mapping[str, Any]) -> Callable[[int], float]:
+    """Client partition id -> its job's estimated cost, for the pool to balance its workers."""
+    from simulations.federated_data import DataConfig, partition_size
+
+    config = DataConfig.from_mapping(run_config)
+
+    def cost(partition_id: int) -> float:
+        return JOB_OVERHEAD_SAMPLES + partition_size(config, partition_id)
+
+    return cost
 
 
 def _load_data_before_forking(run_config: Mapping[str, Any]) -> None:

@@ -1,11 +1,13 @@
 """A pool of worker processes that run client jobs: start, dispatch, supervise, stop.
 
-Client ``partition_id`` always runs on worker ``partition_id % num_workers`` (deterministic,
-and each client's data is loaded by one process only). The pool watches every busy worker's
-pipe AND its process sentinel: a worker that dies mid-round (SIGKILL, out of memory, a crash
-inside the native runtime) or does not finish before the round's timeout fails only the jobs
-it still held (error replies that say why), is replaced by a fresh process, and the round
-goes on with the other workers' replies.
+Client ``partition_id``'s home is worker ``partition_id % num_workers`` (deterministic, and
+each client's data is loaded by its home worker); given each client's ``job_cost``, a batch
+moves the few jobs that even the workers' loads out (:mod:`.balance`).
+
+The pool watches every busy worker's pipe AND its process sentinel: a worker that dies
+mid-round (SIGKILL, out of memory, a crash inside the native runtime) or does not finish
+before the round's timeout fails only the jobs it still held (error replies that say why),
+is replaced by a fresh process, and the round goes on with the other workers' replies.
 
 How a worker starts (``start_method``):
 
@@ -37,6 +39,7 @@ from flwr.app.error import Error
 from flwr.common.constant import ErrorCode
 
 from . import transfer
+from .balance import balance
 from .lean import LeanProcess
 from .worker import ClientAppSource, run_worker
 
@@ -93,6 +96,8 @@ class WorkerPool:
     num_partitions : the number of clients (node config ``num-partitions``).
     run_id : the run id of every Context and message.
     start_method : "fork" (default) or "lean" (see the module docstring).
+    job_cost : client partition id -> the estimated cost of its job (e.g. its sample count
+        plus a per-job overhead); None: every job runs on its home worker.
     """
 
     def __init__(
@@ -104,6 +109,7 @@ class WorkerPool:
         *,
         run_id: int = 1,
         start_method: str = "fork",
+        job_cost: Callable[[int], float] | None = None,
     ) -> None:
         if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
             raise PoolError(f"workers: expected an int >= 1, given {num_workers!r}")
@@ -122,6 +128,8 @@ class WorkerPool:
         self._workers: list[_Worker | None] = [None] * num_workers
         self._stopped = False
         self.started_pids: list[int] = []
+        self._job_cost = job_cost
+        self._costs: dict[int, float] = {}  # partition id -> job_cost, asked once per client
 
     # -- life cycle --------------------------------------------------------------------------
     def start(self) -> WorkerPool:
@@ -148,8 +156,21 @@ class WorkerPool:
         return [worker.pid for worker in self._workers if worker is not None]
 
     def worker_of(self, partition_id: int) -> int:
-        """Return the index of the worker that runs client ``partition_id``."""
+        """Return the index of client ``partition_id``'s home worker."""
         return int(partition_id) % self.num_workers
+
+    def workers_for(self, partition_ids: list[int]) -> list[int]:
+        """Return the worker that runs each job of a batch (:func:`.balance.balance`)."""
+        homes = [self.worker_of(partition_id) for partition_id in partition_ids]
+        if self._job_cost is None:
+            return homes
+        costs = []
+        for partition_id in partition_ids:
+            cost = self._costs.get(partition_id)
+            if cost is None:
+                cost = self._costs[partition_id] = float(self._job_cost(partition_id))
+            costs.append(cost)
+        return balance(homes, costs, self.num_workers)
 
     def stop(self) -> None:
         """Stop every worker by pid.
@@ -207,7 +228,9 @@ class WorkerPool:
         encoded: dict[int, tuple[int, bytes]] = {}  # id(content) -> (key, buffer)
         contents_by_id: dict[int, Any] = {}
         sent_ids: list[str] = []
-        for message, partition_id in messages:
+        batch = list(messages)
+        indices = self.workers_for([int(partition_id) for _, partition_id in batch])
+        for (message, partition_id), index in zip(batch, indices, strict=True):
             sent_ids.append(message.metadata.message_id)
             content = message.content
             key_and_buffer = encoded.get(id(content))
@@ -218,7 +241,6 @@ class WorkerPool:
                 encoded[id(content)] = key_and_buffer
                 contents_by_id[id(content)] = content  # keep id() unique while encoding
             key, buffer = key_and_buffer
-            index = self.worker_of(partition_id)
             contents, jobs = batches.setdefault(index, ({}, []))
             contents[key] = buffer
             jobs.append((key, message.metadata, int(partition_id)))

@@ -274,3 +274,23 @@ def test_each_worker_keeps_every_client_it_owns_when_they_fit(behaviours, start_
     # Few clients, or more than fit: the default size.
     assert sizes[NUM_CLIENTS] == [LAZY_CLIENTS_CACHED] * 2
     assert sizes[3 * LAZY_CLIENTS_MAX] == [LAZY_CLIENTS_CACHED] * 2
+
+
+def test_a_job_cost_moves_a_job_off_a_loaded_worker_and_keeps_reply_order(behaviours):
+    # Partitions 0, 2, 4, 6 are at home on worker 0 (12 units of work), 1 on worker 1 (1 unit).
+    # One job of the five may move (balance.MAX_MOVED_FRACTION, at least one): the first of
+    # the equal jobs on worker 0 (partition 0) goes to worker 1: 9 / 4.
+    costs = {1: 1.0}
+    partitions = [0, 2, 4, 6, 1]
+    with WorkerPool(
+        2, apps.probe_app, {}, NUM_CLIENTS, job_cost=lambda p: costs.get(p, 3.0)
+    ) as pool:
+        assert pool.workers_for(partitions) == [1, 0, 0, 0, 1]
+        grid = LocalGrid(pool, NUM_CLIENTS)
+        replies = list(grid.send_and_receive(_messages(grid, partitions), timeout=30))
+        pids = pool.pids
+    assert [_metrics(r)["partition-id"] for r in replies] == partitions
+    assert [_metrics(r)["pid"] for r in replies] == [pids[1], pids[0], pids[0], pids[0], pids[1]]
+    for reply, partition in zip(replies, partitions, strict=True):
+        delta = reply.content.array_records["arrays"]["w"].numpy()
+        assert np.array_equal(delta, np.full((4, 3), float(partition), np.float32))
