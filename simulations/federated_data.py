@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from client.data import DataFileError, LocalData, split_local
+from client.data import DataFileError, LocalData, split_local, split_sizes
 from coordinator import schema
 from coordinator.config import DATA_KEYS as FORWARDED_DATA_KEYS
 from simulations import datasets, splitting
@@ -225,19 +225,32 @@ def load_central_test(
     return federated.central_x, federated.central_y
 
 
-def partition_size(data_config: Mapping[str, Any] | DataConfig, partition_id: int) -> int:
-    """Return how many samples client ``partition_id`` holds (train and held-out), cheaply.
+def partition_split(
+    data_config: Mapping[str, Any] | DataConfig, partition_id: int
+) -> tuple[int, int] | None:
+    """Return client ``partition_id``'s (train, held-out) sample counts, cheaply.
 
-    A lazy synthetic device is not generated (its size is its first draw); an eager data set
-    is partitioned once per process anyway (cached). 0 for a client whose file is unreadable.
+    A lazy synthetic device is not generated (its size is its first draw, split by
+    ``client.data.split_sizes``); an eager data set is partitioned once per process anyway
+    (cached). None for a partition id out of range or a client whose file is unreadable.
     """
     config = (
         data_config if isinstance(data_config, DataConfig) else DataConfig.from_mapping(data_config)
     )
+    if not 0 <= int(partition_id) < config.num_partitions:
+        return None
     if is_lazy(config):
-        return datasets.synthetic_device_size(int(partition_id), config.seed)
-    client = build_federated_data(config).clients[int(partition_id)]
-    return 0 if client is None else client.num_train + client.num_test
+        size = datasets.synthetic_device_size(int(partition_id), config.seed)
+        return split_sizes(size, config.test_fraction)
+    clients = build_federated_data(config).clients
+    client = clients[int(partition_id)] if int(partition_id) < len(clients) else None
+    return None if client is None else (client.num_train, client.num_test)
+
+
+def partition_size(data_config: Mapping[str, Any] | DataConfig, partition_id: int) -> int:
+    """Return how many samples client ``partition_id`` holds (train and held-out); 0: none."""
+    split = partition_split(data_config, partition_id)
+    return 0 if split is None else sum(split)
 
 
 def is_lazy(config: DataConfig) -> bool:

@@ -8,6 +8,7 @@ of the kernel every client must run. The ClientApp (the ``clientapp`` component)
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -26,7 +27,7 @@ from coordinator.config import FederationConfig, RunConfigError
 from coordinator.server_app import run_rounds_on_grid
 from simulations.central import make_central_evaluate
 from simulations.faults import fault_labels
-from simulations.federated_data import DataConfig, build_federated_data
+from simulations.federated_data import DataConfig, partition_split
 
 KERNEL_FLAVOUR_KEY = "kernel-flavour"
 SCENARIO_KEY = "scenario"
@@ -132,6 +133,9 @@ def resolve_run_config(run_config: Mapping[str, Any]) -> dict[str, Any]:
     return resolved
 
 
+SIZES_CACHED = 4096
+
+
 def partition_sizes(
     data_config: DataConfig | Mapping[str, Any],
 ) -> Callable[[int, str], int | None]:
@@ -139,19 +143,23 @@ def partition_sizes(
 
     In simulation the coordinator knows what each client holds, so a larger num-examples
     claim is clipped to it (coordinator.validation.WeightPolicy). None for an unknown or
-    unreadable partition.
+    unreadable partition. A lazy population (synthetic devices) is not generated for it:
+    each size is computed when first asked (``federated_data.partition_split``).
     """
     if not isinstance(data_config, DataConfig):
         data_config = DataConfig.from_mapping(data_config)
-    federated = build_federated_data(data_config)
+    config = data_config
+
+    # Asked per reply, every round: remembered (~10 us each to compute for a lazy device).
+    @functools.lru_cache(maxsize=SIZES_CACHED)
+    def split(partition_id: int) -> tuple[int, int] | None:
+        return partition_split(config, partition_id)
 
     def expected(partition_id: int, purpose: str) -> int | None:
-        if not 0 <= partition_id < len(federated.clients):
+        sizes = split(int(partition_id))
+        if sizes is None:
             return None
-        client = federated.clients[partition_id]
-        if client is None:
-            return None
-        return int(len(client.y_train if purpose == "train" else client.y_test))
+        return sizes[0] if purpose == "train" else sizes[1]
 
     return expected
 

@@ -15,6 +15,7 @@ from client.data import (
     check_labels,
     load_data_file,
     split_local,
+    split_sizes,
 )
 
 
@@ -255,3 +256,14 @@ def test_check_labels_accepts_labels_in_range_and_names_the_source_otherwise():
         check_labels(np.array([-1, 0], np.int32), 10, "client.npz")
     with pytest.raises(DataFileError, match="labels must be integers"):
         check_labels(np.array([0.5]), 10, "client.npz")
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.1, 0.25, 0.5, 0.99])
+def test_split_sizes_are_split_locals_sizes(fraction):
+    for num_samples in (1, 2, 3, 7, 10, 51, 1000):
+        x = np.zeros((num_samples, 2), np.float32)
+        y = np.zeros(num_samples, np.int32)
+        local = split_local(x, y, fraction, seed=0)
+        assert split_sizes(num_samples, fraction) == (local.num_train, local.num_test)
+    with pytest.raises(ValueError, match="test_fraction"):
+        split_sizes(10, 1.0)

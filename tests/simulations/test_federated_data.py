@@ -17,6 +17,8 @@ from simulations.federated_data import (
     data_shape,
     load_central_test,
     load_client_data,
+    partition_size,
+    partition_split,
 )
 
 
@@ -336,3 +338,25 @@ def test_the_lazy_cache_keeps_every_owned_client_that_fits_and_the_data_is_the_s
     finally:
         federated_data.size_lazy_cache(default)
         clear_caches()
+
+
+def test_partition_split_gives_each_clients_sizes_without_building_a_lazy_population(monkeypatch):
+    lazy = {"dataset": "synthetic", "partitioning": "natural", "num-partitions": 100_000,
+            "seed": 7, "test-fraction": 0.1}  # fmt: skip
+    eager = {"dataset": "digits", "partitioning": "dirichlet", "num-partitions": 12, "seed": 7,
+             "test-fraction": 0.2}  # fmt: skip
+    for config, partitions in ((lazy, (0, 1, 99_999)), (eager, range(12))):
+        for partition_id in partitions:
+            data = load_client_data(config, partition_id)
+            assert partition_split(config, partition_id) == (data.num_train, data.num_test)
+            assert partition_size(config, partition_id) == data.num_train + data.num_test
+        assert partition_split(config, config["num-partitions"]) is None
+        assert partition_split(config, -1) is None
+
+    # A 100,000-device population is never generated to know one client's size.
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("the whole population was generated")
+
+    monkeypatch.setattr(datasets, "generate_synthetic", refuse)
+    clear_caches()
+    assert partition_split(lazy | {"seed": 8}, 12_345) is not None
