@@ -7,6 +7,7 @@ host side. It knows no runtime: it only builds numpy arrays.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -91,6 +92,12 @@ class ModelSpec:
     @classmethod
     def parse(cls, text: str) -> ModelSpec:
         """Parse ``"logreg:IN-CLASSES"`` or ``"mlp:IN-H1-...-CLASSES"``."""
+        if cls is ModelSpec and isinstance(text, str):
+            return _parse_cached(text)  # every client job parses the same few texts
+        return cls._parse(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> ModelSpec:
         match = re.fullmatch(r"\s*(logreg|mlp)\s*:\s*(\d+(?:-\d+)+)\s*", text)
         if not match:
             raise ModelSpecError(
@@ -114,10 +121,25 @@ class ModelSpec:
 
     def dims(self) -> list[int]:
         """Feature size after each layer, starting with the input."""
+        return list(self._dims)
+
+    # A spec is frozen: what derives from it is computed once (a client job asks ~10 times).
+    @functools.cached_property
+    def _dims(self) -> tuple[int, ...]:
         sizes = [self.input_dim]
         for layer in self.layers:
             sizes.append(layer.out_dim if isinstance(layer, Dense) else sizes[-1])
-        return sizes
+        return tuple(sizes)
+
+    @functools.cached_property
+    def _shapes(self) -> tuple[tuple[str, tuple[int, ...]], ...]:
+        shapes = []
+        sizes = self._dims
+        for index, layer in enumerate(self.layers):
+            if isinstance(layer, Dense):
+                shapes.append((f"layer{index}.weight", (sizes[index], layer.out_dim)))
+                shapes.append((f"layer{index}.bias", (layer.out_dim,)))
+        return tuple(shapes)
 
     def __str__(self) -> str:
         """Return the model in the run config's notation, e.g. ``mlp:64-32-10``."""
@@ -127,17 +149,11 @@ class ModelSpec:
 
     def array_shapes(self) -> dict[str, tuple[int, ...]]:
         """Names and shapes of the parameters, in the order of the flat parameter buffer."""
-        shapes: dict[str, tuple[int, ...]] = {}
-        sizes = self.dims()
-        for index, layer in enumerate(self.layers):
-            if isinstance(layer, Dense):
-                shapes[f"layer{index}.weight"] = (sizes[index], layer.out_dim)
-                shapes[f"layer{index}.bias"] = (layer.out_dim,)
-        return shapes
+        return dict(self._shapes)
 
     def num_params(self) -> int:
         """Return the number of float32 parameters (weights and biases)."""
-        return sum(int(np.prod(shape)) for shape in self.array_shapes().values())
+        return sum(int(np.prod(shape)) for _, shape in self._shapes)
 
     def encode(self) -> np.ndarray:
         """Return the int32 words the kernels read (kernels/ABI.md)."""
@@ -195,3 +211,9 @@ class ModelSpec:
             params[name] = flat[offset : offset + size].reshape(shape).copy()
             offset += size
         return params
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_cached(text: str) -> ModelSpec:
+    # Specs are frozen, so one parsed object can be shared; errors are not cached (raised).
+    return ModelSpec._parse(text)
