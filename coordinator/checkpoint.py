@@ -217,7 +217,9 @@ def write_checkpoint(run_dir: Path | str, checkpoint: Checkpoint) -> Path:
             },
         }
         manifest["manifest_sha256"] = _manifest_hash(manifest)
-        (temp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        # One line: an indented dump goes through json's pure-Python encoder, 0.49 s against
+        # 0.06 s for the node map of a 100,000-client population, every round.
+        (temp / MANIFEST_FILE).write_text(json.dumps(manifest), encoding="utf-8")
         pause = os.environ.get(PAUSE_ENV)
         if pause:
             time.sleep(float(pause))
