@@ -133,7 +133,7 @@ class ModelSpec:
 
     @functools.cached_property
     def _shapes(self) -> tuple[tuple[str, tuple[int, ...]], ...]:
-        shapes = []
+        shapes: list[tuple[str, tuple[int, ...]]] = []
         sizes = self._dims
         for index, layer in enumerate(self.layers):
             if isinstance(layer, Dense):

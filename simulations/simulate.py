@@ -177,12 +177,17 @@ JOB_OVERHEAD_SAMPLES = 190
 
 def _job_cost(run_config: Mapping[str, Any]) -> Callable[[int], float]:
     """Client partition id -> its job's estimated cost, for the pool to balance its workers."""
-    from simulations.federated_data import DataConfig, partition_size
+    from client.data import DataFileError
+    from simulations.federated_data import DataConfig, DataConfigError, partition_size
 
     config = DataConfig.from_mapping(run_config)
 
     def cost(partition_id: int) -> float:
-        return JOB_OVERHEAD_SAMPLES + partition_size(config, partition_id)
+        try:
+            return JOB_OVERHEAD_SAMPLES + partition_size(config, partition_id)
+        except (DataConfigError, DataFileError):
+            # Only a schedule hint: the client's own job reports what is wrong with its data.
+            return JOB_OVERHEAD_SAMPLES
 
     return cost
 
