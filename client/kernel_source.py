@@ -67,7 +67,14 @@ class KernelBytes:
 
 def shipped_dir() -> Path:
     """kernels/wasm next to the running code: the app bundle's on a SuperNode."""
-    return Path(kernels.__file__).resolve().parent / "wasm"
+    return _wasm_dir_of(str(kernels.__file__))
+
+
+@functools.lru_cache(maxsize=8)
+def _wasm_dir_of(package_file: str) -> Path:
+    # Resolved once per location of the kernels package (every job asks; resolve() costs
+    # ~65 us of lstat calls); a package imported from elsewhere is a new key.
+    return Path(package_file).resolve().parent / "wasm"
 
 
 def shipped_path(flavour: str, directory: Path | None = None) -> Path:
