@@ -8,7 +8,6 @@ of the kernel every client must run. The ClientApp (the ``clientapp`` component)
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -27,7 +26,12 @@ from coordinator.config import FederationConfig, RunConfigError
 from coordinator.server_app import run_rounds_on_grid
 from simulations.central import make_central_evaluate
 from simulations.faults import fault_labels
-from simulations.federated_data import DataConfig, partition_split
+from simulations.federated_data import (
+    DataConfig,
+    build_federated_data,
+    example_counts,
+    is_lazy,
+)
 
 KERNEL_FLAVOUR_KEY = "kernel-flavour"
 SCENARIO_KEY = "scenario"
@@ -133,9 +137,6 @@ def resolve_run_config(run_config: Mapping[str, Any]) -> dict[str, Any]:
     return resolved
 
 
-SIZES_CACHED = 4096
-
-
 def partition_sizes(
     data_config: DataConfig | Mapping[str, Any],
 ) -> Callable[[int, str], int | None]:
@@ -143,23 +144,22 @@ def partition_sizes(
 
     In simulation the coordinator knows what each client holds, so a larger num-examples
     claim is clipped to it (coordinator.validation.WeightPolicy). None for an unknown or
-    unreadable partition. A lazy population (synthetic devices) is not generated for it:
-    each size is computed when first asked (``federated_data.partition_split``).
+    unreadable partition.
     """
     if not isinstance(data_config, DataConfig):
         data_config = DataConfig.from_mapping(data_config)
-    config = data_config
-
-    # Asked per reply, every round: remembered (~10 us each to compute for a lazy device).
-    @functools.lru_cache(maxsize=SIZES_CACHED)
-    def split(partition_id: int) -> tuple[int, int] | None:
-        return partition_split(config, partition_id)
+    config = data_config  # narrowed for the closure
+    # Counted per client when asked (synthetic devices from their seeds, not generated):
+    # building the whole population here cost ~150 MB and seconds at 1000 clients. An
+    # eager data set is built now (its errors raised here), not in the middle of a round.
+    if not is_lazy(config):
+        build_federated_data(config)
 
     def expected(partition_id: int, purpose: str) -> int | None:
-        sizes = split(int(partition_id))
-        if sizes is None:
+        counts = example_counts(config, partition_id)
+        if counts is None:
             return None
-        return sizes[0] if purpose == "train" else sizes[1]
+        return counts[0] if purpose == "train" else counts[1]
 
     return expected
 

@@ -13,9 +13,9 @@ from client.data import (
     LocalData,
     check_arrays,
     check_labels,
+    held_out_count,
     load_data_file,
     split_local,
-    split_sizes,
 )
 
 
@@ -221,6 +221,19 @@ def test_split_local_keeps_one_sample_on_each_side_when_it_can():
     assert none_held_out.x_test.shape == (0, 3)
 
 
+@pytest.mark.parametrize("fraction", [0.0, 0.01, 0.1, 0.15, 0.2, 0.5, 0.9, 0.99])
+def test_held_out_count_is_what_split_local_holds_out(fraction):
+    for num_samples in range(1, 80):
+        data = split_local(*_arrays(num_samples=num_samples), fraction, seed=num_samples)
+        assert held_out_count(num_samples, fraction) == data.num_test, num_samples
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.0, 1.5])
+def test_held_out_count_refuses_a_fraction_outside_0_1(fraction):
+    with pytest.raises(ValueError, match=r"test_fraction: expected a float in \[0, 1\)"):
+        held_out_count(10, fraction)
+
+
 @pytest.mark.parametrize("fraction", [-0.1, 1.0, 1.5])
 def test_split_local_refuses_a_fraction_outside_0_1(fraction):
     with pytest.raises(ValueError, match=r"test_fraction: expected a float in \[0, 1\)"):
@@ -256,14 +269,3 @@ def test_check_labels_accepts_labels_in_range_and_names_the_source_otherwise():
         check_labels(np.array([-1, 0], np.int32), 10, "client.npz")
     with pytest.raises(DataFileError, match="labels must be integers"):
         check_labels(np.array([0.5]), 10, "client.npz")
-
-
-@pytest.mark.parametrize("fraction", [0.0, 0.1, 0.25, 0.5, 0.99])
-def test_split_sizes_are_split_locals_sizes(fraction):
-    for num_samples in (1, 2, 3, 7, 10, 51, 1000):
-        x = np.zeros((num_samples, 2), np.float32)
-        y = np.zeros(num_samples, np.int32)
-        local = split_local(x, y, fraction, seed=0)
-        assert split_sizes(num_samples, fraction) == (local.num_train, local.num_test)
-    with pytest.raises(ValueError, match="test_fraction"):
-        split_sizes(10, 1.0)

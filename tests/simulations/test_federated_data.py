@@ -15,10 +15,10 @@ from simulations.federated_data import (
     DataConfigError,
     clear_caches,
     data_shape,
+    example_counts,
     load_central_test,
     load_client_data,
     partition_size,
-    partition_split,
 )
 
 
@@ -300,6 +300,38 @@ def test_synthetic_natural_clients_are_made_only_when_asked_and_the_central_set_
     federated_data.clear_caches()
 
 
+def test_lazy_example_counts_come_from_the_seeds_without_generating_a_device(monkeypatch):
+    from simulations import federated_data
+
+    clear_caches()
+    config = _synthetic(**{"num-partitions": 100_000})
+    expected = {p: load_client_data(config, p) for p in (0, 1, 29, 73_421, 99_999)}
+    made = []
+    real = datasets.synthetic_device
+    monkeypatch.setattr(
+        datasets, "synthetic_device", lambda *args, **kwargs: made.append(args) or real(*args)
+    )
+    monkeypatch.setattr(federated_data, "build_federated_data", None)  # must not be reached
+    clear_caches()
+    for partition, data in expected.items():
+        assert example_counts(config, partition) == (data.num_train, data.num_test)
+    assert made == []
+    assert example_counts(config, 100_000) is None
+    assert example_counts(config, -1) is None
+    clear_caches()
+
+
+def test_eager_example_counts_are_the_built_clients(tmp_path):
+    config = _config()
+    for partition in range(10):
+        data = load_client_data(config, partition)
+        assert example_counts(config, partition) == (data.num_train, data.num_test)
+    assert example_counts(config, 10) is None
+    broken = _folder_config(_folder(tmp_path, broken=1))
+    assert example_counts(broken, 0) == (16, load_client_data(broken, 0).num_test)
+    assert example_counts(broken, 1) is None  # its file cannot be read
+
+
 def test_the_shared_validated_config_never_stands_for_a_value_of_another_type():
     # from_mapping shares one validated DataConfig per distinct set of data keys; True == 1
     # and 1 == 1.0 in Python, but the schema refuses a bool where a count is expected.
@@ -340,7 +372,7 @@ def test_the_lazy_cache_keeps_every_owned_client_that_fits_and_the_data_is_the_s
         clear_caches()
 
 
-def test_partition_split_gives_each_clients_sizes_without_building_a_lazy_population(monkeypatch):
+def test_partition_size_counts_each_clients_samples():
     lazy = {"dataset": "synthetic", "partitioning": "natural", "num-partitions": 100_000,
             "seed": 7, "test-fraction": 0.1}  # fmt: skip
     eager = {"dataset": "digits", "partitioning": "dirichlet", "num-partitions": 12, "seed": 7,
@@ -348,15 +380,5 @@ def test_partition_split_gives_each_clients_sizes_without_building_a_lazy_popula
     for config, partitions in ((lazy, (0, 1, 99_999)), (eager, range(12))):
         for partition_id in partitions:
             data = load_client_data(config, partition_id)
-            assert partition_split(config, partition_id) == (data.num_train, data.num_test)
             assert partition_size(config, partition_id) == data.num_train + data.num_test
-        assert partition_split(config, config["num-partitions"]) is None
-        assert partition_split(config, -1) is None
-
-    # A 100,000-device population is never generated to know one client's size.
-    def refuse(*_args, **_kwargs):
-        raise AssertionError("the whole population was generated")
-
-    monkeypatch.setattr(datasets, "generate_synthetic", refuse)
-    clear_caches()
-    assert partition_split(lazy | {"seed": 8}, 12_345) is not None
+        assert partition_size(config, config["num-partitions"]) == 0

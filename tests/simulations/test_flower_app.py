@@ -120,24 +120,21 @@ def test_the_partition_check_refuses_fewer_supernodes_than_partitions():
     assert "options.num-supernodes = 20" in message
 
 
-def test_partition_sizes_of_a_large_lazy_population_generate_no_device(monkeypatch):
-    # The coordinator clips num-examples claims to what each client holds; for 100,000
-    # synthetic devices it must not generate the population to know that (~10 GB).
-    from simulations import datasets
-    from simulations.federated_data import clear_caches, load_client_data
+def test_partition_sizes_of_a_lazy_population_build_no_client(monkeypatch):
+    # The coordinator clips num-examples claims to these sizes; for synthetic devices they
+    # come from each device's seed: building a 100,000-device population would need ~11 GB.
+    from simulations import datasets, federated_data
     from simulations.flower_app import partition_sizes
 
-    config = {"dataset": "synthetic", "partitioning": "natural", "num-partitions": 100_000,
-              "seed": 3, "test-fraction": 0.1}  # fmt: skip
-    expected = [load_client_data(config, p) for p in (0, 77_777)]
-
-    def refuse(*_args, **_kwargs):
-        raise AssertionError("the whole population was generated")
-
-    monkeypatch.setattr(datasets, "generate_synthetic", refuse)
-    clear_caches()
-    sizes = partition_sizes(config)
-    for partition_id, data in zip((0, 77_777), expected, strict=True):
-        assert sizes(partition_id, "train") == data.num_train
-        assert sizes(partition_id, "evaluate") == data.num_test
-    assert sizes(100_000, "train") is None
+    config = federated_data.DataConfig(
+        dataset="synthetic", partitioning="natural", num_partitions=100_000, seed=4
+    )
+    data = federated_data.load_client_data(config.to_mapping(), 54_321)
+    federated_data.clear_caches()
+    monkeypatch.setattr(datasets, "synthetic_device", None)  # must not be reached
+    monkeypatch.setattr(datasets, "generate_synthetic", None)
+    expected = partition_sizes(config)
+    assert expected(54_321, "train") == data.num_train
+    assert expected(54_321, "evaluate") == data.num_test
+    assert expected(100_000, "train") is None
+    federated_data.clear_caches()
