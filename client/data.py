@@ -478,12 +478,7 @@ def split_local(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int) -
         raise ValueError(f"test_fraction: expected a float in [0, 1), given {test_fraction}")
     x, y = check_arrays(x, y, "<split_local input>")
     num_samples = y.shape[0]
-    # FedProx's rule: keep int((1 - f) * n) for training, hold out the rest.
-    num_test = num_samples - int((1.0 - test_fraction) * num_samples)
-    if test_fraction > 0 and num_samples >= 2:
-        num_test = min(max(num_test, 1), num_samples - 1)
-    else:
-        num_test = 0
+    num_test = held_out_count(num_samples, test_fraction)
     order = np.random.default_rng([seed, 0x5B17]).permutation(num_samples)
     test_index = np.sort(order[:num_test])
     train_index = np.sort(order[num_test:])
@@ -493,6 +488,22 @@ def split_local(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int) -
         x_test=np.ascontiguousarray(x[test_index]),
         y_test=np.ascontiguousarray(y[test_index]),
     )
+
+
+def held_out_count(num_samples: int, test_fraction: float) -> int:
+    """How many of ``num_samples`` :func:`split_local` holds out at ``test_fraction``.
+
+    FedProx's rule: keep ``int((1 - test_fraction) * num_samples)`` for training, hold out
+    the rest; with 2+ samples and a fraction > 0, at least one on each side. (A caller that
+    needs only the sizes, e.g. the coordinator's expected num-examples, calls this instead
+    of splitting the data.)
+    """
+    if not 0.0 <= test_fraction < 1.0:
+        raise ValueError(f"test_fraction: expected a float in [0, 1), given {test_fraction}")
+    if test_fraction > 0 and num_samples >= 2:
+        num_test = num_samples - int((1.0 - test_fraction) * num_samples)
+        return min(max(num_test, 1), num_samples - 1)
+    return 0
 
 
 def check_labels(y: np.ndarray, num_classes: int, source: str | os.PathLike) -> None:
@@ -517,6 +528,7 @@ __all__ = [
     "LocalData",
     "check_arrays",
     "check_labels",
+    "held_out_count",
     "load_data_file",
     "split_local",
 ]

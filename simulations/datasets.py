@@ -123,8 +123,8 @@ def synthetic_device(
         raise DatasetError(f"synthetic beta: expected a float >= 0, given {beta}")
     if device < 0:
         raise DatasetError(f"synthetic device: expected an int >= 0, given {device}")
-    rng = np.random.default_rng([seed, 0x5E7, device])
-    num_samples = int(rng.lognormal(4, 2)) + 50
+    rng = _device_rng(seed, device)
+    num_samples = _draw_num_samples(rng)
     mean_w = rng.normal(0, alpha)
     mean_b = mean_w
     feature_offset = rng.normal(0, beta)
@@ -139,6 +139,26 @@ def synthetic_device(
     # argmax(softmax(z)) == argmax(z); skipping the exp avoids its overflow.
     labels = np.argmax(features @ weights + bias, axis=1)
     return _read_only(features.astype(np.float32)), _read_only(labels.astype(np.int32))
+
+
+def synthetic_device_size(device: int, seed: int) -> int:
+    """Return how many samples :func:`synthetic_device` ``device`` has, without generating it.
+
+    It is the first draw from the device's own generator (microseconds, no arrays): the
+    coordinator needs every sampled client's size, not its data.
+    """
+    if device < 0:
+        raise DatasetError(f"synthetic device: expected an int >= 0, given {device}")
+    return _draw_num_samples(_device_rng(seed, device))
+
+
+def _device_rng(seed: int, device: int) -> np.random.Generator:
+    return np.random.default_rng([seed, 0x5E7, device])
+
+
+def _draw_num_samples(rng: np.random.Generator) -> int:
+    # FedProx's n_k = int(lognormal(4, 2)) + 50: the first draw of a device's generator.
+    return int(rng.lognormal(4, 2)) + 50
 
 
 # -- a folder of per-client files -----------------------------------------------------------

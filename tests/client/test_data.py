@@ -13,6 +13,7 @@ from client.data import (
     LocalData,
     check_arrays,
     check_labels,
+    held_out_count,
     load_data_file,
     split_local,
 )
@@ -218,6 +219,19 @@ def test_split_local_keeps_one_sample_on_each_side_when_it_can():
     none_held_out = split_local(*_arrays(num_samples=5), 0.0, seed=0)
     assert (none_held_out.num_train, none_held_out.num_test) == (5, 0)
     assert none_held_out.x_test.shape == (0, 3)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.01, 0.1, 0.15, 0.2, 0.5, 0.9, 0.99])
+def test_held_out_count_is_what_split_local_holds_out(fraction):
+    for num_samples in range(1, 80):
+        data = split_local(*_arrays(num_samples=num_samples), fraction, seed=num_samples)
+        assert held_out_count(num_samples, fraction) == data.num_test, num_samples
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.0, 1.5])
+def test_held_out_count_refuses_a_fraction_outside_0_1(fraction):
+    with pytest.raises(ValueError, match=r"test_fraction: expected a float in \[0, 1\)"):
+        held_out_count(10, fraction)
 
 
 @pytest.mark.parametrize("fraction", [-0.1, 1.0, 1.5])

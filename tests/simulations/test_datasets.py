@@ -21,6 +21,15 @@ def test_digits_are_scaled_to_0_1_and_read_only():
 
 
 # -- Synthetic(alpha, beta) -------------------------------------------------------------------
+@pytest.mark.parametrize("seed", [0, 2, 12345])
+def test_a_synthetic_device_size_is_known_without_generating_it(seed):
+    for device in (*range(40), 99_999):
+        _, y = datasets.synthetic_device(0.5, 1.0, device, seed)
+        assert datasets.synthetic_device_size(device, seed) == len(y), device
+    with pytest.raises(DatasetError, match="synthetic device: expected an int >= 0, given -1"):
+        datasets.synthetic_device_size(-1, seed)
+
+
 def test_synthetic_follows_the_fedprox_protocol():
     devices = datasets.generate_synthetic(1.0, 1.0, 30, seed=0)
     assert len(devices) == 30

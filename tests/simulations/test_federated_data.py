@@ -15,6 +15,7 @@ from simulations.federated_data import (
     DataConfigError,
     clear_caches,
     data_shape,
+    example_counts,
     load_central_test,
     load_client_data,
 )
@@ -296,6 +297,38 @@ def test_synthetic_natural_clients_are_made_only_when_asked_and_the_central_set_
     with pytest.raises(DataConfigError, match="partition id 100000 is out of range"):
         load_client_data(config, 100_000)
     federated_data.clear_caches()
+
+
+def test_lazy_example_counts_come_from_the_seeds_without_generating_a_device(monkeypatch):
+    from simulations import federated_data
+
+    clear_caches()
+    config = _synthetic(**{"num-partitions": 100_000})
+    expected = {p: load_client_data(config, p) for p in (0, 1, 29, 73_421, 99_999)}
+    made = []
+    real = datasets.synthetic_device
+    monkeypatch.setattr(
+        datasets, "synthetic_device", lambda *args, **kwargs: made.append(args) or real(*args)
+    )
+    monkeypatch.setattr(federated_data, "build_federated_data", None)  # must not be reached
+    clear_caches()
+    for partition, data in expected.items():
+        assert example_counts(config, partition) == (data.num_train, data.num_test)
+    assert made == []
+    assert example_counts(config, 100_000) is None
+    assert example_counts(config, -1) is None
+    clear_caches()
+
+
+def test_eager_example_counts_are_the_built_clients(tmp_path):
+    config = _config()
+    for partition in range(10):
+        data = load_client_data(config, partition)
+        assert example_counts(config, partition) == (data.num_train, data.num_test)
+    assert example_counts(config, 10) is None
+    broken = _folder_config(_folder(tmp_path, broken=1))
+    assert example_counts(broken, 0) == (16, load_client_data(broken, 0).num_test)
+    assert example_counts(broken, 1) is None  # its file cannot be read
 
 
 def test_the_shared_validated_config_never_stands_for_a_value_of_another_type():

@@ -118,3 +118,23 @@ def test_the_partition_check_refuses_fewer_supernodes_than_partitions():
     assert info.value.key == "num-partitions"
     assert "num-partitions = 20" in message and "started 2 SuperNodes" in message
     assert "options.num-supernodes = 20" in message
+
+
+def test_partition_sizes_of_a_lazy_population_build_no_client(monkeypatch):
+    # The coordinator clips num-examples claims to these sizes; for synthetic devices they
+    # come from each device's seed: building a 100,000-device population would need ~11 GB.
+    from simulations import datasets, federated_data
+    from simulations.flower_app import partition_sizes
+
+    config = federated_data.DataConfig(
+        dataset="synthetic", partitioning="natural", num_partitions=100_000, seed=4
+    )
+    data = federated_data.load_client_data(config.to_mapping(), 54_321)
+    federated_data.clear_caches()
+    monkeypatch.setattr(datasets, "synthetic_device", None)  # must not be reached
+    monkeypatch.setattr(datasets, "generate_synthetic", None)
+    expected = partition_sizes(config)
+    assert expected(54_321, "train") == data.num_train
+    assert expected(54_321, "evaluate") == data.num_test
+    assert expected(100_000, "train") is None
+    federated_data.clear_caches()
