@@ -28,12 +28,12 @@ def test_the_workers_stop_once_the_last_round_is_done_and_the_callback_still_run
         calls.append(round_report.round)
         pool.seen.append(round_report.round)
 
-    wrapped = simulate._stop_after_last_round(pool, 3, on_round)
+    wrapped = simulate._stop_after_last_round(pool, lambda: 3, on_round)
     for server_round in (1, 2, 3):
         wrapped(types.SimpleNamespace(round=server_round))
     assert calls == [1, 2, 3]
     assert pool.stopped_after == [2]  # stopped before the callback of round 3, once
-    simulate._stop_after_last_round(pool, 1, None)(types.SimpleNamespace(round=1))
+    simulate._stop_after_last_round(pool, lambda: 1, None)(types.SimpleNamespace(round=1))
     assert len(pool.stopped_after) == 2
 
 

@@ -274,3 +274,25 @@ def test_each_worker_keeps_every_client_it_owns_when_they_fit(behaviours, start_
     # Few clients, or more than fit: the default size.
     assert sizes[NUM_CLIENTS] == [LAZY_CLIENTS_CACHED] * 2
     assert sizes[3 * LAZY_CLIENTS_MAX] == [LAZY_CLIENTS_CACHED] * 2
+
+
+def test_spawned_lean_workers_import_while_the_caller_works_and_run_once_ready(behaviours):
+    # The local engine spawns lean workers before it builds the central test set, so their
+    # imports overlap that work; the first run waits for them.
+    pool = _pool(2, "lean", behaviours)
+    try:
+        pool.spawn()
+        pids = pool.pids
+        assert len(pids) == 2 and all(_alive(pid) for pid in pids)
+        # Not waited for: none has been seen ready yet.
+        assert not any(worker.ready for worker in pool._workers if worker is not None)
+        assert pool.spawn().pids == pids  # idempotent
+        grid = LocalGrid(pool, NUM_CLIENTS)
+        replies = list(grid.send_and_receive(_messages(grid, [0, 1]), timeout=60))
+        assert [_metrics(reply)["partition-id"] for reply in replies] == [0, 1]
+        assert pool.pids == pids
+    finally:
+        pool.stop()
+    assert not any(_alive(pid) for pid in pids)
+    with pytest.raises(PoolError, match="the pool was stopped"):
+        pool.spawn()
