@@ -77,3 +77,31 @@ def test_no_worker_is_alive_while_the_final_report_is_written(tmp_path, monkeypa
     assert report.status == "completed" and len(report.rounds) == 2
     assert len(started) == 2
     assert alive_at_final_write == [False, False]
+
+
+def test_the_default_scenario_imports_no_data_library_and_no_matplotlib_before_round_1(tmp_path):
+    # Start-up: scikit-learn, flwr-datasets and datasets took ~3 s and ~200 MB of the default
+    # scenario's coordinator (forked workers inherit it), matplotlib ~1 s before round 1.
+    # A fresh interpreter: this one may have imported them for other tests.
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from simulations.scenario import default_scenario_path, load_scenario\n"
+        "from simulations.simulate import simulate_on_engine\n"
+        "seen = []\n"
+        "heavy = ('sklearn', 'scipy', 'flwr_datasets', 'datasets', 'matplotlib')\n"
+        "def on_round(round_report):\n"
+        "    if not seen:\n"
+        "        seen.append(sorted(m for m in heavy if m in sys.modules))\n"
+        "config = load_scenario(default_scenario_path()).with_overrides(rounds=1, clients=4)\n"
+        f"report = simulate_on_engine(config.to_run_config(), {str(tmp_path / 'run')!r},\n"
+        "                            workers=2, on_round=on_round)\n"
+        "assert report.status == 'completed', report.status\n"
+        "print(seen[0])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=300
+    )
+    assert out.stdout.strip().splitlines()[-1] == "[]"
