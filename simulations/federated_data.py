@@ -405,17 +405,13 @@ def _build_cached(config: DataConfig, folder_stamp: tuple) -> FederatedData:
 
 # -- building ---------------------------------------------------------------------------------
 def _digits(config: DataConfig) -> FederatedData:
-    from sklearn.model_selection import train_test_split
-
     features, labels = datasets.load_digits()
-    pool_index, central_index = train_test_split(
-        np.arange(len(labels)),
-        test_size=config.test_fraction,
-        stratify=labels,
-        random_state=_seed(config.seed, _CENTRAL_SPLIT),
-    )
-    pool_index = np.sort(pool_index)
-    central_index = np.sort(central_index)
+    try:
+        pool_index, central_index = splitting.stratified_holdout(
+            labels, config.test_fraction, _seed(config.seed, _CENTRAL_SPLIT)
+        )
+    except splitting.PartitionError as error:
+        raise DataConfigError("test-fraction", str(error)) from error
     clients = _partition_pool(config, features[pool_index], labels[pool_index])
     return _federated(
         clients,

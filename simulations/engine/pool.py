@@ -133,13 +133,22 @@ class WorkerPool:
 
     # -- life cycle --------------------------------------------------------------------------
     def start(self) -> WorkerPool:
-        """Start every worker (idempotent)."""
+        """Start every worker and wait until each is ready (idempotent)."""
+        self.spawn()
+        self._wait_ready()
+        return self
+
+    def spawn(self) -> WorkerPool:
+        """Start every worker without waiting for lean ones to import (idempotent).
+
+        The caller can do its own set-up meanwhile; :meth:`start` (or the first :meth:`run`)
+        waits for them.
+        """
         if self._stopped:
             raise PoolError("the pool was stopped; build a new one")
         for index in range(self.num_workers):
             if self._workers[index] is None:
                 self._workers[index] = self._spawn(index)
-        self._wait_ready()
         return self
 
     def __enter__(self) -> WorkerPool:

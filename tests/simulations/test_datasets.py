@@ -187,3 +187,21 @@ def test_dataset_shape_of_the_built_in_sets():
     assert datasets.dataset_shape("synthetic") == (60, 10)
     with pytest.raises(DatasetError, match="expected one of digits, synthetic, folder"):
         datasets.dataset_shape("mnist")
+
+
+def test_digits_are_scikit_learns_digits_read_without_importing_it():
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits as sklearn_load_digits
+
+    x, y = datasets.load_digits()
+    bunch = sklearn_load_digits()
+    np.testing.assert_array_equal(x, (bunch.data.astype(np.float32) / 16.0).astype(np.float32))
+    np.testing.assert_array_equal(y, bunch.target.astype(np.int32))
+    probe = (
+        "import sys; from simulations.datasets import load_digits; load_digits(); "
+        "print(sorted(m for m in ('sklearn', 'scipy') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -127,3 +127,115 @@ def test_a_dirichlet_draw_that_never_satisfies_the_minimum_is_reported():
     # 200 samples, 20 clients of >= 10 each: only an exactly even draw would do.
     with pytest.raises(PartitionError, match="dirichlet alpha 0.05: no draw in 300 gave all 20"):
         splitting.dirichlet(_labels(200), 20, 0.05, 0)
+
+
+# -- the same indices as the libraries they replace ----------------------------------------------
+def _flwr_datasets_parts(partitioner, labels: np.ndarray) -> list[np.ndarray] | None:
+    """Run a flwr-datasets partitioner on the pool; None when it gives up (no draw fits)."""
+    import warnings
+
+    from datasets import Dataset
+
+    partitioner.dataset = Dataset.from_dict(
+        {"label": labels.astype(np.int64), "position": np.arange(len(labels), dtype=np.int64)}
+    )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return [
+                np.sort(np.asarray(partitioner.load_partition(p)["position"], np.int64))
+                for p in range(partitioner.num_partitions)
+            ]
+    except ValueError as error:
+        assert "max number of attempts" in str(error)
+        return None
+
+
+def _assert_same_parts(ours, theirs) -> None:
+    assert len(ours) == len(theirs)
+    for mine, reference in zip(ours, theirs, strict=True):
+        assert mine.dtype == np.int64
+        np.testing.assert_array_equal(mine, reference)
+
+
+@pytest.mark.parametrize(("num_samples", "clients"), [(1, 1), (37, 5), (1437, 20), (1500, 7)])
+def test_iid_is_flwr_datasets_iid_partitioner_on_the_seeded_permutation(num_samples, clients):
+    from flwr_datasets.partitioner import IidPartitioner
+
+    labels = _labels(num_samples, seed=num_samples)
+    for seed in range(5):
+        order = np.random.default_rng([seed, 0x11D]).permutation(num_samples)
+        theirs = _flwr_datasets_parts(IidPartitioner(num_partitions=clients), labels[order])
+        assert theirs is not None
+        # The partitioner saw the permuted pool: its positions index the permutation.
+        _assert_same_parts(
+            splitting.iid(labels, clients, seed), [np.sort(order[part]) for part in theirs]
+        )
+
+
+@pytest.mark.parametrize(
+    ("num_samples", "clients", "alpha"),
+    [(1437, 20, 0.5), (1437, 20, 0.1), (1500, 7, 5.0), (300, 20, 0.3), (1437, 10, 1.0)],
+)
+def test_dirichlet_draws_are_flwr_datasets_dirichlet_partitioner(num_samples, clients, alpha):
+    from flwr_datasets.partitioner import DirichletPartitioner
+
+    labels = np.random.default_rng(num_samples).integers(0, NUM_CLASSES, num_samples)
+    gave_up = 0
+    for attempt in range(12):
+        seed = splitting._partitioner_seed(attempt, attempt)
+        theirs = _flwr_datasets_parts(
+            DirichletPartitioner(
+                num_partitions=clients,
+                partition_by="label",
+                alpha=alpha,
+                min_partition_size=splitting.DIRICHLET_MIN_PARTITION_SIZE,
+                self_balancing=False,
+                shuffle=True,
+                seed=seed,
+            ),
+            labels,
+        )
+        ours = splitting._dirichlet_draws(
+            labels, clients, alpha, splitting.DIRICHLET_MIN_PARTITION_SIZE, seed
+        )
+        if theirs is None:
+            assert ours is None
+            gave_up += 1
+        else:
+            assert ours is not None
+            _assert_same_parts(ours, theirs)
+    if (num_samples, clients) == (300, 20):
+        assert gave_up > 0  # the give-up path is compared too
+
+
+@pytest.mark.parametrize("fraction", [0.03, 0.1, 0.15, 0.2, 0.5, 0.9])
+def test_stratified_holdout_is_scikit_learns_stratified_train_test_split(fraction):
+    from sklearn.model_selection import train_test_split
+
+    from simulations.datasets import load_digits
+
+    _, digits = load_digits()
+    for labels in (digits, np.random.default_rng(1).integers(0, 3, 101)):
+        for seed in (0, 1, 42, 2**32 - 1, 123456789):
+            kept, held_out = splitting.stratified_holdout(labels, fraction, seed)
+            reference = train_test_split(
+                np.arange(len(labels)), test_size=fraction, stratify=labels, random_state=seed
+            )
+            np.testing.assert_array_equal(kept, np.sort(reference[0]))
+            np.testing.assert_array_equal(held_out, np.sort(reference[1]))
+
+
+@pytest.mark.parametrize(
+    ("labels", "fraction", "message"),
+    [
+        (np.repeat(np.arange(3), 5), 0.0, r"expected a float in \(0, 1\), given 0.0"),
+        (np.repeat(np.arange(3), 5), 1.0, r"expected a float in \(0, 1\), given 1.0"),
+        (np.array([0, 0, 1, 1, 2]), 0.5, r"classes \[2\] have 1"),
+        (np.repeat(np.arange(10), 10), 0.05, "holds out 5; each side needs >= 10"),
+        (np.repeat(np.arange(10), 10), 0.95, "keeps 5 and holds out 95"),
+    ],
+)
+def test_a_stratified_holdout_that_cannot_be_made_is_refused(labels, fraction, message):
+    with pytest.raises(PartitionError, match=message):
+        splitting.stratified_holdout(labels, fraction, 0)

@@ -294,3 +294,25 @@ def test_a_job_cost_moves_a_job_off_a_loaded_worker_and_keeps_reply_order(behavi
     for reply, partition in zip(replies, partitions, strict=True):
         delta = reply.content.array_records["arrays"]["w"].numpy()
         assert np.array_equal(delta, np.full((4, 3), float(partition), np.float32))
+
+
+def test_spawned_lean_workers_import_while_the_caller_works_and_run_once_ready(behaviours):
+    # The local engine spawns lean workers before it builds the central test set, so their
+    # imports overlap that work; the first run waits for them.
+    pool = _pool(2, "lean", behaviours)
+    try:
+        pool.spawn()
+        pids = pool.pids
+        assert len(pids) == 2 and all(_alive(pid) for pid in pids)
+        # Not waited for: none has been seen ready yet.
+        assert not any(worker.ready for worker in pool._workers if worker is not None)
+        assert pool.spawn().pids == pids  # idempotent
+        grid = LocalGrid(pool, NUM_CLIENTS)
+        replies = list(grid.send_and_receive(_messages(grid, [0, 1]), timeout=60))
+        assert [_metrics(reply)["partition-id"] for reply in replies] == [0, 1]
+        assert pool.pids == pids
+    finally:
+        pool.stop()
+    assert not any(_alive(pid) for pid in pids)
+    with pytest.raises(PoolError, match="the pool was stopped"):
+        pool.spawn()
