@@ -85,6 +85,7 @@ def measure(
     profile: str | None = None,
     record: str | None = None,
     replay: str | None = None,
+    out: str | None = None,
 ) -> dict:
     """Run (or replay) one simulation; return its per-round coordinator CPU seconds."""
     from simulations.simulate import simulate_on_engine
@@ -111,14 +112,15 @@ def measure(
         LocalGrid.send_and_receive = recording  # type: ignore[method-assign]
 
     profiler = cProfile.Profile() if profile else None
-    with tempfile.TemporaryDirectory() as out:
+    with tempfile.TemporaryDirectory() as temporary:
+        out_dir = Path(out or temporary)
         if replay:
-            report = _replay(run_config, Path(out), replay, on_round, marks, profiler)
+            report = _replay(run_config, out_dir, replay, on_round, marks, profiler)
         else:
             marks.append((time.process_time(), time.perf_counter()))
             if profiler:
                 profiler.enable()
-            report = simulate_on_engine(run_config, Path(out), engine="local", on_round=on_round)
+            report = simulate_on_engine(run_config, out_dir, engine="local", on_round=on_round)
             if profiler:
                 profiler.disable()
     if record:
@@ -180,6 +182,7 @@ def main() -> None:
     parser.add_argument("--profile", default=None, help="write a cProfile here")
     parser.add_argument("--record", default=None, help="keep the replies in this file")
     parser.add_argument("--replay", default=None, help="replay the replies kept in this file")
+    parser.add_argument("--out", default=None, help="the run folder (default: a temporary one)")
     arguments = parser.parse_args()
     if arguments.replay:
         saved = pickle.loads(Path(arguments.replay).read_bytes())
@@ -188,7 +191,11 @@ def main() -> None:
         sets = dict(item.split("=", 1) for item in arguments.sets)
         run_config = _run_config(arguments.scenario, arguments.clients, arguments.rounds, sets)
     figures = measure(
-        run_config, profile=arguments.profile, record=arguments.record, replay=arguments.replay
+        run_config,
+        profile=arguments.profile,
+        record=arguments.record,
+        replay=arguments.replay,
+        out=arguments.out,
     )
     print(json.dumps(figures))
 

@@ -11,9 +11,11 @@ import csv
 import functools
 import io
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
 
 from protos.report_pb2 import ClientResult, RoundReport, RunReport
 
@@ -62,33 +64,49 @@ def _round_row(round_report: RoundReport) -> list[object]:
     # usable reply): an empty cell, like an unset field.
     return [
         "" if isinstance(value, float) and math.isnan(value) else value
-        for value in (
-            _cell(round_report, field)
-            for field in RoundReport.DESCRIPTOR.fields
-            if field.name != "clients"
-        )
+        for value in (cell(round_report) for cell in _cells(RoundReport.DESCRIPTOR, "clients"))
     ]
 
 
 def _client_row(client: ClientResult) -> list[object]:
     # A client's NaN is kept ("nan"): a NaN delta norm is why a delta was rejected, a finding.
-    return [_cell(client, field) for field in ClientResult.DESCRIPTOR.fields]
+    return [cell(client) for cell in _cells(ClientResult.DESCRIPTOR, "")]
 
 
-def _cell(message: RoundReport | ClientResult, field: FieldDescriptor) -> object:
-    if field.has_presence and field.message_type is None and not message.HasField(field.name):
-        return ""  # never measured
-    value = getattr(message, field.name)
+Cell = Callable[[Message], object]
+
+
+@functools.cache
+def _cells(descriptor: Descriptor, left_out: str) -> tuple[Cell, ...]:
+    """One function per column (every field but ``left_out``): a message -> its cell.
+
+    Each field's kind is looked up once, not once per cell: a round of 1000 clients x 34
+    columns spent ~75 ms on those look-ups. The cells are the same.
+    """
+    return tuple(_cell_of(field) for field in descriptor.fields if field.name != left_out)
+
+
+def _cell_of(field: FieldDescriptor) -> Cell:
+    name = field.name
     if field.is_repeated:
-        return NODE_ID_SEPARATOR.join(str(item) for item in value)
+        return lambda message: NODE_ID_SEPARATOR.join(str(item) for item in getattr(message, name))
+    convert = _value_of(field)
+    if field.has_presence:
+        # An unset optional field was never measured: an empty cell.
+        return lambda message: convert(getattr(message, name)) if message.HasField(name) else ""
+    return lambda message: convert(getattr(message, name))
+
+
+def _value_of(field: FieldDescriptor) -> Callable[[Any], object]:
     if field.enum_type is not None:
-        named = field.enum_type.values_by_number.get(value)
-        return named.name if named is not None else value
+        names = {number: value.name for number, value in field.enum_type.values_by_number.items()}
+        return lambda value: names.get(value, value)
     if field.type == FieldDescriptor.TYPE_BOOL:
-        return "true" if value else "false"
-    if isinstance(value, float) and not math.isnan(value):
-        return repr(value)  # shortest exact form; inf stays readable by float()
-    return value
+        return lambda value: "true" if value else "false"
+    if field.cpp_type in (FieldDescriptor.CPPTYPE_DOUBLE, FieldDescriptor.CPPTYPE_FLOAT):
+        # repr: the shortest exact form; inf stays readable by float(); NaN stays a float.
+        return lambda value: value if math.isnan(value) else repr(value)
+    return lambda value: value
 
 
 def _csv_text(rows: Iterable[Sequence[object]]) -> str:

@@ -18,6 +18,7 @@ from google.protobuf import json_format
 
 from protos.report_pb2 import RoundReport, RunReport
 
+from .json_fields import message_json
 from .run_config import config_json_object
 
 REPORT_FILE_NAME = "report.json"
@@ -66,7 +67,10 @@ def _field_json(name: str, value: object) -> str:
 
 @functools.lru_cache(maxsize=ROUND_JSON_CACHE_SIZE)
 def _round_json(serialized_round: bytes) -> str:
-    return json.dumps(_to_dict(RoundReport.FromString(serialized_round)), allow_nan=False)
+    round_report = RoundReport.FromString(serialized_round)
+    # The per-type plan (json_fields) is ~8x faster than json_format and gives the same dict.
+    fields = message_json(round_report)
+    return json.dumps(fields if fields is not None else _to_dict(round_report), allow_nan=False)
 
 
 def _to_dict(message) -> dict:
