@@ -101,17 +101,17 @@ class ValidatedContent(RecordDict):
         return content
 
     @property
-    def array_records(self) -> _SyncedDict[ArrayRecord]:  # type: ignore[override]
+    def array_records(self) -> _SyncedDict[ArrayRecord]:
         """Dictionary holding only ArrayRecord instances."""
         return self._view(ArrayRecord)
 
     @property
-    def metric_records(self) -> _SyncedDict[MetricRecord]:  # type: ignore[override]
+    def metric_records(self) -> _SyncedDict[MetricRecord]:
         """Dictionary holding only MetricRecord instances."""
         return self._view(MetricRecord)
 
     @property
-    def config_records(self) -> _SyncedDict[ConfigRecord]:  # type: ignore[override]
+    def config_records(self) -> _SyncedDict[ConfigRecord]:
         """Dictionary holding only ConfigRecord instances."""
         return self._view(ConfigRecord)
 

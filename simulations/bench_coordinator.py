@@ -157,7 +157,7 @@ def _replay(run_config, out_dir: Path, replay: str, on_round, marks, profiler):
     apply_flower_env()
     limit_blas_threads()
     # Rendering report.html while running depends on wall time: only the first and last here.
-    writer._html_interval_passed = lambda out_dir: False  # type: ignore[assignment]
+    writer._html_interval_passed = lambda out_dir: False
     replies = {key: pickle.loads(value) for key, value in run_config.pop("_replies").items()}
     config = resolve_run_config(run_config | {"out-dir": str(out_dir)})
     grid = _ReplayGrid(replies, int(config["num-partitions"]))
