@@ -21,6 +21,7 @@ and no reply can make validation raise. :class:`WeightPolicy` bounds how much a
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -43,6 +44,8 @@ INT64_MAX = 2**63 - 1
 MAX_REASON_CHARS = 500
 MAX_SHOWN_CHARS = 80
 
+# Exactly 64 lowercase hex digits (a character class range is ASCII code points only).
+_SHA256_HEX = re.compile("[0-9a-f]{64}")
 RecordT = TypeVar("RecordT", ArrayRecord, MetricRecord, ConfigRecord)
 
 
@@ -378,7 +381,7 @@ def reply_kernel_sha256(message: Message) -> str:
     """
     record = message.content.get(contract.RECORD_KERNEL)
     value = record.get(contract.KERNEL_SHA256) if isinstance(record, ConfigRecord) else None
-    if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+    if isinstance(value, str) and _SHA256_HEX.fullmatch(value):
         return value
     return ""
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from google.protobuf import json_format
@@ -33,7 +34,7 @@ class ReportError(ValueError):
 ROUND_JSON_CACHE_SIZE = 512
 
 
-def report_to_json(report: RunReport) -> str:
+def report_to_json(report: RunReport, serialized_rounds: Sequence[bytes] | None = None) -> str:
     """Serialize ``report`` the way report.json holds it.
 
     The values are ``json_format.MessageToJson``'s with proto field names kept and every field
@@ -47,10 +48,9 @@ def report_to_json(report: RunReport) -> str:
     fields = _to_dict(header)
     if "config" in fields:
         fields["config"] = config_json_object(report)
-    rounds = [
-        f"  {_round_json(round_report.SerializeToString(deterministic=True))}"
-        for round_report in report.rounds
-    ]
+    if serialized_rounds is None:
+        serialized_rounds = [r.SerializeToString(deterministic=True) for r in report.rounds]
+    rounds = [f"  {_round_json(serialized)}" for serialized in serialized_rounds]
     rounds_text = ' "rounds": [\n' + ",\n".join(rounds) + "\n ]" if rounds else ' "rounds": []'
     # sort_keys: the config is a map, whose order would otherwise vary between runs. Fields
     # added after `rounds` (field numbers > 18) come after it, in .proto order.

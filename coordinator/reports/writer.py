@@ -16,7 +16,7 @@ from protos.report_pb2 import RunReport
 
 from ..file_writes import BackgroundWrites
 from .atomic import atomic_write_text
-from .csv_tables import CLIENTS_CSV, ROUNDS_CSV, clients_csv, rounds_csv
+from .csv_tables import CLIENTS_CSV, ROUNDS_CSV, clients_csv, round_bytes, rounds_csv
 from .report_json import REPORT_FILE_NAME, report_to_json
 from .run_page import render_report_html
 
@@ -71,10 +71,11 @@ def write_run(
             report.status != "running" or _html_interval_passed(out_dir)
         )
     # Render everything first so that an error here changes no file.
+    serialized_rounds = round_bytes(report)  # once for the three files
     contents = {
-        REPORT_FILE_NAME: report_to_json(report),
-        ROUNDS_CSV: rounds_csv(report),
-        CLIENTS_CSV: clients_csv(report),
+        REPORT_FILE_NAME: report_to_json(report, serialized_rounds),
+        ROUNDS_CSV: rounds_csv(report, serialized_rounds),
+        CLIENTS_CSV: clients_csv(report, serialized_rounds),
     }
     if render_html:
         render_started = time.monotonic()

@@ -314,3 +314,26 @@ def test_flowers_rule_gives_the_same_bits_on_validated_content(rule):
     assert fast.keys() == public.keys()
     for name in fast:
         assert fast[name].tobytes() == public[name].tobytes()
+
+
+def _old_hex_check(value: object) -> bool:
+    # The character-by-character check the regex replaced.
+    return (
+        isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+    )
+
+
+@PROPERTY_SETTINGS
+@given(
+    value=st.one_of(
+        st.text(alphabet="0123456789abcdefABCDEF\n٣０g", min_size=62, max_size=66),
+        st.sampled_from(["a" * 64, "a" * 64 + "\n", "٣" * 64, "０" * 64, "A" * 64, ""]),
+    )
+)
+def test_the_kernel_sha256_pattern_accepts_what_the_old_check_accepted(value):
+    message = Message(
+        RecordDict({contract.RECORD_KERNEL: ConfigRecord({contract.KERNEL_SHA256: value})}),
+        metadata=unit_reply_metadata(9),
+    )
+    expected = value if _old_hex_check(value) else ""
+    assert validation.reply_kernel_sha256(message) == expected
