@@ -93,7 +93,11 @@ def work_done(message: Message) -> tuple[int, int] | None:
     """
     if message.has_error() or not message.has_content():
         return None
-    for _, record in records_of(message.content, MetricRecord):
+    try:
+        records = records_of(message.content, MetricRecord)
+    except TypeError:  # a record under a non-string key: validation rejects the reply
+        return None
+    for _, record in records:
         done, planned = (
             record.get(contract.METRIC_STEPS_DONE),
             record.get(contract.METRIC_STEPS_PLANNED),

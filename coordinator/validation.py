@@ -100,8 +100,19 @@ def records_of(content: RecordDict, kind: type[RecordT]) -> list[tuple[str, Reco
     without building Flower's synced view: each of those properties copies the RecordDict
     through two type-checked ``__setitem__`` calls per record (~25 us a call), and a
     1000-reply round read them thousands of times.
+
+    Raises
+    ------
+    TypeError
+        A record of that type under a key that is not a string, as Flower's view raises.
     """
-    return [(key, record) for key, record in content.items() if isinstance(record, kind)]
+    found = [(key, record) for key, record in content.items() if isinstance(record, kind)]
+    for key, _ in found:
+        if not isinstance(key, str):
+            # What building Flower's view raises for it (a RecordDict filled past its checks,
+            # e.g. unpickled): such a reply is unreadable, as it was.
+            raise TypeError(f"Expected `str`, but received `{type(key).__name__}` for the key.")
+    return found
 
 
 def message_bytes(message: Message) -> int:
@@ -379,8 +390,8 @@ def reply_kernel_sha256(message: Message) -> str:
     Only 64 lowercase hex digits are taken; anything else is "" (a reply is never trusted to
     put arbitrary text into a report).
     """
-    record = message.content.get(contract.RECORD_KERNEL)
-    value = record.get(contract.KERNEL_SHA256) if isinstance(record, ConfigRecord) else None
+    record = dict(records_of(message.content, ConfigRecord)).get(contract.RECORD_KERNEL)
+    value = record.get(contract.KERNEL_SHA256) if record is not None else None
     if isinstance(value, str) and _SHA256_HEX.fullmatch(value):
         return value
     return ""

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from coordinator import validation
 from coordinator.array_codec import DecodedArray
-from coordinator.round_messages import delta_content, reply_metadata
+from coordinator.round_messages import delta_content, reply_metadata, work_done
 from coordinator.validation import (
     INT64_MAX,
     TrainReply,
@@ -337,3 +337,32 @@ def test_the_kernel_sha256_pattern_accepts_what_the_old_check_accepted(value):
     )
     expected = value if _old_hex_check(value) else ""
     assert validation.reply_kernel_sha256(message) == expected
+
+
+# -- a record under a key that is not a string (a RecordDict filled past Flower's checks) ------
+def _with_int_key(kind: str) -> RecordDict:
+    arrays = ArrayRecord(
+        {name: Array(np.zeros(shape, np.float32)) for name, shape in SHAPES.items()}
+    )
+    metrics = MetricRecord({contract.METRIC_NUM_EXAMPLES: 4, contract.METRIC_TRAIN_LOSS: 0.5})
+    content = RecordDict({contract.RECORD_ARRAYS: arrays, contract.RECORD_METRICS: metrics})
+    content._data[7] = _record(kind)  # as an unpickled reply can hold it
+    return content
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_a_non_string_key_is_refused_as_flowers_view_refuses_it(kind):
+    content = _with_int_key(kind)
+    view = {"array": "array_records", "metric": "metric_records", "config": "config_records"}
+    with pytest.raises(TypeError) as flower:
+        getattr(content, view[kind])
+    with pytest.raises(TypeError) as ours:
+        records_of(content, KINDS[kind])
+    assert str(ours.value) == str(flower.value)
+    result = check_train_reply(
+        Message(content=content, metadata=unit_reply_metadata(9)), SHAPES, 5.0, server_round=1
+    )
+    assert result.status == REJECTED
+    assert result.reason == f"unreadable reply (TypeError: {flower.value})"
+    # Reading the steps done never raises out of the round: the reply is rejected above.
+    assert work_done(Message(content=content, metadata=unit_reply_metadata(9))) is None
