@@ -20,8 +20,8 @@ from flwr.app.metadata import Metadata
 
 from protos import contract
 
-from .array_codec import DecodedArray
-from .validation import TrainReply
+from .array_codec import ValidatedContent
+from .validation import TrainReply, records_of
 
 ARRAYS_KEY = contract.RECORD_ARRAYS
 CONFIG_KEY = contract.RECORD_CONFIG
@@ -59,18 +59,13 @@ def delta_content(reply: TrainReply) -> RecordDict:
     touch copies.
     """
     assert reply.delta is not None
-    # DecodedArray: Flower's rule reads the validated values, not the npy bytes a second time.
-    # Set item by item: ArrayRecord's constructor would rebuild each one as a plain Array.
-    arrays = ArrayRecord()
-    for name, array in reply.delta.items():
-        arrays[name] = DecodedArray(array)
-    return RecordDict(
-        {
-            ARRAYS_KEY: arrays,
-            contract.RECORD_METRICS: MetricRecord(
-                {contract.METRIC_NUM_EXAMPLES: reply.num_examples}
-            ),
-        }
+    # DecodedArray: Flower's rule reads the validated values, not the npy bytes a second time;
+    # ValidatedContent: and it reads the content's record views cheaply.
+    return ValidatedContent.of_delta(
+        ARRAYS_KEY,
+        reply.delta,
+        contract.RECORD_METRICS,
+        {contract.METRIC_NUM_EXAMPLES: int(reply.num_examples)},
     )
 
 
@@ -98,7 +93,11 @@ def work_done(message: Message) -> tuple[int, int] | None:
     """
     if message.has_error() or not message.has_content():
         return None
-    for record in message.content.metric_records.values():
+    try:
+        records = records_of(message.content, MetricRecord)
+    except TypeError:  # a record under a non-string key: validation rejects the reply
+        return None
+    for _, record in records:
         done, planned = (
             record.get(contract.METRIC_STEPS_DONE),
             record.get(contract.METRIC_STEPS_PLANNED),

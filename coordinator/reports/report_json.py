@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from google.protobuf import json_format
 
 from protos.report_pb2 import RoundReport, RunReport
 
+from .json_fields import message_json
 from .run_config import config_json_object
 
 REPORT_FILE_NAME = "report.json"
@@ -32,7 +34,7 @@ class ReportError(ValueError):
 ROUND_JSON_CACHE_SIZE = 512
 
 
-def report_to_json(report: RunReport) -> str:
+def report_to_json(report: RunReport, serialized_rounds: Sequence[bytes] | None = None) -> str:
     """Serialize ``report`` the way report.json holds it.
 
     The values are ``json_format.MessageToJson``'s with proto field names kept and every field
@@ -46,10 +48,9 @@ def report_to_json(report: RunReport) -> str:
     fields = _to_dict(header)
     if "config" in fields:
         fields["config"] = config_json_object(report)
-    rounds = [
-        f"  {_round_json(round_report.SerializeToString(deterministic=True))}"
-        for round_report in report.rounds
-    ]
+    if serialized_rounds is None:
+        serialized_rounds = [r.SerializeToString(deterministic=True) for r in report.rounds]
+    rounds = [f"  {_round_json(serialized)}" for serialized in serialized_rounds]
     rounds_text = ' "rounds": [\n' + ",\n".join(rounds) + "\n ]" if rounds else ' "rounds": []'
     # sort_keys: the config is a map, whose order would otherwise vary between runs. Fields
     # added after `rounds` (field numbers > 18) come after it, in .proto order.
@@ -66,7 +67,10 @@ def _field_json(name: str, value: object) -> str:
 
 @functools.lru_cache(maxsize=ROUND_JSON_CACHE_SIZE)
 def _round_json(serialized_round: bytes) -> str:
-    return json.dumps(_to_dict(RoundReport.FromString(serialized_round)), allow_nan=False)
+    round_report = RoundReport.FromString(serialized_round)
+    # The per-type plan (json_fields) is ~8x faster than json_format and gives the same dict.
+    fields = message_json(round_report)
+    return json.dumps(fields if fields is not None else _to_dict(round_report), allow_nan=False)
 
 
 def _to_dict(message) -> dict:

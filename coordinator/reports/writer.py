@@ -8,13 +8,15 @@ replaced: a failure while rendering leaves the previous files as they were.
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 
 from protos.report_pb2 import RunReport
 
+from ..file_writes import BackgroundWrites
 from .atomic import atomic_write_text
-from .csv_tables import CLIENTS_CSV, ROUNDS_CSV, clients_csv, rounds_csv
+from .csv_tables import CLIENTS_CSV, ROUNDS_CSV, clients_csv, round_bytes, rounds_csv
 from .report_json import REPORT_FILE_NAME, report_to_json
 from .run_page import render_report_html
 
@@ -35,7 +37,13 @@ HTML_MAX_TIME_SHARE = 0.05
 _html_rendered_at: dict[str, tuple[float, float]] = {}
 
 
-def write_run(out_dir: Path, report: RunReport, *, render_html: bool | None = None) -> None:
+def write_run(
+    out_dir: Path,
+    report: RunReport,
+    *,
+    render_html: bool | None = None,
+    background: BackgroundWrites | None = None,
+) -> None:
     """Write (or rewrite) the run folder ``out_dir`` from ``report``.
 
     Parameters
@@ -47,6 +55,8 @@ def write_run(out_dir: Path, report: RunReport, *, render_html: bool | None = No
         run is running at most once per ``HTML_MIN_SECONDS`` for this folder (and no more
         often than keeps rendering within ``HTML_MAX_TIME_SHARE`` of the time); and always
         when ``report.status`` is not "running".
+    background : where the files are written from (in order, after this returns); None:
+        written before this returns. The contents are rendered here either way.
 
     Notes
     -----
@@ -61,17 +71,21 @@ def write_run(out_dir: Path, report: RunReport, *, render_html: bool | None = No
             report.status != "running" or _html_interval_passed(out_dir)
         )
     # Render everything first so that an error here changes no file.
+    serialized_rounds = round_bytes(report)  # once for the three files
     contents = {
-        REPORT_FILE_NAME: report_to_json(report),
-        ROUNDS_CSV: rounds_csv(report),
-        CLIENTS_CSV: clients_csv(report),
+        REPORT_FILE_NAME: report_to_json(report, serialized_rounds),
+        ROUNDS_CSV: rounds_csv(report, serialized_rounds),
+        CLIENTS_CSV: clients_csv(report, serialized_rounds),
     }
     if render_html:
         render_started = time.monotonic()
         contents[REPORT_HTML] = render_report_html(report)
         render_seconds = time.monotonic() - render_started
     for name, text in contents.items():
-        atomic_write_text(out_dir / name, text)
+        if background is None:
+            atomic_write_text(out_dir / name, text)
+        else:
+            background.submit(functools.partial(atomic_write_text, out_dir / name, text))
     if render_html:
         _html_rendered_at[str(out_dir.resolve())] = (time.monotonic(), render_seconds)
 

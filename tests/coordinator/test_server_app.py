@@ -6,6 +6,7 @@ the report can be predicted.
 """
 
 import csv
+import functools
 import json
 import math
 
@@ -155,9 +156,15 @@ class InProcessGrid:
         return [self.clients[m.metadata.dst_node_id](m) for m in messages]
 
 
-def write_json_only(out_dir, report):
-    # report.json alone: the full writer renders HTML plots each round (about a second).
-    (out_dir / REPORT_FILE_NAME).write_text(report_to_json(report), encoding="utf-8")
+def write_json_only(out_dir, report, *, background=None):
+    # report.json alone: the full writer renders HTML plots each round (about a second). As
+    # server_app's own writer, it writes where the run's checkpoints go, after them.
+    text = report_to_json(report)
+    write = functools.partial((out_dir / REPORT_FILE_NAME).write_text, text, encoding="utf-8")
+    if background is None:
+        write()
+    else:
+        background.submit(write)
 
 
 @pytest.fixture
