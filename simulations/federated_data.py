@@ -302,15 +302,20 @@ def build_federated_data(config: DataConfig) -> FederatedData:
     return _build_cached(config, _folder_stamp(config))
 
 
-def size_lazy_cache(clients: int) -> int:
+def size_lazy_cache(clients: int, headroom: int = 0) -> int:
     """Size this process's cache of lazy clients for the ``clients`` it will serve.
 
-    Keeps all of them when ``clients`` <= ``LAZY_CLIENTS_MAX`` (a simulation worker then
-    generates each of its devices once per run instead of once per job), otherwise
+    Keeps all of them, and up to ``headroom`` more (clients it may be lent), when ``clients``
+    <= ``LAZY_CLIENTS_MAX`` (a simulation worker then generates each of its devices once per
+    run instead of once per job), never more than ``LAZY_CLIENTS_MAX``; otherwise
     ``LAZY_CLIENTS_CACHED``. A changed size starts an empty cache. Returns the size.
     """
     global _synthetic_client_cached
-    size = clients if LAZY_CLIENTS_CACHED < clients <= LAZY_CLIENTS_MAX else LAZY_CLIENTS_CACHED
+    size = (
+        min(clients + headroom, LAZY_CLIENTS_MAX)
+        if LAZY_CLIENTS_CACHED < clients <= LAZY_CLIENTS_MAX
+        else LAZY_CLIENTS_CACHED
+    )
     if _synthetic_client_cached.cache_parameters()["maxsize"] != size:
         _synthetic_client_cached = functools.lru_cache(maxsize=size)(_synthetic_client)
     return size

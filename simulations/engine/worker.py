@@ -111,7 +111,10 @@ def run_worker(
         # its clients generates each once per run (simulations.federated_data.size_lazy_cache).
         from simulations.federated_data import size_lazy_cache
 
-        size_lazy_cache(clients_owned)
+        # Room for the few train jobs a balanced batch moves in (engine/balance.py): with a
+        # cache exactly the size of the clients owned, those evict owned clients and a
+        # round's cyclic order then misses on many more.
+        size_lazy_cache(clients_owned, headroom=max(8, clients_owned // 16))
     app = load_client_app(client_app)
     contexts: dict[int, Context] = {}
 

@@ -63,6 +63,12 @@ def train(message: Message, context: Context) -> Message:
     return Message(content, reply_to=message)
 
 
+@probe_app.evaluate()
+def evaluate(message: Message, context: Context) -> Message:
+    """The same probe for an evaluate message (where it ran, what it was given)."""
+    return train(message, context)
+
+
 def _lazy_cache_size() -> int:
     # How many simulated clients this worker process keeps (sized by the worker at start).
     from simulations import federated_data

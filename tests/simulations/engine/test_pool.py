@@ -43,14 +43,14 @@ def _pool(num_workers: int, start_method: str, behaviours: dict) -> WorkerPool:
     return WorkerPool(num_workers, PROBE_APP, run_config, NUM_CLIENTS, start_method="lean")
 
 
-def _messages(grid: LocalGrid, partitions) -> list[Message]:
+def _messages(grid: LocalGrid, partitions, message_type: str = "train") -> list[Message]:
     content = RecordDict(
         {
             "arrays": ArrayRecord({"w": Array(np.zeros((4, 3), np.float32))}),
             "config": ConfigRecord({"server-round": 1}),
         }
     )
-    return [Message(content, node_id_of(p), "train", group_id="1") for p in partitions]
+    return [Message(content, node_id_of(p), message_type, group_id="1") for p in partitions]
 
 
 def _alive(pid: int) -> bool:
@@ -257,11 +257,14 @@ def test_a_lean_worker_does_not_import_from_the_current_directory(tmp_path, monk
 
 @pytest.mark.parametrize("start_method", START_METHODS)
 def test_each_worker_keeps_every_client_it_owns_when_they_fit(behaviours, start_method):
-    # 1001 clients on 2 workers: worker 0 owns 501, worker 1 owns 500 (both <= 576).
+    # 1001 clients on 2 workers: worker 0 owns 501, worker 1 owns 500 (both <= 576), and
+    # each keeps room for 1/16 more (train jobs a balanced batch lends it). 1140 clients:
+    # 570 each, the room is capped at LAZY_CLIENTS_MAX.
     from simulations.federated_data import LAZY_CLIENTS_CACHED, LAZY_CLIENTS_MAX
 
     sizes = {}
-    for num_partitions, num_workers in ((1001, 2), (NUM_CLIENTS, 2), (3 * LAZY_CLIENTS_MAX, 2)):
+    populations = ((1001, 2), (1140, 2), (NUM_CLIENTS, 2), (3 * LAZY_CLIENTS_MAX, 2))
+    for num_partitions, num_workers in populations:
         run_config = {"probe-behaviours": dict(behaviours)}
         app = apps.probe_app if start_method == "fork" else PROBE_APP
         with WorkerPool(
@@ -270,7 +273,8 @@ def test_each_worker_keeps_every_client_it_owns_when_they_fit(behaviours, start_
             grid = LocalGrid(pool, num_partitions)
             replies = grid.send_and_receive(_messages(grid, [0, 1]), timeout=30)
             sizes[num_partitions] = [_metrics(r)["lazy-cache-size"] for r in replies]
-    assert sizes[1001] == [501, 500]
+    assert sizes[1001] == [501 + 31, 500 + 31]
+    assert sizes[1140] == [LAZY_CLIENTS_MAX] * 2
     # Few clients, or more than fit: the default size.
     assert sizes[NUM_CLIENTS] == [LAZY_CLIENTS_CACHED] * 2
     assert sizes[3 * LAZY_CLIENTS_MAX] == [LAZY_CLIENTS_CACHED] * 2
@@ -288,9 +292,12 @@ def test_a_job_cost_moves_a_job_off_a_loaded_worker_and_keeps_reply_order(behavi
         assert pool.workers_for(partitions) == [1, 0, 0, 0, 1]
         grid = LocalGrid(pool, NUM_CLIENTS)
         replies = list(grid.send_and_receive(_messages(grid, partitions), timeout=30))
+        # An evaluate batch runs at home: moving it would rebuild clients' data elsewhere.
+        evaluated = list(grid.send_and_receive(_messages(grid, partitions, "evaluate"), timeout=30))
         pids = pool.pids
     assert [_metrics(r)["partition-id"] for r in replies] == partitions
     assert [_metrics(r)["pid"] for r in replies] == [pids[1], pids[0], pids[0], pids[0], pids[1]]
+    assert [_metrics(r)["pid"] for r in evaluated] == [pids[p % 2] for p in partitions]
     for reply, partition in zip(replies, partitions, strict=True):
         delta = reply.content.array_records["arrays"]["w"].numpy()
         assert np.array_equal(delta, np.full((4, 3), float(partition), np.float32))
