@@ -20,6 +20,7 @@ and no reply can make validation raise. :class:`WeightPolicy` bounds how much a
 
 from __future__ import annotations
 
+import io
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -181,6 +182,30 @@ def check_train_reply(
             REJECTED,
             _clean(f"unreadable reply ({type(error).__name__}: {error})"),
         )
+
+
+def _npy_length_problem(data: bytes) -> str:
+    """Why ``data`` is not exactly one npy array ("" when it is).
+
+    ``np.load`` reads an array and ignores whatever follows it, so a reply could carry
+    unaccounted bytes behind a valid delta; numpy's own bytes (what ``np.save`` and Flower's
+    ``Array`` write) end where the array does. Only called on bytes ``np.load`` accepted.
+    """
+    buffer = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(buffer)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(buffer)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(buffer)
+        else:
+            return f"npy format version {version} (expected 1.0 or 2.0)"
+    except ValueError as error:
+        return f"cannot be read ({error})"
+    expected = buffer.tell() + math.prod(shape) * dtype.itemsize
+    if len(data) != expected:
+        return f"{len(data)} bytes, but its npy header describes {expected}"
+    return ""
 
 
 def _check_train_reply(
@@ -576,6 +601,9 @@ def _delta_arrays(
                 values = array.numpy()
             except Exception as error:  # malformed bytes: whatever numpy raises, rejects it
                 return None, f"array {name!r}: cannot be read ({type(error).__name__}: {error})"
+            problem = _npy_length_problem(array.data)
+            if problem:
+                return None, f"array {name!r}: {problem}"
         if values.shape != tuple(expected_shape) or values.dtype != np.float32:
             return None, (
                 f"array {name!r}: data decodes to {values.dtype}{values.shape}, "

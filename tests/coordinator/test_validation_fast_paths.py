@@ -157,13 +157,21 @@ def _npy(values: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def _npy_version(values: np.ndarray, version: tuple[int, int]) -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, values, version=version, allow_pickle=False)
+    return buffer.getvalue()
+
+
 GOOD_W = np.arange(6, dtype=np.float32).reshape(3, 2) / 10
 HOSTILE_BYTES = {
     "not npy": (b"definitely not an npy file", REJECTED, "cannot be read"),
     "empty": (b"", REJECTED, "cannot be read"),
-    # np.load reads the array and ignores what follows it (as it always did): the values
-    # are checked as any others, and the extra bytes are counted in bytes_uploaded.
-    "oversized (trailing bytes)": (_npy(GOOD_W) + b"\0" * 4096, OK, ""),
+    # np.load reads the array and ignores what follows it: a reply is exactly its arrays.
+    "oversized (trailing bytes)": (_npy(GOOD_W) + b"\0" * 4096, REJECTED, "npy header describes"),
+    "one trailing byte": (_npy(GOOD_W) + b"\0", REJECTED, "npy header describes"),
+    "npy version 3.0": (_npy_version(GOOD_W, (3, 0)), REJECTED, "format version (3, 0)"),
+    "npy version 2.0": (_npy_version(GOOD_W, (2, 0)), OK, ""),
     "truncated": (_npy(GOOD_W)[:-4], REJECTED, "cannot be read"),
     "header says (6,)": (_npy(GOOD_W.ravel()), REJECTED, "data decodes to float32(6,)"),
     "header says float64": (_npy(GOOD_W.astype(np.float64)), REJECTED, "data decodes to"),
