@@ -53,10 +53,9 @@ class KernelRunner:
         features = _features(spec, x)
         num_examples = features.shape[0]
         with self.module.job("forward", self.limits) as job:
-            spec_ptr = job.put(spec.encode())
-            params_ptr = job.put(flat)
-            x_ptr = job.put(features)
-            logits_ptr = job.alloc(num_examples * spec.num_classes * 4)
+            spec_ptr, params_ptr, x_ptr, logits_ptr = job.put_all(
+                [spec.encode(), flat, features, num_examples * spec.num_classes * 4]
+            )
             job.call_status(
                 "sf_model_forward", spec_ptr, params_ptr, x_ptr, num_examples, logits_ptr
             )
@@ -75,12 +74,9 @@ class KernelRunner:
         labels = _labels(spec, y, features.shape[0])
         num_examples = features.shape[0]
         with self.module.job("loss_and_gradient", self.limits) as job:
-            spec_ptr = job.put(spec.encode())
-            params_ptr = job.put(flat)
-            x_ptr = job.put(features)
-            labels_ptr = job.put(labels)
-            grads_ptr = job.alloc(flat.nbytes)
-            loss_ptr = job.alloc(4)
+            spec_ptr, params_ptr, x_ptr, labels_ptr, grads_ptr, loss_ptr = job.put_all(
+                [spec.encode(), flat, features, labels, flat.nbytes, 4]
+            )
             job.call_status(
                 "sf_model_loss_grad",
                 spec_ptr,
@@ -151,14 +147,12 @@ class KernelRunner:
             limits = dataclasses.replace(limits, fuel=_UNCAPPED_FUEL)
         fuel_planning = 0
         with self.module.job(job_name, limits) as job:
-            spec_ptr = job.put(spec.encode())
             # The ABI lets global_params be 0 when mu == 0: no copy of weights that go unread.
-            global_ptr = job.put(global_flat) if mu > 0 else 0
-            x_ptr = job.put(features)
-            labels_ptr = job.put(labels)
-            loss_ptr = job.alloc(4)
-            steps_ptr = job.alloc(4)
-            params_ptr = job.alloc(flat.nbytes)
+            spec_ptr, *global_at, x_ptr, labels_ptr, loss_ptr, steps_ptr, params_ptr = job.put_all(
+                [spec.encode(), *([global_flat] if mu > 0 else []), features, labels, 4, 4,
+                 flat.nbytes]
+            )  # fmt: skip
+            global_ptr = global_at[0] if global_at else 0
 
             def run(steps: int) -> int:
                 """sf_train_budget from the initial parameters; returns the call's fuel."""
@@ -223,13 +217,11 @@ class KernelRunner:
         """Run the plain ``sf_train`` path (no budget): what hosts without budgets always ran."""
         num_examples = features.shape[0]
         with self.module.job(job_name, self.limits) as job:
-            spec_ptr = job.put(spec.encode())
-            params_ptr = job.put(flat)
             # The ABI lets global_params be 0 when mu == 0: no copy of weights that go unread.
-            global_ptr = job.put(global_flat) if mu > 0 else 0
-            x_ptr = job.put(features)
-            labels_ptr = job.put(labels)
-            loss_ptr = job.alloc(4)
+            spec_ptr, params_ptr, *global_at, x_ptr, labels_ptr, loss_ptr = job.put_all(
+                [spec.encode(), flat, *([global_flat] if mu > 0 else []), features, labels, 4]
+            )
+            global_ptr = global_at[0] if global_at else 0
             job.call_status(
                 "sf_train",
                 spec_ptr,
@@ -272,11 +264,9 @@ class KernelRunner:
         num_examples = features.shape[0]
         labels = _labels(spec, y, num_examples)
         with self.module.job(job_name, self.limits) as job:
-            spec_ptr = job.put(spec.encode())
-            params_ptr = job.put(flat)
-            x_ptr = job.put(features)
-            labels_ptr = job.put(labels)
-            out_ptr = job.alloc(8)
+            spec_ptr, params_ptr, x_ptr, labels_ptr, out_ptr = job.put_all(
+                [spec.encode(), flat, features, labels, 8]
+            )
             job.call_status(
                 "sf_evaluate", spec_ptr, params_ptr, x_ptr, labels_ptr, num_examples, out_ptr
             )

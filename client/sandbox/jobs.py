@@ -6,6 +6,7 @@ import ctypes
 import math
 import time
 import weakref
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -271,6 +272,42 @@ class Job:
         self.write(ptr, array)
         return ptr
 
+    def put_all(self, items: Sequence[np.ndarray | int]) -> list[int]:
+        """Place every item in ONE ``sf_alloc`` region; return their pointers, in order.
+
+        An array is copied in; an int is a byte count of zeroed scratch (a result buffer).
+        Each item gets the slot a single ``sf_alloc`` of its size gets under the ABI (16-byte
+        aligned, at least 16 bytes, consecutive in a bump allocator), so the pointers are the
+        ones a ``put``/``alloc`` per item returns from the reference allocator, and the
+        kernel sees the same heap. One wasm call instead of one per buffer: in a fresh
+        instance each costs ~40-80 us, ~0.3 ms of a small training job.
+        """
+        arrays: list[np.ndarray | None] = []
+        sizes: list[int] = []
+        for item in items:
+            if isinstance(item, bool | np.bool_):
+                raise ValueError(f"put_all: expected an array or a byte count, given {item!r}")
+            if isinstance(item, int | np.integer):
+                if item < 0:
+                    raise ValueError(f"put_all: expected a byte count >= 0, given {item!r}")
+                arrays.append(None)
+                sizes.append(int(item))
+            else:
+                array = _plain_array(item, "put")
+                arrays.append(array)
+                sizes.append(array.nbytes)
+        offsets = []
+        total = 0
+        for size in sizes:
+            offsets.append(total)
+            total += _slot_bytes(size)
+        base = self.alloc(max(total, 1))
+        address = self._checked_address(base, total, "host write")
+        for array, offset in zip(arrays, offsets, strict=True):
+            if array is not None and array.nbytes:
+                ctypes.memmove(address + offset, array.ctypes.data, array.nbytes)
+        return [base + offset for offset in offsets]
+
     def write(self, ptr: int, array: np.ndarray) -> None:
         """Copy ``array``'s bytes (C order, little-endian) into linear memory at ``ptr``."""
         array = _plain_array(array, "write")
@@ -361,6 +398,11 @@ def _to_wasm_value(type_name: str, value: Any, entry: str, index: int) -> int | 
         )
     # wasm integers are sign-agnostic; hand wasmtime the signed two's-complement reading.
     return value - end if value >= end // 2 else value
+
+
+def _slot_bytes(nbytes: int) -> int:
+    """Return the bytes one ``sf_alloc(nbytes)`` takes (ABI.md, "Memory"): 16-aligned, >= 16."""
+    return max(16, (nbytes + 15) & ~15)
 
 
 def _plain_array(array: Any, what: str) -> np.ndarray:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import wasmtime
 
+from client.runner.kernel_runner import KernelRunner
 from client.sandbox import (
     DeadlineExceeded,
     KernelError,
@@ -22,6 +23,7 @@ from client.sandbox import (
     OutOfBounds,
     OutOfFuel,
 )
+from client.sandbox.jobs import Job
 from tests.client.sandbox.wat import check_healthy
 
 
@@ -255,3 +257,68 @@ def test_call_checks_arguments_and_entries(good):
         assert job.call("sum", 16, 0) == 0.0
     with pytest.raises(KernelError, match="closed"):
         job.call("sum", 16, 0)
+
+
+# -- put_all: every input buffer in one sf_alloc -----------------------------------------------
+def _count_allocs(monkeypatch):
+    calls = []
+    real_call = Job.call
+
+    def counting_call(self, entry, *args):
+        if entry == "sf_alloc":
+            calls.append(args)
+        return real_call(self, entry, *args)
+
+    monkeypatch.setattr(Job, "call", counting_call)
+    return calls
+
+
+def test_put_all_gives_the_pointers_of_one_alloc_per_buffer(monkeypatch):
+    # The bundled kernels' bump allocator is the ABI's reference: one region carved into
+    # 16-byte slots must put every buffer where a put/alloc per buffer would.
+    module = KernelRunner().module
+    rng = np.random.default_rng(0)
+    arrays = [
+        np.arange(7, dtype=np.int32),  # 28 bytes: a slot of 32
+        rng.standard_normal((3, 5)).astype(np.float32),
+        np.zeros(0, np.float32),  # empty: a 16-byte slot, like put's alloc(1)
+        np.array([1.5], np.float64),
+    ]
+    with module.job("one by one") as job:
+        expected = [job.put(arrays[0]), job.alloc(4), job.put(arrays[1]), job.put(arrays[2])]
+        expected += [job.alloc(0 + 1), job.put(arrays[3])]
+    calls = _count_allocs(monkeypatch)
+    with module.job("together") as job:
+        pointers = job.put_all([arrays[0], 4, arrays[1], arrays[2], 1, arrays[3]])
+        assert pointers == expected
+        assert len(calls) == 1
+        for pointer, array in zip(
+            [pointers[0], pointers[2], pointers[5]], [arrays[0], arrays[1], arrays[3]], strict=True
+        ):
+            np.testing.assert_array_equal(job.read(pointer, array.shape, array.dtype), array)
+        # scratch buffers are zeroed, as sf_alloc's memory is
+        assert job.read(pointers[1], (1,), np.int32)[0] == 0
+
+
+@pytest.mark.parametrize(
+    "item, message",
+    [
+        (-1, "byte count >= 0"),
+        (True, "an array or a byte count"),
+        (np.array([object()]), "numeric array"),
+        (np.array(["text"]), "numeric array"),
+    ],
+)
+def test_put_all_refuses_what_is_neither_an_array_nor_a_byte_count(good, item, message):
+    with good.job("bad item") as job:
+        with pytest.raises(ValueError, match=message):
+            job.put_all([np.zeros(2, np.float32), item])
+    check_healthy(good)
+
+
+def test_put_all_past_the_cap_is_memory_limit_reached(good):
+    with good.job("greedy", Limits(memory_bytes=2**20)) as job:
+        with pytest.raises(MemoryLimitReached, match="sf_alloc"):
+            job.put_all([np.zeros(2**18, np.float32), np.zeros(2**17, np.float32)])
+        assert job.put_all([np.ones(4, np.float32)])[0] > 0
+    check_healthy(good)
