@@ -31,6 +31,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from simulations.environment import limit_blas_threads
 
 from . import transfer
+from .collector import freeze_survivors
 from .memory import release_free_memory
 
 # A reply batch is sent at least this often while jobs run (progress), and at a batch's end.
@@ -116,6 +117,7 @@ def run_worker(
         # round's cyclic order then misses on many more.
         size_lazy_cache(clients_owned, headroom=max(8, clients_owned // 16))
     app = load_client_app(client_app)
+    freeze_survivors()  # the imports and the ClientApp live for the run (.collector)
     contexts: dict[int, Context] = {}
 
     def context_of(node_id: int, partition_id: int) -> Context:
@@ -166,6 +168,10 @@ def run_worker(
             connection.send_bytes(transfer.pack_replies(pending))
         if len(jobs) >= TRIM_MIN_JOBS:
             release_free_memory()
+        if batches_run <= 2:
+            # After round 1's train and evaluate batches, the clients' cached data and the
+            # Contexts are what lives from round to round.
+            freeze_survivors()
 
 
 def run_job(app: ClientApp, message: Message, context: Context) -> Message:

@@ -9,6 +9,7 @@ their worker.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 import time
@@ -55,6 +56,7 @@ def train(message: Message, context: Context) -> Message:
             "node-id": int(context.node_id),
             "job-sequence": next(_jobs_run),
             "lazy-cache-size": _lazy_cache_size(),
+            "frozen-objects": gc.get_freeze_count(),
         }
     )
     content = RecordDict(

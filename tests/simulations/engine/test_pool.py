@@ -323,3 +323,17 @@ def test_spawned_lean_workers_import_while_the_caller_works_and_run_once_ready(b
     assert not any(_alive(pid) for pid in pids)
     with pytest.raises(PoolError, match="the pool was stopped"):
         pool.spawn()
+
+
+def test_a_worker_freezes_what_lives_for_the_run_after_round_one(behaviours):
+    # simulations/engine/collector.py: frozen once the ClientApp is loaded, and again after
+    # the first two batches (round 1's train and evaluate); never after.
+    with WorkerPool(1, apps.probe_app, {}, NUM_CLIENTS) as pool:
+        grid = LocalGrid(pool, NUM_CLIENTS)
+        frozen = []
+        for _ in range(4):
+            replies = grid.send_and_receive(_messages(grid, [0, 1, 2]), timeout=30)
+            frozen.append({_metrics(reply)["frozen-objects"] for reply in replies})
+    assert all(len(counts) == 1 for counts in frozen)  # no freeze within a batch
+    first, second, third, fourth = (counts.pop() for counts in frozen)
+    assert 0 < first <= second <= third == fourth
