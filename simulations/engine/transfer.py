@@ -13,12 +13,14 @@ running their constructors, which is also what Flower's Ray engine does between 
 processes. The arrays' bytes travel inside the buffer as they are.
 
 The workers run the user's ClientApp, so a reply is data from code we did not write: the
-unpickler admits only Flower's record classes and plain builtins (:class:`_RecordUnpickler`),
-so a reply cannot make the coordinator import or call anything else.
+unpickler admits only the classes and functions Flower's record modules define (by top-level
+name: never what they import) and plain builtins (:class:`_RecordUnpickler`), so a reply cannot
+make the coordinator import or call anything else.
 """
 
 from __future__ import annotations
 
+import inspect
 import io
 import pickle
 from collections.abc import Iterable
@@ -45,12 +47,19 @@ class TransferError(ValueError):
 
 class _RecordUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
-        if (
-            module.startswith(_ALLOWED_MODULE_PREFIXES)
-            or (module == "builtins" and name in _ALLOWED_BUILTINS)
-            or (module, name) in _ALLOWED_OTHER
-        ):
+        if (module == "builtins" and name in _ALLOWED_BUILTINS) or (module, name) in _ALLOWED_OTHER:
             return super().find_class(module, name)
+        # Protocol 4 resolves a dotted name attribute by attribute, so a module prefix alone
+        # would admit whatever Flower's modules import ("np.save", "sys.exit"): only a
+        # top-level name, and only a class or function that Flower's record modules define
+        # themselves (a record pickles its key and value checks by reference).
+        if module.startswith(_ALLOWED_MODULE_PREFIXES) and "." not in name:
+            found = super().find_class(module, name)
+            defined_there = str(getattr(found, "__module__", "")).startswith(
+                _ALLOWED_MODULE_PREFIXES
+            )
+            if defined_there and (isinstance(found, type) or inspect.isfunction(found)):
+                return found
         raise TransferError(f"a reply may hold Flower records only, given {module}.{name}")
 
 

@@ -106,3 +106,44 @@ def test_a_reply_can_hold_flower_records_only():
         transfer.unpack_replies(pickle.dumps([reply]))
     with pytest.raises(transfer.TransferError, match="expected a list of Messages"):
         transfer.unpack_replies(pickle.dumps([1, 2]))
+
+
+def _global_then(module: str, name: str, tail: bytes) -> bytes:
+    # Hand-written protocol 4: push module and name, STACK_GLOBAL, then ``tail``, STOP.
+    def text(value: str) -> bytes:
+        raw = value.encode()
+        return b"\x8c" + bytes([len(raw)]) + raw  # SHORT_BINUNICODE
+
+    return b"\x80\x04" + text(module) + text(name) + b"\x93" + tail + b"."
+
+
+@pytest.mark.parametrize(
+    "module, name, attacks",
+    [
+        ("flwr.app.message.array", "sys.exit", "a dotted name reaching a module Flower imports"),
+        ("flwr.app.message.array", "np.save", "numpy's file writer through Flower's numpy"),
+        ("flwr.app.message.arrayrecord", "json.loads", "json through a record module"),
+        ("flwr.app.message.array", "sys", "a module object, not a class"),
+        ("flwr.app.message.message", "TaskIdentity", "a class Flower imports from elsewhere"),
+        ("flwr.app.message.array", "BytesIO", "a standard-library class Flower imports"),
+        ("flwr.app.message.array", "np", "numpy itself"),
+        ("builtins", "eval", "a builtin outside the container set"),
+        ("copyreg", "__newobj__", "copyreg beyond _reconstructor"),
+    ],
+)
+def test_a_reply_names_only_flower_record_classes(module, name, attacks):
+    for tail in (b"", b")R"):  # named, and called with no arguments
+        with pytest.raises(transfer.TransferError, match="Flower records only"):
+            transfer.unpack_replies(_global_then(module, name, tail))
+
+
+def test_the_classes_a_reply_is_made_of_still_load():
+    # The same gate admits what a real reply holds (see the round trips above) by name too.
+    for module, name in [
+        ("flwr.app.message.message", "Message"),
+        ("flwr.app.metadata", "Metadata"),
+        ("flwr.app.message.recorddict", "RecordDict"),
+        ("flwr.app.message.metricrecord", "MetricRecord"),
+    ]:
+        loaded = transfer._loads(_global_then(module, name, b""), "class")
+        assert isinstance(loaded, type) and loaded.__name__ == name
