@@ -151,6 +151,7 @@ def _replay(run_config, out_dir: Path, replay: str, on_round, marks, profiler):
 
     from coordinator.reports import writer
     from coordinator.reports.report_json import load_report
+    from simulations.engine import transfer
     from simulations.environment import apply_flower_env, limit_blas_threads
     from simulations.flower_app import build_scenario_server_app, resolve_run_config
 
@@ -158,7 +159,10 @@ def _replay(run_config, out_dir: Path, replay: str, on_round, marks, profiler):
     limit_blas_threads()
     # Rendering report.html while running depends on wall time: only the first and last here.
     writer._html_interval_passed = lambda out_dir: False
-    replies = {key: pickle.loads(value) for key, value in run_config.pop("_replies").items()}
+    replies = {
+        key: transfer.load_records(value, f"recorded reply {key!r}")
+        for key, value in run_config.pop("_replies").items()
+    }
     config = resolve_run_config(run_config | {"out-dir": str(out_dir)})
     grid = _ReplayGrid(replies, int(config["num-partitions"]))
     server_app = build_scenario_server_app(run_config_override=config, on_round=on_round)
@@ -185,7 +189,15 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="the run folder (default: a temporary one)")
     arguments = parser.parse_args()
     if arguments.replay:
-        saved = pickle.loads(Path(arguments.replay).read_bytes())
+        from simulations.engine import transfer
+
+        # A recording is a file like any other: read through the records-only gate.
+        try:
+            saved = transfer.load_records(Path(arguments.replay).read_bytes(), arguments.replay)
+        except (OSError, transfer.TransferError) as error:
+            parser.error(f"--replay {arguments.replay}: {error}")
+        if not isinstance(saved, dict) or not {"run_config", "replies"} <= saved.keys():
+            parser.error(f"{arguments.replay}: expected a recording made with --record")
         run_config = dict(saved["run_config"]) | {"_replies": saved["replies"]}
     else:
         sets = dict(item.split("=", 1) for item in arguments.sets)

@@ -303,9 +303,9 @@ class Job:
             total += _slot_bytes(size)
         base = self.alloc(max(total, 1))
         address = self._checked_address(base, total, "host write")
-        for array, offset in zip(arrays, offsets, strict=True):
-            if array is not None and array.nbytes:
-                ctypes.memmove(address + offset, array.ctypes.data, array.nbytes)
+        for placed, offset in zip(arrays, offsets, strict=True):
+            if placed is not None and placed.nbytes:
+                ctypes.memmove(address + offset, placed.ctypes.data, placed.nbytes)
         return [base + offset for offset in offsets]
 
     def write(self, ptr: int, array: np.ndarray) -> None:

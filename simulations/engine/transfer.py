@@ -72,6 +72,20 @@ def _loads(buffer: bytes | memoryview, what: str) -> object:
         raise TransferError(f"{what} of {len(buffer)} bytes: {error}") from error
 
 
+def load_records(buffer: bytes | memoryview, what: str) -> object:
+    """Return what a buffer of Flower records and builtins holds, through the same gate.
+
+    For any pickle of records from elsewhere (e.g. a recorded run's replies); ``what`` names
+    the buffer in the error.
+
+    Raises
+    ------
+    TransferError
+        The buffer names anything else, or is not a whole pickle.
+    """
+    return _loads(buffer, what)
+
+
 def encode_content(content: RecordDict) -> bytes:
     """Return a message content as one buffer."""
     return pickle.dumps(content, protocol=PROTOCOL)
