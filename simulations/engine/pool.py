@@ -350,9 +350,15 @@ class WorkerPool:
         self.stats.decode_seconds += time.perf_counter() - started
         self.stats.bytes_received += len(buffer)
         self.stats.batches_received += 1
-        for reply in batch:
-            if worker.pending.pop(reply.metadata.reply_to_message_id, None) is not None:
-                deliver(reply)
+        for message_id, reply in batch:
+            instruction = worker.pending.pop(message_id, None)
+            if instruction is None:
+                continue  # not a job of this worker (or answered already): ignored
+            if isinstance(reply, transfer.TransferError):
+                # This reply alone could not cross (transfer.unpack_replies): its job fails.
+                reason = f"the ClientApp's reply could not be read: {reply}"
+                reply = Message(Error(transfer.REPLY_UNREADABLE, reason), reply_to=instruction)
+            deliver(reply)
         return True
 
     def _drain(self, worker: _Worker, deliver: OnReply) -> None:

@@ -3,7 +3,8 @@
 An instruction's content (the global model and the train config) is the same for every
 client of a round, so it is serialized ONCE per round and crosses to each worker once; each
 job adds only its metadata. Replies come back in batches: one buffer holding many Messages,
-so a 1000-client round is a few dozen pipe writes.
+so a 1000-client round is a few dozen pipe writes; a batch that would not pass the
+coordinator's gate (below) goes reply by reply, so that one bad reply fails its own job only.
 
 Why pickle (protocol 5) and not Flower's protobuf serde: measured on 1000 replies of the
 logreg 60-10 model, ``message_from_proto`` took ~3 s and ``message_to_proto`` ~1 s (Flower's
@@ -25,11 +26,16 @@ import io
 import pickle
 from collections.abc import Iterable
 
-from flwr.app import Message, RecordDict
+from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app.error import Error
 from flwr.app.message.message import make_message
 from flwr.app.metadata import Metadata
+from flwr.common.constant import ErrorCode
 
 PROTOCOL = 5
+# The error code of a reply that could not cross the process boundary (Flower's: the
+# ClientApp's own failure).
+REPLY_UNREADABLE = ErrorCode.CLIENT_APP_RAISED_EXCEPTION
 
 # Modules whose classes a Message's state is made of (checked against a real round trip in
 # tests/simulations/engine/test_transfer.py), and the builtins pickle needs for containers.
@@ -104,14 +110,123 @@ def instruction(metadata: Metadata, content: RecordDict) -> Message:
     return make_message(metadata=metadata, content=content)
 
 
-def pack_replies(replies: Iterable[Message]) -> bytes:
-    """Many reply Messages as one buffer."""
-    return pickle.dumps(list(replies), protocol=PROTOCOL)
+# A reply batch is ``(WHOLE, [Message, ...])``: one pickle, the fast path; or, when that
+# pickle would not pass the coordinator's gate, ``(EACH, [(instruction id, bytes), ...])``:
+# every reply pickled on its own, so that the one that cannot cross fails its own job only.
+WHOLE, EACH = "whole", "each"
 
 
-def unpack_replies(buffer: bytes | memoryview) -> list[Message]:
-    """Return the Messages :func:`pack_replies` packed, in order."""
-    replies = _loads(buffer, "reply batch")
-    if not isinstance(replies, list) or not all(isinstance(r, Message) for r in replies):
-        raise TransferError("reply batch: expected a list of Messages")
-    return replies
+def pack_replies(answered: Iterable[tuple[Message, Message]]) -> bytes:
+    """``(instruction, reply)`` pairs as one buffer; one reply that cannot cross fails alone.
+
+    The batch is pickled whole and read back through the coordinator's own gate here in the
+    worker (~20 us a reply): the coordinator then never refuses a batch that this function
+    wrote. When pickling or the gate refuses it, each reply is packed on its own with the id
+    of the instruction it answers (:func:`unpack_replies` then fails that reply's job alone),
+    and a reply that pickle refuses becomes an error reply that says why.
+    """
+    answered = [(instruction, _answering(instruction, reply)) for instruction, reply in answered]
+    try:
+        buffer = pickle.dumps((WHOLE, [reply for _, reply in answered]), protocol=PROTOCOL)
+        _loads(buffer, "reply batch")
+        return buffer
+    except Exception:  # whatever the ClientApps put in their replies: reply by reply below
+        pass
+    items = []
+    for instruction, reply in answered:
+        try:
+            data = pickle.dumps(reply, protocol=PROTOCOL)
+        except Exception as error:  # whatever the ClientApp put in its reply
+            reason = f"the ClientApp's reply cannot be sent: {type(error).__name__}: {error}"
+            data = pickle.dumps(Message(Error(REPLY_UNREADABLE, reason), reply_to=instruction))
+        items.append((instruction.metadata.message_id, data))
+    return pickle.dumps((EACH, items), protocol=PROTOCOL)
+
+
+def _answering(instruction: Message, reply: Message) -> Message:
+    """Return ``reply`` with plain record values, or an error reply if it answers another job."""
+    if reply.metadata.reply_to_message_id != instruction.metadata.message_id:
+        reason = "the ClientApp's reply does not answer the message it was given"
+        return Message(Error(REPLY_UNREADABLE, reason), reply_to=instruction)
+    if reply.has_content():
+        _plain_values(reply.content)
+    return reply
+
+
+def unpack_replies(buffer: bytes | memoryview) -> list[tuple[str, Message | TransferError]]:
+    """Return what :func:`pack_replies` packed: ``(instruction id, reply or why not)``, in order.
+
+    In a batch packed reply by reply, a reply that is not a Message of Flower records, or that
+    says it answers another instruction, comes back as the TransferError that says so, for its
+    job alone.
+
+    Raises
+    ------
+    TransferError
+        The batch itself is neither form (a broken or foreign buffer), or a whole batch holds
+        anything but Flower records (its worker wrote what it did not check).
+    """
+    frame = _loads(buffer, "reply batch")
+    if not isinstance(frame, tuple) or len(frame) != 2 or frame[0] not in (WHOLE, EACH):
+        raise TransferError(f"reply batch: expected ({WHOLE!r} | {EACH!r}, replies)")
+    kind, items = frame
+    if kind == WHOLE:
+        if not isinstance(items, list) or not all(isinstance(r, Message) for r in items):
+            raise TransferError("reply batch: expected a list of Messages")
+        return [(reply.metadata.reply_to_message_id, reply) for reply in items]
+    if not isinstance(items, list) or not all(
+        isinstance(item, tuple)
+        and len(item) == 2
+        and isinstance(item[0], str)
+        and isinstance(item[1], bytes)
+        for item in items
+    ):
+        raise TransferError("reply batch: expected a list of (message id, bytes) pairs")
+    unpacked: list[tuple[str, Message | TransferError]] = []
+    for message_id, data in items:
+        try:
+            reply = _loads(data, f"the reply to message {message_id}")
+            if not isinstance(reply, Message):
+                raise TransferError(
+                    f"the reply to message {message_id}: expected a Message, given "
+                    f"{type(reply).__name__}"
+                )
+            if reply.metadata.reply_to_message_id != message_id:
+                raise TransferError(
+                    f"the reply to message {message_id} says it answers message "
+                    f"{reply.metadata.reply_to_message_id!r}"
+                )
+        except TransferError as error:
+            unpacked.append((message_id, error))
+        else:
+            unpacked.append((message_id, reply))
+    return unpacked
+
+
+# A Flower record admits subclasses of its value types (numpy's float64 is a float, str_ a
+# str); Flower's own wire format turns them into plain values, and so does this one (they
+# would not pass the reply gate otherwise, and the other engines accept them).
+_PLAIN_TYPES = (bool, int, float, str, bytes)
+
+
+def _plain(value: object) -> object:
+    if type(value) in _PLAIN_TYPES:
+        return value
+    if isinstance(value, list):
+        plain = [_plain(item) for item in value]
+        changed = any(a is not b for a, b in zip(plain, value, strict=True))
+        return plain if changed or type(value) is not list else value
+    for kind in _PLAIN_TYPES:
+        if isinstance(value, kind):
+            return kind(value)  # type: ignore[arg-type]  # value is an instance of kind
+    return value  # not a record value: the gate refuses it for this reply alone
+
+
+def _plain_values(content: RecordDict) -> None:
+    """Replace subclass values in ``content``'s metric and config records by plain ones."""
+    for record in content.values():
+        if isinstance(record, MetricRecord | ConfigRecord):
+            for key, value in list(record.items()):
+                plain = _plain(value)
+                if plain is not value:
+                    record[key] = plain  # type: ignore[assignment]  # a plain value of its type

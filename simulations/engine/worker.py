@@ -8,8 +8,9 @@ buffer, so a ClientApp that changes its message cannot change another client's.
 
 Commands (over a ``multiprocessing`` Connection): ``("jobs", contents, jobs)`` with
 ``contents`` = {key: encoded content} and ``jobs`` = [(content key, Metadata, partition
-id)]; ``("stop",)``. Replies go back as :func:`.transfer.pack_replies` buffers,
-flushed every ``FLUSH_SECONDS`` so that the coordinator can show progress within a round.
+id)]; ``("stop",)``. Replies go back as :func:`.transfer.pack_replies` buffers (each reply
+on its own: one that cannot cross fails its own job only), flushed every ``FLUSH_SECONDS``
+so that the coordinator can show progress within a round.
 """
 
 from __future__ import annotations
@@ -150,7 +151,7 @@ def run_worker(
         batches_run += 1
         if batches_run % 2 == 0:
             jobs = jobs[::-1]
-        pending: list[Message] = []
+        pending: list[tuple[Message, Message]] = []  # (instruction, reply)
         last_flush = time.monotonic()
         for content_key, metadata, partition_id in jobs:
             message = transfer.instruction(metadata, transfer.decode_content(contents[content_key]))
@@ -159,7 +160,7 @@ def run_worker(
             TaskIdentity.task_id = 1
             TaskIdentity.run_id = run_id
             TaskIdentity.node_id = message.metadata.dst_node_id
-            pending.append(run_job(app, message, context))
+            pending.append((message, run_job(app, message, context)))
             if time.monotonic() - last_flush >= FLUSH_SECONDS:
                 connection.send_bytes(transfer.pack_replies(pending))
                 pending = []

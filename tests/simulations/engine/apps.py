@@ -59,10 +59,15 @@ def train(message: Message, context: Context) -> Message:
             "frozen-objects": gc.get_freeze_count(),
         }
     )
+    if behaviour == "numpy-metric":  # a float subclass Flower's records admit
+        metrics["numpy-value"] = np.float64(partition) / 4
     content = RecordDict(
         {"arrays": ArrayRecord({n: Array(a) for n, a in delta.items()}), "metrics": metrics}
     )
-    return Message(content, reply_to=message)
+    reply = Message(content, reply_to=message)
+    if behaviour == "foreign-object":  # nothing the coordinator's reply gate admits
+        reply.metadata.__dict__["_group_id"] = np.int64(7)
+    return reply
 
 
 @probe_app.evaluate()

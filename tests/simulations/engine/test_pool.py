@@ -337,3 +337,26 @@ def test_a_worker_freezes_what_lives_for_the_run_after_round_one(behaviours):
     assert all(len(counts) == 1 for counts in frozen)  # no freeze within a batch
     first, second, third, fourth = (counts.pop() for counts in frozen)
     assert 0 < first <= second <= third == fourth
+
+
+@pytest.mark.parametrize("start_method", START_METHODS)
+def test_a_reply_that_cannot_cross_fails_only_its_job_and_keeps_the_worker(
+    behaviours, start_method
+):
+    behaviours[2] = ("foreign-object", None)
+    behaviours[3] = ("numpy-metric", None)
+    with _pool(1, start_method, behaviours) as pool:
+        grid = LocalGrid(pool, NUM_CLIENTS)
+        replies = grid.send_and_receive(_messages(grid, range(NUM_CLIENTS)), timeout=60)
+        pids = set(pool.pids)
+    by_partition = {r.metadata.src_node_id - node_id_of(0): r for r in replies}
+    refused = by_partition[2]
+    assert refused.has_error() and "could not be read" in refused.error.reason
+    assert "Flower records only, given numpy" in refused.error.reason
+    # numpy's float64 crosses as a plain float, as Flower's wire format would send it
+    numpy_metric = _metrics(by_partition[3])["numpy-value"]
+    assert numpy_metric == 0.75 and type(numpy_metric) is float
+    others = [r for p, r in by_partition.items() if p not in (2, apps.RAISES)]
+    assert len(others) == NUM_CLIENTS - 2 and not any(r.has_error() for r in others)
+    assert pool.stats.workers_replaced == 0
+    assert {_metrics(r)["pid"] for r in others} == pids  # the same worker ran them all

@@ -71,7 +71,10 @@ def test_a_reply_batch_keeps_order_content_and_errors():
         Message(Error(2, "it broke"), reply_to=instructions[1]),
         Message(RecordDict(), reply_to=instructions[2]),
     ]
-    unpacked = transfer.unpack_replies(transfer.pack_replies(replies))
+    pairs = transfer.unpack_replies(transfer.pack_replies(zip(instructions, replies, strict=True)))
+    assert [message_id for message_id, _ in pairs] == ["m0", "m1", "m2"]
+    unpacked = [reply for _, reply in pairs]
+    assert all(isinstance(reply, Message) for reply in unpacked)
     assert [r.metadata.reply_to_message_id for r in unpacked] == ["m0", "m1", "m2"]
     assert [r.metadata.src_node_id for r in unpacked] == [1000000, 1000001, 1000002]
     got = unpacked[0].content.array_records["arrays"]["w"].numpy()
@@ -85,7 +88,7 @@ def test_a_reply_batch_keeps_order_content_and_errors():
 def test_a_truncated_batch_is_a_typed_error(cut):
     message = Message(RecordDict(), 1000000, "train", group_id="1")
     message.metadata.__dict__["_message_id"] = "m"
-    buffer = transfer.pack_replies([Message(RecordDict(), reply_to=message)] * 2)
+    buffer = transfer.pack_replies([(message, Message(RecordDict(), reply_to=message))] * 2)
     with pytest.raises(transfer.TransferError, match="reply batch"):
         transfer.unpack_replies(buffer[:cut])
 
@@ -102,10 +105,24 @@ def test_a_reply_can_hold_flower_records_only():
     message.metadata.__dict__["_message_id"] = "m"
     reply = Message(RecordDict(), reply_to=message)
     reply.metadata.__dict__["_group_id"] = Sneaky()  # anything reachable from the reply
-    with pytest.raises(transfer.TransferError, match="Flower records only, given posix.system"):
-        transfer.unpack_replies(pickle.dumps([reply]))
-    with pytest.raises(transfer.TransferError, match="expected a list of Messages"):
-        transfer.unpack_replies(pickle.dumps([1, 2]))
+    frame = (transfer.EACH, [("m", pickle.dumps(reply))])
+    [(message_id, refused)] = transfer.unpack_replies(pickle.dumps(frame))
+    assert message_id == "m" and isinstance(refused, transfer.TransferError)
+    assert "Flower records only, given posix.system" in str(refused)
+    # The batch's own frame admits builtins and Flower records only, in one of two shapes.
+    for kind in (transfer.WHOLE, transfer.EACH):
+        with pytest.raises(transfer.TransferError, match="Flower records only, given posix"):
+            transfer.unpack_replies(pickle.dumps((kind, [("m", Sneaky())])))
+    for frame in (
+        [1, 2],
+        ("other", []),
+        (transfer.WHOLE, [1]),
+        (transfer.EACH, [("m", b"x", 3)]),
+        (transfer.EACH, [(1, b"x")]),
+        (transfer.EACH, {"m": b"x"}),
+    ):
+        with pytest.raises(transfer.TransferError, match="reply batch: expected"):
+            transfer.unpack_replies(pickle.dumps(frame))
 
 
 def _global_then(module: str, name: str, tail: bytes) -> bytes:
@@ -134,7 +151,7 @@ def _global_then(module: str, name: str, tail: bytes) -> bytes:
 def test_a_reply_names_only_flower_record_classes(module, name, attacks):
     for tail in (b"", b")R"):  # named, and called with no arguments
         with pytest.raises(transfer.TransferError, match="Flower records only"):
-            transfer.unpack_replies(_global_then(module, name, tail))
+            transfer.load_records(_global_then(module, name, tail), "hostile")
 
 
 def test_the_classes_a_reply_is_made_of_still_load():
@@ -147,3 +164,91 @@ def test_the_classes_a_reply_is_made_of_still_load():
     ]:
         loaded = transfer._loads(_global_then(module, name, b""), "class")
         assert isinstance(loaded, type) and loaded.__name__ == name
+
+
+def _instruction(message_id: str) -> Message:
+    message = Message(RecordDict(), 1000000, "train", group_id="1")
+    message.metadata.__dict__["_message_id"] = message_id
+    return message
+
+
+class _Unpicklable:
+    def __reduce__(self):
+        raise TypeError("cannot pickle this")
+
+
+def test_a_reply_that_cannot_cross_fails_its_own_job_only():
+    good, bad_value, bad_pickle, wrong_id = (_instruction(f"m{i}") for i in range(4))
+    sneaky_reply = Message(RecordDict(), reply_to=bad_value)
+    sneaky_reply.metadata.__dict__["_group_id"] = Sneaky()  # refused by the coordinator's gate
+    unpicklable = Message(RecordDict(), reply_to=bad_pickle)
+    unpicklable.metadata.__dict__["_group_id"] = _Unpicklable()  # refused by pickle itself
+    answers_other = Message(RecordDict(), reply_to=good)  # says it answers m0
+    batch = transfer.pack_replies(
+        [
+            (good, Message(RecordDict({"m": MetricRecord({"x": 1.0})}), reply_to=good)),
+            (bad_value, sneaky_reply),
+            (bad_pickle, unpicklable),
+            (wrong_id, answers_other),
+        ]
+    )
+    results = dict(transfer.unpack_replies(batch))
+    assert isinstance(results["m0"], Message) and results["m0"].content["m"]["x"] == 1.0
+    assert isinstance(results["m1"], transfer.TransferError)
+    assert "Flower records only, given posix.system" in str(results["m1"])
+    # Refused by pickle in the worker, or answering another job: an error reply that says why.
+    for message_id, why in (("m2", "cannot be sent: TypeError: cannot pickle this"),
+                            ("m3", "does not answer the message it was given")):  # fmt: skip
+        assert isinstance(results[message_id], Message) and results[message_id].has_error()
+        assert results[message_id].error.code == transfer.REPLY_UNREADABLE
+        assert why in results[message_id].error.reason
+
+
+def test_a_batch_the_gate_admits_crosses_as_one_pickle_and_only_then():
+    instructions = [_instruction(f"m{i}") for i in range(3)]
+    replies = [Message(RecordDict(), reply_to=instruction) for instruction in instructions]
+    whole = pickle.loads(transfer.pack_replies(zip(instructions, replies, strict=True)))
+    assert whole[0] == transfer.WHOLE and len(whole[1]) == 3
+    replies[1].metadata.__dict__["_group_id"] = Sneaky()  # picklable, refused by the gate
+    each = pickle.loads(transfer.pack_replies(zip(instructions, replies, strict=True)))
+    assert each[0] == transfer.EACH and [item[0] for item in each[1]] == ["m0", "m1", "m2"]
+
+
+def test_a_reply_packed_on_its_own_must_answer_its_job():
+    reply = Message(RecordDict(), reply_to=_instruction("m0"))
+    frame = (transfer.EACH, [("m1", pickle.dumps(reply))])
+    [(message_id, refused)] = transfer.unpack_replies(pickle.dumps(frame))
+    assert message_id == "m1" and isinstance(refused, transfer.TransferError)
+    assert "says it answers message 'm0'" in str(refused)
+    frame = (transfer.EACH, [("m1", pickle.dumps([1]))])
+    [(_, refused)] = transfer.unpack_replies(pickle.dumps(frame))
+    assert "expected a Message, given list" in str(refused)
+
+
+@pytest.mark.parametrize(
+    "value, plain",
+    [
+        (np.float64(1.5), 1.5),
+        ([np.float64(0.25), np.float64(2.0)], [0.25, 2.0]),
+        (np.str_("text"), "text"),
+        (np.bytes_(b"raw"), b"raw"),
+    ],
+)
+def test_subclass_values_flower_admits_cross_as_plain_values(value, plain):
+    # numpy's float64 is a float (str_ a str): Flower's records admit them, its wire format
+    # sends plain values, and so does the local engine's (the gate would refuse numpy's).
+    from flwr.app import ConfigRecord
+
+    instruction = _instruction("m")
+    record = (
+        MetricRecord({"v": value})
+        if isinstance(plain, float | list)
+        else ConfigRecord({"v": value})
+    )
+    reply = Message(RecordDict({"r": record}), reply_to=instruction)
+    [(_, crossed)] = transfer.unpack_replies(transfer.pack_replies([(instruction, reply)]))
+    assert isinstance(crossed, Message)
+    got = crossed.content["r"]["v"]
+    assert got == plain and type(got) is type(plain)
+    if isinstance(got, list):
+        assert all(type(item) is float for item in got)
