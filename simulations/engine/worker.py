@@ -183,7 +183,9 @@ def run_job(app: ClientApp, message: Message, context: Context) -> Message:
     """
     try:
         reply = app(message, context)
-    except Exception as error:  # the ClientApp's own failure: reported, never fatal
+    # The ClientApp's own failure: reported, never fatal. SystemExit too (sys.exit() in a
+    # ClientApp would otherwise end the worker and fail every job it still holds).
+    except (Exception, SystemExit) as error:
         reason = f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=5)}"
         return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason), reply_to=message)
     if not isinstance(reply, Message):

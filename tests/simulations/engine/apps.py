@@ -36,6 +36,8 @@ def train(message: Message, context: Context) -> Message:
     behaviour, argument = given.get(partition, ("honest", None))
     if partition == RAISES:
         raise RuntimeError(f"partition {partition} raises on purpose")
+    if behaviour == "exit":
+        raise SystemExit(3)
     if behaviour == "hang":
         time.sleep(float(argument))
     marker = Path(str(argument)) / f"started-{partition}"

@@ -340,11 +340,12 @@ def test_a_worker_freezes_what_lives_for_the_run_after_round_one(behaviours):
 
 
 @pytest.mark.parametrize("start_method", START_METHODS)
-def test_a_reply_that_cannot_cross_fails_only_its_job_and_keeps_the_worker(
+def test_a_reply_that_cannot_cross_or_an_exit_fails_only_its_job_and_keeps_the_worker(
     behaviours, start_method
 ):
     behaviours[2] = ("foreign-object", None)
     behaviours[3] = ("numpy-metric", None)
+    behaviours[4] = ("exit", None)  # sys.exit() inside a ClientApp: its own job fails
     with _pool(1, start_method, behaviours) as pool:
         grid = LocalGrid(pool, NUM_CLIENTS)
         replies = grid.send_and_receive(_messages(grid, range(NUM_CLIENTS)), timeout=60)
@@ -356,7 +357,9 @@ def test_a_reply_that_cannot_cross_fails_only_its_job_and_keeps_the_worker(
     # numpy's float64 crosses as a plain float, as Flower's wire format would send it
     numpy_metric = _metrics(by_partition[3])["numpy-value"]
     assert numpy_metric == 0.75 and type(numpy_metric) is float
-    others = [r for p, r in by_partition.items() if p not in (2, apps.RAISES)]
-    assert len(others) == NUM_CLIENTS - 2 and not any(r.has_error() for r in others)
+    exited = by_partition[4]
+    assert exited.has_error() and exited.error.reason.startswith("SystemExit: 3")
+    others = [r for p, r in by_partition.items() if p not in (2, 4, apps.RAISES)]
+    assert len(others) == NUM_CLIENTS - 3 and not any(r.has_error() for r in others)
     assert pool.stats.workers_replaced == 0
     assert {_metrics(r)["pid"] for r in others} == pids  # the same worker ran them all
