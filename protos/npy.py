@@ -43,8 +43,13 @@ def decode_float32(data: object, shape: Sequence[int]) -> np.ndarray | None:
     if type(data) is not bytes:
         return None
     shape = tuple(shape)
-    header = npy_header(shape)
     count = math.prod(shape)
+    # The shape is a claim (a message's metadata); building its header allocates the array
+    # (np.save of zeros), so a claimed (10**10,) must not get that far: data that cannot hold
+    # the values is not the exact form, whatever the header.
+    if any(type(n) is not int or n < 0 for n in shape) or FLOAT32_LE.itemsize * count > len(data):
+        return None
+    header = npy_header(shape)
     if len(data) != len(header) + FLOAT32_LE.itemsize * count or not data.startswith(header):
         return None
     # A view of the immutable bytes: read-only, no copy.

@@ -47,3 +47,14 @@ def test_anything_but_the_exact_form_falls_back(data, shape):
 def test_encode_matches_np_save():
     values = np.arange(600, dtype=np.float32).reshape(60, 10)
     assert encode_float32(values) == _npy(values)
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(10**12,), (10**6, 10**6), (2**62, 4), (3, -1), (True, 3), (2.0, 3)],
+)
+def test_a_claimed_shape_the_bytes_cannot_hold_is_refused_before_any_allocation(shape):
+    # The shape comes from a message's metadata: building its header would np.save an array
+    # of that shape (4 TB for the first), so it is refused on the byte count alone.
+    data = _npy(np.zeros(6, np.float32))
+    assert decode_float32(data, shape) is None
