@@ -78,6 +78,10 @@ FUEL_HEADROOM = 16  # default fuel budget = 16x the estimate
 # 2-core machine runs the kernel (slow devices, loaded hosts).
 DEADLINE_BASE_SECONDS = 10.0
 DEADLINE_FUEL_PER_SECOND = 1e7
+# ...and never past an hour by default (the coordinator's own reply timeout): the estimate
+# grows with the epochs the coordinator asks for, and 10**9 epochs must not become a job that
+# never ends. A device owner who wants longer jobs sets the node config's deadline-seconds.
+DEADLINE_DEFAULT_MAX_SECONDS = 3600.0
 
 
 def make_client_app(data_source: DataSource = device_data) -> ClientApp:
@@ -452,7 +456,10 @@ def default_limits(
     return Limits(
         memory_bytes=memory_mb * 2**20,
         fuel=FUEL_HEADROOM * estimate,
-        deadline_seconds=DEADLINE_BASE_SECONDS + estimate / DEADLINE_FUEL_PER_SECOND,
+        deadline_seconds=min(
+            DEADLINE_BASE_SECONDS + estimate / DEADLINE_FUEL_PER_SECOND,
+            DEADLINE_DEFAULT_MAX_SECONDS,
+        ),
     )
 
 

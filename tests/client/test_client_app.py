@@ -100,6 +100,17 @@ def test_a_device_trains_with_bounded_default_limits(tmp_path, monkeypatch):
     assert limits == default_limits(spec, 30, 1, 8, 512)
 
 
+def test_the_default_deadline_is_at_most_an_hour_whatever_the_coordinator_asks():
+    # The estimate grows with the epochs a coordinator asks for: 10**9 epochs must not make a
+    # job that never ends (the node config's deadline-seconds can still allow longer).
+    spec = ModelSpec.parse(MODEL)
+    small = default_limits(spec, 30, 1, 8, 512)
+    huge = default_limits(spec, 30, 10**9, 8, 512)
+    assert small.deadline_seconds is not None and small.deadline_seconds < 60
+    assert huge.deadline_seconds == client_app.DEADLINE_DEFAULT_MAX_SECONDS == 3600.0
+    assert huge.fuel is not None and huge.fuel > small.fuel
+
+
 def test_node_config_overrides_the_defaults_and_zero_turns_a_limit_off(tmp_path, monkeypatch):
     seen: list[Limits] = []
     real_runner = client_app._runner
