@@ -23,20 +23,28 @@ import io
 import pickle
 from collections.abc import Iterable
 
-from flwr.app import Message, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app.error import Error
 from flwr.app.message.message import make_message
 from flwr.app.metadata import Metadata
 
 PROTOCOL = 5
 
-# Modules whose classes a Message's state is made of (checked against a real round trip in
-# tests/simulations/engine/test_transfer.py), and the builtins pickle needs for containers.
-_ALLOWED_MODULE_PREFIXES = ("flwr.app.", "flwr.common.record", "flwr.common.typing")
-_ALLOWED_BUILTINS = frozenset(
-    {"dict", "list", "tuple", "set", "frozenset", "bytes", "bytearray", "str", "int", "float",
-     "bool", "complex", "NoneType"}
-)  # fmt: skip
-_ALLOWED_OTHER = frozenset({("collections", "OrderedDict"), ("copyreg", "_reconstructor")})
+# The exact globals a Message's state is made of: Flower's record classes and the key/value
+# checkers their TypedDicts keep (checked against a real round trip in
+# tests/simulations/engine/test_transfer_hostile.py). Exact (module, name) pairs, no prefix and
+# no builtin: a module prefix admitted every attribute path below it (``name`` may be dotted
+# from protocol 4 on, ``flwr.app.message.array`` + ``__builtins__.get`` is ``eval``), and a
+# builtin such as ``bytes`` turns 30 bytes of pickle into a GiB of zeros.
+_RECORD_CLASSES = (Message, Metadata, Error, RecordDict, ArrayRecord, MetricRecord, ConfigRecord)
+_ALLOWED_GLOBALS = frozenset(
+    {(kind.__module__, kind.__qualname__) for kind in (*_RECORD_CLASSES, Array)}
+    | {
+        (kind.__module__, checker)
+        for kind in (RecordDict, ArrayRecord, MetricRecord, ConfigRecord)
+        for checker in ("_check_key", "_check_value")
+    }
+)
 
 
 class TransferError(ValueError):
@@ -45,11 +53,7 @@ class TransferError(ValueError):
 
 class _RecordUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
-        if (
-            module.startswith(_ALLOWED_MODULE_PREFIXES)
-            or (module == "builtins" and name in _ALLOWED_BUILTINS)
-            or (module, name) in _ALLOWED_OTHER
-        ):
+        if (module, name) in _ALLOWED_GLOBALS:
             return super().find_class(module, name)
         raise TransferError(f"a reply may hold Flower records only, given {module}.{name}")
 
