@@ -561,9 +561,7 @@ def _read_arrays(
     return arrays
 
 
-def _check_npy_header(
-    member: io.BytesIO, name: str, shape: tuple[int, ...], where: str
-) -> None:
+def _check_npy_header(member: io.BytesIO, name: str, shape: tuple[int, ...], where: str) -> None:
     """Refuse a member whose npy header is not of ``shape`` and float, before its data is read.
 
     ``read_array`` allocates what the header claims before it reads a byte, so a 1 kB member

@@ -76,10 +76,10 @@ from pydantic.dataclasses import dataclass
 from coordinator import schema
 from coordinator.schema import ScenarioSection, TrainingSection
 from kernels.spec import ModelSpec, ModelSpecError
+from protos.untrusted_file import read_regular_file
 from simulations import datasets
 from simulations.faults import FaultConfig, FaultConfigError
 from simulations.federated_data import DataConfig, DataConfigError, data_shape
-from protos.untrusted_file import read_regular_file
 from simulations.scenario_sections import (
     DEVICE_POLICIES,
     MODEL_KINDS,

@@ -114,7 +114,9 @@ def _in_thread(call):
     return worker.is_alive(), outcome
 
 
-@pytest.mark.parametrize(("loader", "attack"), CASES, ids=[f"{l}-{a}" for l, a in CASES])
+@pytest.mark.parametrize(
+    ("loader", "attack"), CASES, ids=[f"{name}-{attack}" for name, attack in CASES]
+)
 def test_a_hostile_file_is_refused_with_a_typed_error_naming_it(loader, attack, tmp_path):
     file_name, load, error_type = LOADERS[loader]
     make, refusal, _ = ATTACKS[attack]

@@ -49,7 +49,9 @@ HOSTILE = {
     ),
     # The same walk to another module's attributes.
     "dotted name to sys.modules": (
-        b"\x80\x04" + _call(_global("flwr.app.message.array", "sys.modules.get"), _text("os")) + b".",
+        b"\x80\x04"
+        + _call(_global("flwr.app.message.array", "sys.modules.get"), _text("os"))
+        + b".",
         "sys.modules.get",
     ),
     # A 30-byte pickle that asks a builtin for 1 GiB of zeros.
@@ -100,7 +102,10 @@ def test_every_class_a_real_batch_holds_is_still_admitted():
             "config": ConfigRecord({"b": b"\x00", "s": "x", "flags": [True], "n": 1.5}),
         }
     )
-    replies = [Message(content, reply_to=instruction), Message(Error(1, "no"), reply_to=instruction)]
+    replies = [
+        Message(content, reply_to=instruction),
+        Message(Error(1, "no"), reply_to=instruction),
+    ]
     unpacked = transfer.unpack_replies(transfer.pack_replies(replies))
     assert unpacked[0].content.array_records["arrays"]["w"].numpy().tolist() == [0.0, 1.0, 2.0]
     assert dict(unpacked[0].content.metric_records["metrics"]) == {
