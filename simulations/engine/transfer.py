@@ -91,8 +91,68 @@ def pack_replies(replies: Iterable[Message]) -> bytes:
 
 
 def unpack_replies(buffer: bytes | memoryview) -> list[Message]:
-    """Return the Messages :func:`pack_replies` packed, in order."""
+    """Return the Messages :func:`pack_replies` packed, in order.
+
+    Raises
+    ------
+    TransferError
+        Not a list of Messages, or a Message whose envelope is not one Flower builds (see
+        :func:`_envelope_problem`).
+    """
     replies = _loads(buffer, "reply batch")
     if not isinstance(replies, list) or not all(isinstance(r, Message) for r in replies):
         raise TransferError("reply batch: expected a list of Messages")
+    for index, reply in enumerate(replies):
+        problem = _envelope_problem(reply)
+        if problem:
+            raise TransferError(f"reply batch: message {index}: {problem}")
     return replies
+
+
+# A Metadata's state as Flower's constructor leaves it: attribute -> the types it may hold.
+_METADATA_FIELDS: dict[str, tuple[type, ...]] = {
+    "_run_id": (int,),
+    "_message_id": (str,),
+    "_src_node_id": (int,),
+    "_dst_node_id": (int,),
+    "_src_task_id": (int, type(None)),
+    "_dst_task_id": (int, type(None)),
+    "_reply_to_message_id": (str,),
+    "_group_id": (str,),
+    "_created_at": (float, int),
+    "_ttl": (float, int),
+    "_message_type": (str,),
+    "_delivered_at": (str,),
+}
+
+
+def _envelope_problem(reply: Message) -> str:
+    """Return what is wrong with a reply's envelope ("" if nothing); records are validation's.
+
+    Unpickling restores state without running constructors, so a worker could send a Message
+    whose metadata is an int or whose reply-to id is a list: the pool reads those before any
+    validation (to route the reply), and such a reply raised out of the round. The records
+    themselves are checked by coordinator.validation, whose backstop never raises.
+    """
+    state = reply.__dict__
+    if type(reply) is not Message or set(state) != {"_metadata", "_content", "_error"}:
+        return f"not a Message's state ({sorted(map(str, state))[:5]})"
+    metadata = state["_metadata"]
+    if type(metadata) is not Metadata or set(metadata.__dict__) != set(_METADATA_FIELDS):
+        return f"metadata is not a Metadata (a {type(metadata).__name__})"
+    for name, kinds in _METADATA_FIELDS.items():
+        value = metadata.__dict__[name]
+        if type(value) not in kinds:
+            return f"metadata {name.lstrip('_')} is a {type(value).__name__}"
+    content, error = state["_content"], state["_error"]
+    if (content is None) == (error is None):
+        return "expected either content or an error"
+    if content is not None and type(content) is not RecordDict:
+        return f"content is a {type(content).__name__}, expected a RecordDict"
+    if error is not None and (
+        type(error) is not Error
+        or type(error.__dict__.get("_code")) is not int
+        or type(error.__dict__.get("_reason")) not in (str, type(None))
+    ):
+        return "error is not an Error(code: int, reason: str)"
+    return ""

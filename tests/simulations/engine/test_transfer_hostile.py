@@ -122,3 +122,50 @@ def test_pickle_protocols_below_4_are_refused_the_same_way():
     buffer = pickle.dumps(os.system, protocol=2)
     with pytest.raises(transfer.TransferError, match="Flower records only"):
         transfer.unpack_replies(buffer)
+
+
+def _reply() -> Message:
+    instruction = Message(RecordDict(), 1000000, "train", group_id="1")
+    instruction.metadata.__dict__["_message_id"] = "m"
+    return Message(RecordDict(), reply_to=instruction)
+
+
+def _set(path: str, value):
+    def lie(reply: Message) -> None:
+        owner = reply.metadata.__dict__ if path.startswith("metadata.") else reply.__dict__
+        owner["_" + path.removeprefix("metadata.")] = value
+
+    return lie
+
+
+ENVELOPE_LIES = {
+    # lie: (what it does to a reply's state, what the refusal names)
+    "metadata is an int": (_set("metadata", 7), "metadata is not a Metadata"),
+    "reply-to id is a list": (
+        _set("metadata.reply_to_message_id", ["m"]),
+        "reply_to_message_id is a list",
+    ),
+    "src node id is a str": (_set("metadata.src_node_id", "1000000"), "src_node_id is a str"),
+    "group id is None": (_set("metadata.group_id", None), "group_id is a NoneType"),
+    "content is a dict": (_set("content", {"arrays": 1}), "content is a dict"),
+    "content and an error": (_set("error", Error(1, "x")), "either content or an error"),
+    "neither content nor error": (_set("content", None), "either content or an error"),
+    "extra state": (lambda reply: reply.__dict__.__setitem__("_evil", 1), "not a Message's"),
+    "metadata lacks a field": (
+        lambda reply: reply.metadata.__dict__.pop("_message_type"),
+        "metadata is not a Metadata",
+    ),
+}
+
+
+@pytest.mark.parametrize("lie", sorted(ENVELOPE_LIES))
+def test_a_reply_whose_envelope_lies_is_refused_before_the_pool_routes_it(lie):
+    # The pool reads a reply's metadata (reply-to id, node) before any validation: a worker
+    # that writes the pipe itself could send an int for metadata and raise out of the round.
+    alter, refusal = ENVELOPE_LIES[lie]
+    honest, liar = _reply(), _reply()
+    alter(liar)
+    buffer = pickle.dumps([honest, liar], protocol=transfer.PROTOCOL)
+    with pytest.raises(transfer.TransferError, match="message 1: .*" + refusal):
+        transfer.unpack_replies(buffer)
+    assert len(transfer.unpack_replies(pickle.dumps([honest], protocol=transfer.PROTOCOL))) == 1
