@@ -288,6 +288,10 @@ BAD = {
         "[federation]\nrounds = 2147483648\n",
         "\\[federation\\] rounds: expected an integer >= 1 and <= 2147483647",
     ),
+    "a hidden width of 10**9": (
+        "[model]\nkind = 'mlp'\nhidden = [1000000000]\n",
+        "\\[model\\]: 75000000010 parameters, at most 536870912",
+    ),
     "clients beyond int32": (
         "[federation]\nclients = 10000000000000\n",
         "\\[federation\\] clients: expected an integer >= 1 and <= 2147483647",
