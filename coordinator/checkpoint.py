@@ -37,6 +37,7 @@ import secrets
 import shutil
 import time
 import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -556,8 +557,19 @@ def _read_arrays(
                 arrays[name] = array
     except CheckpointError:
         raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
-        raise CheckpointError(f"{where}: {STATE_FILE} cannot be read: {error}") from error
+    except (
+        ValueError,
+        OSError,
+        EOFError,
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        zlib.error,  # a deflated member that does not inflate
+        NotImplementedError,  # zipfile: a compression method it has no codec for
+        RuntimeError,  # zipfile: an encrypted member
+    ) as error:
+        raise CheckpointError(
+            f"{where}: {STATE_FILE} cannot be read: {type(error).__name__}: {error}"
+        ) from error
     return arrays
 
 

@@ -466,6 +466,22 @@ def _lying_header_state(folder):
     _with_hashes(folder, buffer.getvalue())
 
 
+def _state_with_method(method: int, flags: int = 0):
+    # np.savez stores members (method 0); the method (and flag bits) are set in every header,
+    # the hashes fixed: zipfile raised NotImplementedError / RuntimeError, no CheckpointError.
+    def attack(folder, _):
+        data = bytearray((folder / ckpt.STATE_FILE).read_bytes())
+        for signature, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+            start = data.find(signature)
+            while start >= 0:
+                data[start + offset : start + offset + 2] = flags.to_bytes(2, "little")
+                data[start + offset + 2 : start + offset + 4] = method.to_bytes(2, "little")
+                start = data.find(signature, start + 4)
+        _with_hashes(folder, bytes(data))
+
+    return attack
+
+
 def _swap_for(kind):
     def swap(folder, name):
         path = folder / name
@@ -513,6 +529,16 @@ HOSTILE_CHECKPOINT_FILES = {
         _huge_int_json,
         ckpt.MANIFEST_FILE,
         "not valid JSON: ValueError",
+    ),
+    "a member in compression method 99 (NotImplementedError)": (
+        _state_with_method(99),
+        ckpt.STATE_FILE,
+        "state.npz cannot be read: NotImplementedError",
+    ),
+    "an encrypted member (RuntimeError)": (
+        _state_with_method(0, flags=1),
+        ckpt.STATE_FILE,
+        "state.npz cannot be read: RuntimeError",
     ),
     "npy header claims 2**40 values (MemoryError)": (
         lambda folder, _: _lying_header_state(folder),
