@@ -17,9 +17,11 @@ import pytest
 
 from client.kernel_source import KernelSourceError, read_shipped, read_wasm_file
 from client.sandbox import KernelModule
+from coordinator.clock import DeviceConfigError, DeviceSimulation
 from coordinator.config import RunConfigError, _json_object
 from coordinator.reports.report_json import ReportError, load_report
 from protos.untrusted_file import UntrustedFileError, read_regular_file
+from simulations.devices import DevicesError, read_profiles
 from simulations.scenario import ScenarioError, load_scenario
 
 
@@ -68,6 +70,7 @@ LOADERS = {
     "shipped kernel": ("kernel.wasm.json", read_shipped, KernelSourceError),
     "kernel file": ("kernel.wasm", read_wasm_file, KernelSourceError),
     "wasm module": ("module.wasm", _kernel_module, OSError),
+    "device profiles": ("devices.csv", lambda path: read_profiles(path, 2), DevicesError),
 }
 ATTACKS = {
     # attack: (how the file is made, what the refusal says, loaders it applies to)
@@ -86,11 +89,15 @@ ATTACKS = {
         {"report", "shipped kernel"},
     ),
     "TOML nested 100,000 deep": (_text(DEEP_TOML), "not valid TOML: RecursionError", {"scenario"}),
-    "not UTF-8": (_bytes(b"\xff\xfe\x00rounds = 3"), "utf-8|UTF-8", {"scenario", "report"}),
+    "not UTF-8": (
+        _bytes(b"\xff\xfe\x00rounds = 3"),
+        "utf-8|UTF-8",
+        {"scenario", "report", "device profiles"},
+    ),
     "larger than its bound": (
         _sized(64 << 20),
         r"\d+ bytes, expected at most \d+",
-        {"scenario", "shipped kernel", "kernel file"},
+        {"scenario", "shipped kernel", "kernel file", "device profiles"},
     ),
 }
 CASES = [
@@ -139,6 +146,12 @@ def test_a_hostile_file_is_refused_with_a_typed_error_naming_it(loader, attack, 
 def test_strategy_params_json_is_refused_as_a_run_config_error(text):
     with pytest.raises(RunConfigError, match="strategy-params"):
         _json_object("strategy-params", text)
+
+
+@pytest.mark.parametrize("text", [DEEP_JSON, HUGE_INT_JSON, "{"], ids=["deep", "huge int", "cut"])
+def test_the_devices_json_of_a_run_config_is_refused_as_a_device_config_error(text):
+    with pytest.raises(DeviceConfigError, match="devices: not valid JSON"):
+        DeviceSimulation.from_json(text)
 
 
 def test_a_file_that_grows_past_its_bound_while_read_is_refused(tmp_path, monkeypatch):
