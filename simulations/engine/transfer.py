@@ -109,6 +109,7 @@ def unpack_replies(buffer: bytes | memoryview) -> list[Message]:
     return replies
 
 
+_MESSAGE_FIELDS = frozenset({"_metadata", "_content", "_error"})
 # A Metadata's state as Flower's constructor leaves it: attribute -> the types it may hold.
 _METADATA_FIELDS: dict[str, tuple[type, ...]] = {
     "_run_id": (int,),
@@ -135,14 +136,13 @@ def _envelope_problem(reply: Message) -> str:
     themselves are checked by coordinator.validation, whose backstop never raises.
     """
     state = reply.__dict__
-    if type(reply) is not Message or set(state) != {"_metadata", "_content", "_error"}:
+    if type(reply) is not Message or state.keys() != _MESSAGE_FIELDS:
         return f"not a Message's state ({sorted(map(str, state))[:5]})"
     metadata = state["_metadata"]
-    if type(metadata) is not Metadata or set(metadata.__dict__) != set(_METADATA_FIELDS):
+    if type(metadata) is not Metadata or metadata.__dict__.keys() != _METADATA_FIELDS.keys():
         return f"metadata is not a Metadata (a {type(metadata).__name__})"
-    for name, kinds in _METADATA_FIELDS.items():
-        value = metadata.__dict__[name]
-        if type(value) not in kinds:
+    for name, value in metadata.__dict__.items():
+        if type(value) not in _METADATA_FIELDS[name]:
             return f"metadata {name.lstrip('_')} is a {type(value).__name__}"
     content, error = state["_content"], state["_error"]
     if (content is None) == (error is None):
