@@ -30,6 +30,7 @@ from pathlib import Path
 import kernels
 from client.sandbox import KernelModule, SandboxError, features_needed
 from kernels.build import FLAVOURS, SHIPPED_FORMAT, SHIPPED_SUFFIX
+from protos.untrusted_file import read_regular_file
 
 # A kernel is ~28 KB; 4 MiB leaves room for much larger models' kernels and still bounds what
 # a hostile bundle or file can make a device read, decode and hash.
@@ -127,11 +128,7 @@ def read_shipped(path: str | os.PathLike) -> KernelBytes:
 def read_wasm_file(path: str | os.PathLike) -> KernelBytes:
     """Return a device's own ``.wasm`` (node config ``kernel-path``), bounded and hashed."""
     path = Path(path)
-    _check_size(path, MAX_KERNEL_BYTES)
-    try:
-        wasm = path.read_bytes()
-    except OSError as error:
-        raise KernelSourceError(f"kernel {path}: cannot read it: {error.strerror}") from None
+    wasm = _read_bounded(path, MAX_KERNEL_BYTES)
     return KernelBytes(wasm, hashlib.sha256(wasm).hexdigest(), str(path), "")
 
 
@@ -224,22 +221,21 @@ def _shipped_file_declaring(pin: str) -> Path:
     )
 
 
-def _check_size(path: Path, limit: int) -> None:
+def _read_bounded(path: Path, limit: int) -> bytes:
+    # Opened, checked (a regular file of at most ``limit`` bytes) and read as one file: a
+    # stat-then-read let a fifo stall the job and a link to /dev/zero (size 0) fill memory.
     try:
-        size = path.stat().st_size
+        return read_regular_file(path, limit)
     except OSError as error:
         raise KernelSourceError(f"kernel {path}: cannot read it: {error.strerror}") from None
-    if size > limit:
-        raise KernelSourceError(f"kernel {path}: {size} bytes, expected at most {limit}")
 
 
 def _read_shipped_json(path: Path) -> dict:
-    _check_size(path, MAX_SHIPPED_BYTES)
+    data = _read_bounded(path, MAX_SHIPPED_BYTES)
     try:
-        document = json.loads(path.read_bytes())
-    except OSError as error:
-        raise KernelSourceError(f"kernel {path}: cannot read it: {error.strerror}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        document = json.loads(data)
+    except (ValueError, RecursionError) as error:
+        # ValueError: not UTF-8, not JSON, an integer of > 4300 digits; RecursionError: nesting.
         raise KernelSourceError(f"kernel {path}: not JSON: {error}") from None
     if not isinstance(document, dict) or document.get("format") != SHIPPED_FORMAT:
         raise KernelSourceError(

@@ -37,6 +37,7 @@ import secrets
 import shutil
 import time
 import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,7 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from protos.report_pb2 import RunReport
+from protos.untrusted_file import open_regular_file, read_regular_file
 
 from .file_writes import BackgroundWrites
 
@@ -436,16 +438,18 @@ def read_checkpoint(
 
 
 def _read_manifest(path: Path, where: str) -> dict[str, Any]:
-    manifest_path = path / MANIFEST_FILE
     try:
-        size = manifest_path.stat().st_size
-        if size > _MAX_MANIFEST_BYTES:
-            raise CheckpointError(f"{where}: {MANIFEST_FILE} has {size} bytes, too many")
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        text = read_regular_file(path / MANIFEST_FILE, _MAX_MANIFEST_BYTES)
     except OSError as error:
         raise CheckpointError(f"{where}: cannot read {MANIFEST_FILE}: {error}") from error
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{where}: {MANIFEST_FILE} is not valid JSON: {error}") from error
+    try:
+        manifest = json.loads(text.decode("utf-8"))
+    except (ValueError, RecursionError) as error:
+        # ValueError: not UTF-8, not JSON, or an integer of more than 4300 digits;
+        # RecursionError: arrays nested deeper than the parser's recursion.
+        raise CheckpointError(
+            f"{where}: {MANIFEST_FILE} is not valid JSON: {type(error).__name__}: {error}"
+        ) from error
     if not isinstance(manifest, dict):
         raise CheckpointError(f"{where}: {MANIFEST_FILE} is not a JSON object")
     if manifest.get("format") != FORMAT_NAME or manifest.get("version") != FORMAT_VERSION:
@@ -475,16 +479,23 @@ def _read_verified(
         raise CheckpointError(f"{where}: the manifest does not describe {name}")
     file_path = path / name
     try:
-        size = file_path.stat().st_size
-    except OSError as error:
+        with open_regular_file(file_path) as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size != facts["bytes"]:
+                raise CheckpointError(
+                    f"{where}: {name} has {size} bytes, the manifest says {facts['bytes']} "
+                    "(truncated?)"
+                )
+            if size > max_bytes:
+                raise CheckpointError(
+                    f"{where}: {name} has {size} bytes, at most {max_bytes} expected"
+                )
+            # Never more than the size checked: a file that grows meanwhile fails its sha256.
+            data = handle.read(size + 1)
+    except FileNotFoundError as error:
         raise CheckpointError(f"{where}: {name} is missing: {error}") from error
-    if size != facts["bytes"]:
-        raise CheckpointError(
-            f"{where}: {name} has {size} bytes, the manifest says {facts['bytes']} (truncated?)"
-        )
-    if size > max_bytes:
-        raise CheckpointError(f"{where}: {name} has {size} bytes, at most {max_bytes} expected")
-    data = file_path.read_bytes()
+    except OSError as error:
+        raise CheckpointError(f"{where}: {name} cannot be read: {error}") from error
     if hashlib.sha256(data).hexdigest() != facts.get("sha256"):
         raise CheckpointError(f"{where}: {name} does not match its sha256 (corrupt)")
     return data
@@ -529,7 +540,9 @@ def _read_arrays(
                     raise CheckpointError(
                         f"{where}: array {name!r} takes {info.file_size} bytes, at most {limit}"
                     )
-                array = np.lib.format.read_array(io.BytesIO(archive.read(info)), allow_pickle=False)
+                member = io.BytesIO(archive.read(info))
+                _check_npy_header(member, name, expected[name], where)
+                array = np.lib.format.read_array(member, allow_pickle=False)
                 if tuple(array.shape) != expected[name]:
                     raise CheckpointError(
                         f"{where}: array {name!r} has shape {tuple(array.shape)}, "
@@ -544,9 +557,45 @@ def _read_arrays(
                 arrays[name] = array
     except CheckpointError:
         raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
-        raise CheckpointError(f"{where}: {STATE_FILE} cannot be read: {error}") from error
+    except (
+        ValueError,
+        OSError,
+        EOFError,
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        zlib.error,  # a deflated member that does not inflate
+        NotImplementedError,  # zipfile: a compression method it has no codec for
+        RuntimeError,  # zipfile: an encrypted member
+    ) as error:
+        raise CheckpointError(
+            f"{where}: {STATE_FILE} cannot be read: {type(error).__name__}: {error}"
+        ) from error
     return arrays
+
+
+def _check_npy_header(member: io.BytesIO, name: str, shape: tuple[int, ...], where: str) -> None:
+    """Refuse a member whose npy header is not of ``shape`` and float, before its data is read.
+
+    ``read_array`` allocates what the header claims before it reads a byte, so a 1 kB member
+    claiming 2**40 values raised MemoryError (no CheckpointError: the resume crashed instead
+    of falling back to an older checkpoint). Leaves ``member`` at its start.
+    """
+    version = np.lib.format.read_magic(member)
+    if version not in ((1, 0), (2, 0)):
+        raise CheckpointError(f"{where}: array {name!r}: npy format version {version}")
+    read_header = (
+        np.lib.format.read_array_header_1_0
+        if version == (1, 0)
+        else np.lib.format.read_array_header_2_0
+    )
+    header_shape, _, dtype = read_header(member)
+    if dtype not in (np.float32, np.float64):
+        raise CheckpointError(f"{where}: array {name!r} has dtype {dtype}, expected float")
+    if tuple(header_shape) != shape:
+        raise CheckpointError(
+            f"{where}: array {name!r} has shape {tuple(header_shape)}, expected {shape}"
+        )
+    member.seek(0)
 
 
 def _node_partitions(manifest: Mapping[str, Any], where: str) -> dict[int, int]:

@@ -107,6 +107,10 @@ class DeviceSimulation:
             data = json.loads(text)
         except json.JSONDecodeError as error:
             raise DeviceConfigError(f"devices: not valid JSON ({error.msg})") from error
+        except (ValueError, RecursionError) as error:  # > 4300-digit integer; deep nesting
+            raise DeviceConfigError(
+                f"devices: not valid JSON ({type(error).__name__}: {error})"
+            ) from error
         if not isinstance(data, dict):
             raise DeviceConfigError(f"devices: expected a JSON object, given {text[:80]!r}")
         expected = {"profiles", "deadline_seconds", "policy", "speed_jitter"}

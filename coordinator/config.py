@@ -270,6 +270,8 @@ def _json_object(key: str, text: str) -> dict[str, Any]:
         raise RunConfigError(
             key, f"not valid JSON ({error.msg} at column {error.colno})"
         ) from error
+    except (ValueError, RecursionError) as error:  # an integer of > 4300 digits; deep nesting
+        raise RunConfigError(key, f"not valid JSON ({type(error).__name__}: {error})") from error
     if not isinstance(parsed, dict):
         raise RunConfigError(key, f"expected a JSON object, given {text!r}")
     return parsed

@@ -121,7 +121,14 @@ def _is_sha256(value: str) -> str:
 # The numeric types: int is accepted for a float (and becomes a float), bool never is.
 Float = Annotated[float, BeforeValidator(lambda v: _no_bool(v, float))]
 FiniteFloat = Annotated[Float, AfterValidator(_finite)]
-Int = int
+# Every integer setting fits what it ends in: the report's counts and rounds are int32 proto
+# fields and the kernel's job arguments int32 (client/runner/inputs.py), the seed an int64.
+# Unbounded, a seed of 10**20 passed the schema and failed the run after its engine started
+# ("Value out of range", naming no key); local_epochs = 10**20 failed every client's job.
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+Int = Annotated[int, Field(le=INT32_MAX)]
+Int64 = Annotated[int, Field(le=INT64_MAX)]
 
 
 def _no_bool(value: Any, kind: type) -> Any:
@@ -142,7 +149,7 @@ class ScenarioSection:
         flat_required=True,
         pattern=f"^{NAME_PATTERN}$",
     )
-    seed: Int = setting(
+    seed: Int64 = setting(
         0,
         expected="an integer >= 0",
         doc="Seeds data generation, splits, the initial model and every client stream.",
@@ -209,7 +216,7 @@ class FederationSection:
         flat="clip-delta-norm",
         gt=0,
     )
-    max_num_examples: Int = setting(
+    max_num_examples: Int64 = setting(
         0,
         expected="an integer >= 0",
         doc="Absolute bound on a client's num-examples claim (0: off).",
@@ -472,7 +479,11 @@ def describe_error(error: Mapping[str, Any], root: type) -> Problem:
     if kind in ("unexpected_keyword_argument", "extra_forbidden"):
         return Problem(tuple(path), unknown_key_problem(path[-1], []))
     given = error.get("input")
-    return Problem(tuple(path), f"expected {expected_of(info)}, given {_shown(given)}")
+    expected = expected_of(info)
+    bound = (error.get("ctx") or {}).get("le")
+    if kind == "less_than_equal" and bound in (INT32_MAX, INT64_MAX):
+        expected = f"{expected} and <= {bound}"  # an Int's width: its words do not say it
+    return Problem(tuple(path), f"expected {expected}, given {_shown(given)}")
 
 
 def _shown(value: Any) -> str:

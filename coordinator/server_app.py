@@ -43,6 +43,7 @@ from .checkpoint import Checkpoint, write_checkpoint
 from .config import FederationConfig
 from .file_writes import BackgroundWrites
 from .flower_strategies import build_flower_strategy
+from .guarded_grid import guard_replies
 from .reports.run_config import set_run_config
 from .resume import starting_point
 from .strategy import DeltaStrategy, ExpectedExamples, FaultLabels, RoundFailedError
@@ -140,6 +141,9 @@ def run_rounds_on_grid(
     # own writer is called in line, and then the checkpoints are written in line too.
     files = BackgroundWrites() if write_report is None else None
     write = write_report or functools.partial(_write_run, background=files)
+    # A SuperLink's grid decodes devices' bytes: one that cannot be decoded must fail its
+    # client, not the run (coordinator/guarded_grid.py).
+    grid = guard_replies(grid)
     engine = _engine_of(grid)
     strategy = DeltaStrategy(
         flower_strategy_of(config),

@@ -19,6 +19,9 @@ from kernels import registry
 # The encoding's constants come from the ABI's one table (kernels/registry.py).
 SPEC_MAGIC = registry.SPEC_MAGIC  # "SFM1"
 MAX_LAYERS = registry.MAX_LAYERS
+# float32 weights and their gradient in one wasm32 linear memory (4 GiB): 2 * 4 * 2**29 bytes.
+# Also what keeps a model's dims within the int32 words the kernels read (encode()).
+MAX_PARAMS = 2**29
 
 KIND_DENSE = registry.LAYER_KINDS["SF_KIND_DENSE"]
 KIND_RELU = registry.LAYER_KINDS["SF_KIND_RELU"]
@@ -71,6 +74,17 @@ class ModelSpec:
                 raise ModelSpecError(f"layer {index}: unknown layer {layer!r}")
         if self.num_classes < 2:
             raise ModelSpecError(f"a classifier needs >= 2 classes, given {self.num_classes}")
+        # Exact (Python ints): a width of 10**12 must not wrap an int64 product into range.
+        width, params = self.input_dim, 0
+        for layer in self.layers:
+            if isinstance(layer, Dense):
+                params += (width + 1) * layer.out_dim
+                width = layer.out_dim
+        if params > MAX_PARAMS:
+            raise ModelSpecError(
+                f"{params} parameters, at most {MAX_PARAMS}: the weights and their gradient "
+                "must fit a wasm32 sandbox's 4 GiB"
+            )
 
     # -- constructors -----------------------------------------------------------------------
     @classmethod

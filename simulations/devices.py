@@ -13,6 +13,7 @@ speeds vary, so the realised share per round varies around the target.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,10 +23,13 @@ from typing import Any
 import numpy as np
 
 from coordinator.clock import DeviceProfile, DeviceSimulation
+from protos.untrusted_file import read_regular_file
 
 # Purpose word of the profile draws: np.random.default_rng([seed, _PURPOSE_PROFILES]).
 _PURPOSE_PROFILES = 8
 PROFILE_COLUMNS = DeviceProfile.FIELDS
+# A row is five numbers (~40 bytes written by hand): a file over this per row is not one.
+MAX_BYTES_PER_ROW = 1024
 
 
 class DevicesError(ValueError):
@@ -77,16 +81,20 @@ def read_profiles(path: str | Path, num_clients: int) -> list[DeviceProfile]:
     """
     path = Path(path)
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            if reader.fieldnames is None or list(reader.fieldnames) != list(PROFILE_COLUMNS):
-                raise DevicesError(
-                    f"{path}: expected the header {','.join(PROFILE_COLUMNS)}, "
-                    f"given {','.join(reader.fieldnames or [])}"
-                )
-            rows = list(reader)
+        # A regular file of at most a few hundred bytes a client: a fifo waited for a writer,
+        # a link to /dev/zero was read line by line forever.
+        raw = read_regular_file(path, MAX_BYTES_PER_ROW * (num_clients + 1))
+        reader = csv.DictReader(io.StringIO(raw.decode("utf-8"), newline=""))
+        if reader.fieldnames is None or list(reader.fieldnames) != list(PROFILE_COLUMNS):
+            raise DevicesError(
+                f"{path}: expected the header {','.join(PROFILE_COLUMNS)}, "
+                f"given {','.join(reader.fieldnames or [])}"
+            )
+        rows = list(reader)
     except OSError as error:
         raise DevicesError(f"{path}: cannot read the device profiles: {error.strerror}") from error
+    except (UnicodeDecodeError, csv.Error) as error:  # not UTF-8; a NUL byte, a broken quote
+        raise DevicesError(f"{path}: not a UTF-8 CSV file: {error}") from error
     if len(rows) != num_clients:
         raise DevicesError(
             f"{path}: expected {num_clients} rows (one per client), given {len(rows)}"

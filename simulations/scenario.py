@@ -76,6 +76,7 @@ from pydantic.dataclasses import dataclass
 from coordinator import schema
 from coordinator.schema import ScenarioSection, TrainingSection
 from kernels.spec import ModelSpec, ModelSpecError
+from protos.untrusted_file import read_regular_file
 from simulations import datasets
 from simulations.faults import FaultConfig, FaultConfigError
 from simulations.federated_data import DataConfig, DataConfigError, data_shape
@@ -93,6 +94,8 @@ FederationSection = SimulatedFederationSection
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 DEFAULT_SCENARIO = "digits-mlp-dirichlet"
+# A scenario file is a page of TOML: refused past this size (not read whole from a device).
+MAX_SCENARIO_BYTES = 1 << 20
 
 STRATEGIES = schema.STRATEGIES
 # Strategy parameters a scenario may set under [federation.strategy_params]: one table, shared
@@ -492,15 +495,18 @@ def load_scenario(path: str | Path) -> Scenario:
     """
     file_path = Path(path)
     try:
-        text = file_path.read_text(encoding="utf-8")
+        text = read_regular_file(file_path, MAX_SCENARIO_BYTES).decode("utf-8")
     except FileNotFoundError:
         raise ScenarioError(str(file_path), "", "no such scenario file") from None
     except (OSError, UnicodeDecodeError) as error:
         raise ScenarioError(str(file_path), "", f"cannot read: {error}") from error
     try:
         raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise ScenarioError(str(file_path), "", f"not valid TOML: {error}") from error
+    except (tomllib.TOMLDecodeError, RecursionError) as error:
+        # RecursionError: arrays or inline tables nested deeper than tomllib's recursion.
+        raise ScenarioError(
+            str(file_path), "", f"not valid TOML: {type(error).__name__}: {error}"
+        ) from error
     return Scenario.from_dict(raw, str(file_path))
 
 
@@ -591,7 +597,7 @@ def _parse_text(text: str, *, is_string: bool) -> Any:
         return text
     try:
         return tomllib.loads(f"value = {text}")["value"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         return text  # the type check then names the key and shows the text
 
 

@@ -20,6 +20,7 @@ from coordinator.schema import (
     FederationSection,
     Float,
     Int,
+    Int64,
     setting,
 )
 from simulations.datasets import DATASETS, Dataset
@@ -150,7 +151,7 @@ class FaultsSection:
     slow: Float = setting(
         0.0, doc="Per round and client: fuel runs out.", flat="faults-slow", **_FRACTION
     )
-    slow_fuel: Int = setting(
+    slow_fuel: Int64 = setting(  # fuel is a u64 budget: 2**31 units is ~0.2 s of work
         1000, expected="an integer >= 1", doc="Fuel of a slow client.", flat="faults-slow-fuel",
         ge=1,
     )  # fmt: skip

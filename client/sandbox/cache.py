@@ -21,6 +21,7 @@ import wasmtime
 
 from client.sandbox.engine import ENGINE_CONFIG_REVISION, _engine, _EngineFlags
 from client.sandbox.errors import ModuleRefused, _one_line
+from protos.untrusted_file import open_regular_file
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,8 @@ def _read_cache(path: Path, engine: wasmtime.Engine, sha256: str) -> wasmtime.Mo
     # defence against someone who can write the file, so an entry that another user owns or
     # that others may write is never deserialized either.
     try:
-        with open(path, "rb") as handle:
+        # A regular file only: a fifo here made every job wait for a writer (OSError now).
+        with open_regular_file(path) as handle:
             info = os.fstat(handle.fileno())
             if info.st_uid != os.getuid() or info.st_mode & 0o022:
                 log.warning("module cache %s is writable by others or not ours: recompiling", path)

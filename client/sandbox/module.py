@@ -23,6 +23,7 @@ from client.sandbox.errors import ModuleRefused, _one_line, _trap_cause
 from client.sandbox.ffi import _instance_export, _signature
 from client.sandbox.jobs import Job
 from client.sandbox.limits import Limits, _set_store_limits
+from protos.untrusted_file import open_regular_file
 
 # Budget for the refusal probe (instantiate + sf_abi_version): a hostile module cannot hang it
 # or make it allocate more than this, whatever it declares.
@@ -106,7 +107,8 @@ class KernelModule:
         A file over ``bounds.max_module_bytes`` is refused without reading it whole.
         """
         bounds = bounds or ModuleBounds()
-        with open(path, "rb") as handle:
+        # A regular file only: open() of a fifo waits for a writer forever (OSError here).
+        with open_regular_file(path) as handle:
             wasm = handle.read(bounds.max_module_bytes + 1)
         return cls(
             wasm,

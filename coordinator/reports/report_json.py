@@ -18,11 +18,15 @@ from pathlib import Path
 from google.protobuf import json_format
 
 from protos.report_pb2 import RoundReport, RunReport
+from protos.untrusted_file import read_regular_file
 
 from .json_fields import message_json
 from .run_config import config_json_object
 
 REPORT_FILE_NAME = "report.json"
+# A report.json read back (resume, `sandflower report`) is refused past this size: far above
+# any run's report (per-client rows live in clients.csv), far below a device read forever.
+MAX_REPORT_BYTES = 2 << 30
 
 
 class ReportError(ValueError):
@@ -131,7 +135,7 @@ def load_report(path_or_run_dir: Path | str) -> RunReport:
             raise ReportError(f"{where}: no {REPORT_FILE_NAME} in this run folder")
         raise ReportError(f"{path}: no such file (expected a run folder or a {REPORT_FILE_NAME})")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular_file(path, MAX_REPORT_BYTES).decode("utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise ReportError(f"{path}: cannot read the report: {error}") from error
     return parse_report(text, source=str(path))
@@ -151,9 +155,11 @@ def parse_report(text: str, *, source: str = "<report>") -> RunReport:
         raise ReportError(
             f"{source}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})"
         ) from error
+    except (ValueError, RecursionError) as error:  # an integer of > 4300 digits; deep nesting
+        raise ReportError(f"{source}: not valid JSON ({type(error).__name__}: {error})") from error
     report = RunReport()
     try:
         json_format.Parse(text, report)
-    except json_format.ParseError as error:
+    except (json_format.ParseError, ValueError, RecursionError) as error:
         raise ReportError(f"{source}: not a RunReport: {error}") from error
     return report

@@ -358,6 +358,13 @@ class WorkerPool:
                 # This reply alone could not cross (transfer.unpack_replies): its job fails.
                 reason = f"the ClientApp's reply could not be read: {reply}"
                 reply = Message(Error(transfer.REPLY_UNREADABLE, reason), reply_to=instruction)
+            elif reply.metadata.src_node_id != instruction.metadata.dst_node_id:
+                # A reply speaks for the node its instruction went to, whatever it says.
+                reason = (
+                    f"the ClientApp's reply says it comes from node {reply.metadata.src_node_id}"
+                    f", but its job ran for node {instruction.metadata.dst_node_id}"
+                )
+                reply = Message(Error(transfer.REPLY_UNREADABLE, reason), reply_to=instruction)
             deliver(reply)
         return True
 

@@ -21,12 +21,11 @@ make the coordinator import or call anything else.
 
 from __future__ import annotations
 
-import inspect
 import io
 import pickle
 from collections.abc import Iterable
 
-from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.app.error import Error
 from flwr.app.message.message import make_message
 from flwr.app.metadata import Metadata
@@ -37,14 +36,21 @@ PROTOCOL = 5
 # ClientApp's own failure).
 REPLY_UNREADABLE = ErrorCode.CLIENT_APP_RAISED_EXCEPTION
 
-# Modules whose classes a Message's state is made of (checked against a real round trip in
-# tests/simulations/engine/test_transfer.py), and the builtins pickle needs for containers.
-_ALLOWED_MODULE_PREFIXES = ("flwr.app.", "flwr.common.record", "flwr.common.typing")
-_ALLOWED_BUILTINS = frozenset(
-    {"dict", "list", "tuple", "set", "frozenset", "bytes", "bytearray", "str", "int", "float",
-     "bool", "complex", "NoneType"}
-)  # fmt: skip
-_ALLOWED_OTHER = frozenset({("collections", "OrderedDict"), ("copyreg", "_reconstructor")})
+# The exact globals a Message's state is made of: Flower's record classes and the key/value
+# checkers their TypedDicts keep (checked against a real round trip in
+# tests/simulations/engine/test_transfer_hostile.py). Exact (module, name) pairs, no prefix and
+# no builtin: a module prefix admitted every attribute path below it (``name`` may be dotted
+# from protocol 4 on, ``flwr.app.message.array`` + ``__builtins__.get`` is ``eval``), and a
+# builtin such as ``bytes`` turns 30 bytes of pickle into a GiB of zeros.
+_RECORD_CLASSES = (Message, Metadata, Error, RecordDict, ArrayRecord, MetricRecord, ConfigRecord)
+_ALLOWED_GLOBALS = frozenset(
+    {(kind.__module__, kind.__qualname__) for kind in (*_RECORD_CLASSES, Array)}
+    | {
+        (kind.__module__, checker)
+        for kind in (RecordDict, ArrayRecord, MetricRecord, ConfigRecord)
+        for checker in ("_check_key", "_check_value")
+    }
+)
 
 
 class TransferError(ValueError):
@@ -53,19 +59,8 @@ class TransferError(ValueError):
 
 class _RecordUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
-        if (module == "builtins" and name in _ALLOWED_BUILTINS) or (module, name) in _ALLOWED_OTHER:
+        if (module, name) in _ALLOWED_GLOBALS:
             return super().find_class(module, name)
-        # Protocol 4 resolves a dotted name attribute by attribute, so a module prefix alone
-        # would admit whatever Flower's modules import ("np.save", "sys.exit"): only a
-        # top-level name, and only a class or function that Flower's record modules define
-        # themselves (a record pickles its key and value checks by reference).
-        if module.startswith(_ALLOWED_MODULE_PREFIXES) and "." not in name:
-            found = super().find_class(module, name)
-            defined_there = str(getattr(found, "__module__", "")).startswith(
-                _ALLOWED_MODULE_PREFIXES
-            )
-            if defined_there and (isinstance(found, type) or inspect.isfunction(found)):
-                return found
         raise TransferError(f"a reply may hold Flower records only, given {module}.{name}")
 
 
@@ -128,7 +123,7 @@ def pack_replies(answered: Iterable[tuple[Message, Message]]) -> bytes:
     answered = [(instruction, _answering(instruction, reply)) for instruction, reply in answered]
     try:
         buffer = pickle.dumps((WHOLE, [reply for _, reply in answered]), protocol=PROTOCOL)
-        _loads(buffer, "reply batch")
+        unpack_replies(buffer)  # exactly the coordinator's checks
         return buffer
     except Exception:  # whatever the ClientApps put in their replies: reply by reply below
         pass
@@ -173,6 +168,12 @@ def unpack_replies(buffer: bytes | memoryview) -> list[tuple[str, Message | Tran
     if kind == WHOLE:
         if not isinstance(items, list) or not all(isinstance(r, Message) for r in items):
             raise TransferError("reply batch: expected a list of Messages")
+        for index, reply in enumerate(items):
+            # A worker checks a whole batch before sending it (pack_replies): one that fails
+            # here was not written by pack_replies, and its routing ids cannot be trusted.
+            problem = envelope_problem(reply)
+            if problem:
+                raise TransferError(f"reply batch: message {index}: {problem}")
         return [(reply.metadata.reply_to_message_id, reply) for reply in items]
     if not isinstance(items, list) or not all(
         isinstance(item, tuple)
@@ -191,6 +192,9 @@ def unpack_replies(buffer: bytes | memoryview) -> list[tuple[str, Message | Tran
                     f"the reply to message {message_id}: expected a Message, given "
                     f"{type(reply).__name__}"
                 )
+            problem = envelope_problem(reply)
+            if problem:
+                raise TransferError(f"the reply to message {message_id}: {problem}")
             if reply.metadata.reply_to_message_id != message_id:
                 raise TransferError(
                     f"the reply to message {message_id} says it answers message "
@@ -230,3 +234,52 @@ def _plain_values(content: RecordDict) -> None:
                 plain = _plain(value)
                 if plain is not value:
                     record[key] = plain  # type: ignore[assignment]  # a plain value of its type
+
+
+_MESSAGE_FIELDS = frozenset({"_metadata", "_content", "_error"})
+# A Metadata's state as Flower's constructor leaves it: attribute -> the types it may hold.
+_METADATA_FIELDS: dict[str, tuple[type, ...]] = {
+    "_run_id": (int,),
+    "_message_id": (str,),
+    "_src_node_id": (int,),
+    "_dst_node_id": (int,),
+    "_src_task_id": (int, type(None)),
+    "_dst_task_id": (int, type(None)),
+    "_reply_to_message_id": (str,),
+    "_group_id": (str,),
+    "_created_at": (float, int),
+    "_ttl": (float, int),
+    "_message_type": (str,),
+    "_delivered_at": (str,),
+}
+
+
+def envelope_problem(reply: Message) -> str:
+    """Return what is wrong with a reply's envelope ("" if nothing); records are validation's.
+
+    Unpickling restores state without running constructors, so a worker could send a Message
+    whose metadata is an int or whose reply-to id is a list: the pool reads those before any
+    validation (to route the reply), and such a reply raised out of the round. The records
+    themselves are checked by coordinator.validation, whose backstop never raises.
+    """
+    state = reply.__dict__
+    if type(reply) is not Message or state.keys() != _MESSAGE_FIELDS:
+        return f"not a Message's state ({sorted(map(str, state))[:5]})"
+    metadata = state["_metadata"]
+    if type(metadata) is not Metadata or metadata.__dict__.keys() != _METADATA_FIELDS.keys():
+        return f"metadata is not a Metadata (a {type(metadata).__name__})"
+    for name, value in metadata.__dict__.items():
+        if type(value) not in _METADATA_FIELDS[name]:
+            return f"metadata {name.lstrip('_')} is a {type(value).__name__}"
+    content, error = state["_content"], state["_error"]
+    if (content is None) == (error is None):
+        return "expected either content or an error"
+    if content is not None and type(content) is not RecordDict:
+        return f"content is a {type(content).__name__}, expected a RecordDict"
+    if error is not None and (
+        type(error) is not Error
+        or type(error.__dict__.get("_code")) is not int
+        or type(error.__dict__.get("_reason")) not in (str, type(None))
+    ):
+        return "error is not an Error(code: int, reason: str)"
+    return ""

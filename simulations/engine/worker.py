@@ -191,6 +191,10 @@ def run_job(app: ClientApp, message: Message, context: Context) -> Message:
     if not isinstance(reply, Message):
         reason = f"the ClientApp returned {type(reply).__name__}, expected a Message"
         return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason), reply_to=message)
+    problem = transfer.envelope_problem(reply)  # what the checks below read must be sound
+    if problem:
+        reason = f"the ClientApp's reply is not a Message Flower builds: {problem}"
+        return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason), reply_to=message)
     if reply.metadata.reply_to_message_id != message.metadata.message_id:
         reason = "the ClientApp's reply does not answer the message it was given"
         return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason), reply_to=message)

@@ -7,6 +7,8 @@ as the uninterrupted run, for every strategy. Checkpoints are untrusted input wh
 
 import io
 import json
+import os
+import re
 import shutil
 
 import numpy as np
@@ -194,7 +196,8 @@ def test_a_checkpoint_rewritten_whole_is_still_checked_against_the_model(tmp_pat
     # are checked against the run config, and nothing is unpickled.
     latest, _ = _two_checkpoints(tmp_path)
     cases = {
-        "object": ({"model/layer0.weight": np.array([{"x": 1}], dtype=object)}, "cannot be read"),
+        # An object array is refused by its npy header, before anything could unpickle it.
+        "object": ({"model/layer0.weight": np.array([{"x": 1}], dtype=object)}, "dtype object"),
         "shape": ({"model/layer0.weight": np.zeros((4, 4), np.float32)}, "has shape"),
         "dtype": ({"model/layer0.weight": np.zeros((4, 3), np.int32)}, "dtype int32"),
         "nan": ({"model/layer0.weight": np.full((4, 3), np.nan, np.float32)}, "non-finite"),
@@ -427,3 +430,148 @@ def test_the_html_report_and_the_summary_show_the_resume(tmp_path):
     print_summary(resumed, console, _run_dir(tmp_path))
     text = console.export_text()
     assert "resumed: " in text and "after round 1" in text
+
+
+def _with_hashes(folder, state_bytes):
+    """Write ``state_bytes`` as state.npz and fix the manifest's facts and hash to match."""
+    import hashlib
+
+    (folder / ckpt.STATE_FILE).write_bytes(state_bytes)
+    path = folder / ckpt.MANIFEST_FILE
+    manifest = json.loads(path.read_text())
+    manifest["files"][ckpt.STATE_FILE] = {
+        "bytes": len(state_bytes),
+        "sha256": hashlib.sha256(state_bytes).hexdigest(),
+    }
+    manifest["manifest_sha256"] = ckpt._manifest_hash(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+def _lying_header_state(folder):
+    # The model's member keeps 48 bytes of data but its npy header claims 2**40 values:
+    # read_array allocated what the header claimed (MemoryError, not a CheckpointError).
+    import zipfile
+
+    source = zipfile.ZipFile(io.BytesIO((folder / ckpt.STATE_FILE).read_bytes()))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as target:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename == "model/layer0.weight.npy":
+                lying = io.BytesIO()
+                header = {"descr": "<f4", "fortran_order": False, "shape": (2**40,)}
+                np.lib.format.write_array_header_1_0(lying, header)
+                data = lying.getvalue() + np.zeros(12, np.float32).tobytes()
+            target.writestr(info, data)
+    _with_hashes(folder, buffer.getvalue())
+
+
+def _state_with_method(method: int, flags: int = 0):
+    # np.savez stores members (method 0); the method (and flag bits) are set in every header,
+    # the hashes fixed: zipfile raised NotImplementedError / RuntimeError, no CheckpointError.
+    def attack(folder, _):
+        data = bytearray((folder / ckpt.STATE_FILE).read_bytes())
+        for signature, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+            start = data.find(signature)
+            while start >= 0:
+                data[start + offset : start + offset + 2] = flags.to_bytes(2, "little")
+                data[start + offset + 2 : start + offset + 4] = method.to_bytes(2, "little")
+                start = data.find(signature, start + 4)
+        _with_hashes(folder, bytes(data))
+
+    return attack
+
+
+def _swap_for(kind):
+    def swap(folder, name):
+        path = folder / name
+        path.unlink()
+        if kind == "fifo":
+            os.mkfifo(path)
+        elif kind == "device":
+            path.symlink_to("/dev/null")  # st_size 0; /dev/zero would then be read forever
+        else:
+            path.mkdir()
+
+    return swap
+
+
+def _deep_json(folder, name):
+    (folder / name).write_text("[" * 100_000 + "]" * 100_000)
+
+
+def _huge_int_json(folder, name):
+    (folder / name).write_text('{"format": ' + "9" * 5000 + "}")
+
+
+HOSTILE_CHECKPOINT_FILES = {
+    # case: (what is done to the newest checkpoint, which file, what the refusal says)
+    "manifest is a fifo (a read waits for a writer forever)": (
+        _swap_for("fifo"),
+        ckpt.MANIFEST_FILE,
+        "not a regular file \\(a fifo\\)",
+    ),
+    "manifest links to a device of size 0": (
+        _swap_for("device"),
+        ckpt.MANIFEST_FILE,
+        "a character device",
+    ),
+    "manifest is a directory": (_swap_for("dir"), ckpt.MANIFEST_FILE, "a directory"),
+    "state.npz is a fifo": (_swap_for("fifo"), ckpt.STATE_FILE, "state.npz cannot be read.*fifo"),
+    "state.npz links to a device": (_swap_for("device"), ckpt.STATE_FILE, "character device"),
+    "report.pb is a fifo": (_swap_for("fifo"), ckpt.REPORT_FILE, "report.pb cannot be read"),
+    "manifest nested 100,000 deep (RecursionError)": (
+        _deep_json,
+        ckpt.MANIFEST_FILE,
+        "not valid JSON: RecursionError",
+    ),
+    "manifest with a 5000-digit integer (ValueError)": (
+        _huge_int_json,
+        ckpt.MANIFEST_FILE,
+        "not valid JSON: ValueError",
+    ),
+    "a member in compression method 99 (NotImplementedError)": (
+        _state_with_method(99),
+        ckpt.STATE_FILE,
+        "state.npz cannot be read: NotImplementedError",
+    ),
+    "an encrypted member (RuntimeError)": (
+        _state_with_method(0, flags=1),
+        ckpt.STATE_FILE,
+        "state.npz cannot be read: RuntimeError",
+    ),
+    "npy header claims 2**40 values (MemoryError)": (
+        lambda folder, _: _lying_header_state(folder),
+        ckpt.STATE_FILE,
+        "has shape \\(1099511627776,\\)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_CHECKPOINT_FILES))
+def test_a_hostile_checkpoint_file_is_refused_and_the_previous_checkpoint_is_used(case, tmp_path):
+    import threading
+
+    attack, name, refusal = HOSTILE_CHECKPOINT_FILES[case]
+    latest, previous = _two_checkpoints(tmp_path)
+    attack(latest, name)
+    outcome: dict = {}
+
+    def load():  # a thread: a fifo that blocks the read must fail this test, not hang it
+        try:
+            outcome["result"] = _load(_run_dir(tmp_path))
+        except BaseException as error:  # reported below
+            outcome["error"] = error
+
+    worker = threading.Thread(target=load, daemon=True)
+    worker.start()
+    worker.join(timeout=20)
+    if worker.is_alive():
+        with open(latest / name, "wb"):  # a writer at the fifo ends the blocked read
+            pass
+        pytest.fail(f"{case}: loading the run folder blocked")
+    assert "error" not in outcome, f"{case}: {outcome.get('error')!r}"
+    loaded = outcome["result"]
+    assert loaded.checkpoint.path == previous
+    assert len(loaded.refused) == 1 and re.search(refusal, loaded.refused[0]), loaded.refused
+    assert str(latest) in loaded.refused[0]

@@ -130,6 +130,17 @@ def test_unknown_keys_are_an_error():
         ("max-examples-ratio", 0.5, ">= 1"),
         ("max-examples-ratio", math.inf, "finite"),
         ("faults-crash", [0.1], "string, number or boolean"),
+        # Integers wider than what they end in (an int32 report field, an int32 kernel
+        # argument, the int64 seed): refused here, not after the engine started.
+        ("seed", 10**20, "<= 9223372036854775807"),
+        ("num-rounds", 2**31, "<= 2147483647"),
+        ("local-epochs", 10**20, "<= 2147483647"),
+        ("batch-size", 2**31, "<= 2147483647"),
+        ("max-num-examples", 2**63, "<= 9223372036854775807"),
+        ("strategy-params", '{"min_train_nodes": 4294967296}', "2147483647"),
+        # A model no wasm32 sandbox can hold (the coordinator allocated it at start-up).
+        ("model", "mlp:64-1000000000-10", "parameters, at most 536870912"),
+        ("model", "logreg:99999999999999999999-10", "parameters, at most"),
     ],
 )
 def test_bad_values_name_the_key_and_the_expectation(key, value, expected):

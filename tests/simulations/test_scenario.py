@@ -278,6 +278,24 @@ BAD = {
         "\\[scenario\\] name: expected a name of letters",
     ),
     "a table given as a value": ("training = 3\n", "\\[training\\]: expected a table, given 3"),
+    # Integers wider than what they end in: the seed went to an int64 report field and
+    # failed the run after the engine started ("Value out of range", no key named).
+    "a seed beyond int64": (
+        "[scenario]\nseed = 100000000000000000000\n",
+        "\\[scenario\\] seed: expected an integer >= 0 and <= 9223372036854775807",
+    ),
+    "rounds beyond int32": (
+        "[federation]\nrounds = 2147483648\n",
+        "\\[federation\\] rounds: expected an integer >= 1 and <= 2147483647",
+    ),
+    "a hidden width of 10**9": (
+        "[model]\nkind = 'mlp'\nhidden = [1000000000]\n",
+        "\\[model\\]: 75000000010 parameters, at most 536870912",
+    ),
+    "clients beyond int32": (
+        "[federation]\nclients = 10000000000000\n",
+        "\\[federation\\] clients: expected an integer >= 1 and <= 2147483647",
+    ),
 }
 
 

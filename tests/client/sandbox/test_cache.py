@@ -121,3 +121,28 @@ def test_a_cache_entry_others_may_write_is_not_deserialized(cache_dir, compile_c
     check_healthy(load(GOOD, cache_dir=cache_dir), Limits(fuel=10**7, deadline_seconds=10))
     assert len(compile_counter) == 2
     assert "writable by others" in caplog.text
+
+
+def test_a_cache_entry_that_is_a_fifo_is_recompiled_not_waited_on(
+    cache_dir, compile_counter, caplog
+):
+    import os
+    import threading
+
+    load(GOOD, cache_dir=cache_dir)
+    (entry,) = cache_files(cache_dir)
+    entry.unlink()
+    os.mkfifo(entry, 0o600)  # opening it for reading waited for a writer, forever
+    sandbox.clear_compiled_cache()
+    loaded = []
+    worker = threading.Thread(target=lambda: loaded.append(load(GOOD, cache_dir=cache_dir)))
+    worker.daemon = True
+    worker.start()
+    worker.join(timeout=30)
+    if worker.is_alive():
+        with open(entry, "wb"):  # a writer at the fifo ends the blocked open
+            pass
+        raise AssertionError("loading waited on a fifo in the module cache")
+    check_healthy(loaded[0], Limits(fuel=10**7, deadline_seconds=10))
+    assert len(compile_counter) == 2
+    assert "not a regular file (a fifo)" in caplog.text

@@ -66,10 +66,10 @@ def train(message: Message, context: Context) -> Message:
     content = RecordDict(
         {"arrays": ArrayRecord({n: Array(a) for n, a in delta.items()}), "metrics": metrics}
     )
-    reply = Message(content, reply_to=message)
-    if behaviour == "foreign-object":  # nothing the coordinator's reply gate admits
-        reply.metadata.__dict__["_group_id"] = np.int64(7)
-    return reply
+    if behaviour == "foreign-object":  # a sound envelope holding what the reply gate refuses
+        array = next(iter(content.array_records["arrays"].values()))
+        array.__dict__["dtype"] = np.str_("float32")
+    return Message(content, reply_to=message)
 
 
 @probe_app.evaluate()
