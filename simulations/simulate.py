@@ -117,6 +117,7 @@ def _run_local(config, workers, client_app, on_round, on_progress) -> None:
 
     from coordinator.config import FederationConfig
     from simulations.engine import LocalGrid, WorkerPool, stopping
+    from simulations.engine.collector import thaw
     from simulations.flower_app import build_scenario_server_app, resolve_run_config
 
     num_workers = default_workers() if workers is None else workers
@@ -141,8 +142,10 @@ def _run_local(config, workers, client_app, on_round, on_progress) -> None:
         _load_data_before_forking(resolved)
         server_app = build_scenario_server_app(
             run_config_override=resolved,
-            on_round=_stop_after_last_round(
-                pool, lambda: FederationConfig.from_run_config(resolved).num_rounds, on_round
+            on_round=_freeze_after_first_round(
+                _stop_after_last_round(
+                    pool, lambda: FederationConfig.from_run_config(resolved).num_rounds, on_round
+                )
             ),
         )
         pool.start()
@@ -155,12 +158,35 @@ def _run_local(config, workers, client_app, on_round, on_progress) -> None:
         except Exception as error:  # the ServerApp's own error (its report is written)
             raise SimulationError(f"{type(error).__name__}: {error}") from error
     finally:
+        thaw()  # this process may go on (a test, a notebook): its objects are collected again
         pool.stop()
         stopping.unregister(pool)
         last_pool_stats.clear()
         last_pool_stats.update(
             vars(pool.stats) | {"workers": pool.num_workers, "pids": list(pool.started_pids)}
         )
+
+
+def _freeze_after_first_round(on_round: Callable) -> Callable:
+    """Wrap ``on_round`` so that what is alive after this process's first round is frozen.
+
+    By then the coordinator holds what it keeps for the run (libraries imported, the central
+    test set, matplotlib after the first report.html); later full collections skip it
+    (simulations/engine/collector.py: 0.10-0.18 s of a 1000-client round's aggregation gap,
+    ~0.02 s frozen). ``_run_local`` thaws when the run ends.
+    """
+    from simulations.engine.collector import freeze_survivors
+
+    frozen = False
+
+    def round_finished(round_report) -> None:
+        nonlocal frozen
+        if not frozen:
+            frozen = True
+            freeze_survivors()
+        on_round(round_report)
+
+    return round_finished
 
 
 def _stop_after_last_round(

@@ -105,3 +105,25 @@ def test_the_default_scenario_imports_no_data_library_and_no_matplotlib_before_r
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=300
     )
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_coordinator_freezes_after_its_first_round_and_thaws_when_the_run_ends(tmp_path):
+    # simulations/engine/collector.py: later full collections skip what round 1 left alive.
+    import gc
+
+    frozen_at_round: list[int] = []
+    run_config = (
+        load_scenario(default_scenario_path()).with_overrides(rounds=3, clients=4).to_run_config()
+    )
+    assert gc.get_freeze_count() == 0
+    report = simulate.simulate_on_engine(
+        run_config,
+        tmp_path / "run",
+        workers=1,
+        on_round=lambda round_report: frozen_at_round.append(gc.get_freeze_count()),
+    )
+    assert report.status == "completed"
+    first, second, third = frozen_at_round
+    # Frozen once, before round 1's callback (frozen objects that die later leave the count).
+    assert first > 10_000 and first >= second >= third > 0
+    assert gc.get_freeze_count() == 0  # thawed: this process goes on
