@@ -50,6 +50,13 @@ STOP_GRACE_SECONDS = 1.0
 START_METHODS = ("fork", "lean")
 # How long a lean worker may take to import and load its ClientApp.
 READY_TIMEOUT_SECONDS = 120.0
+# What one reply may take on the pipe: REPLY_SIZE_FACTOR times its instruction's content (a
+# delta is the model's size; a ClientApp may return a few more arrays) plus metrics and
+# metadata. A batch larger than its pending replies' allowance is refused unread (a ClientApp
+# returning gigabytes must not make the coordinator allocate them).
+REPLY_SIZE_FACTOR = 4
+REPLY_OVERHEAD_BYTES = 8 << 20
+REPLY_BATCH_SLACK_BYTES = 16 << 20
 
 OnReply = Callable[[Message], None]
 
@@ -130,6 +137,7 @@ class WorkerPool:
         self.started_pids: list[int] = []
         self._job_cost = job_cost
         self._costs: dict[int, float] = {}  # partition id -> job_cost, asked once per client
+        self._reply_allowance = REPLY_OVERHEAD_BYTES  # bytes one reply may take (run() sets it)
 
     # -- life cycle --------------------------------------------------------------------------
     def start(self) -> WorkerPool:
@@ -265,6 +273,8 @@ class WorkerPool:
             assert worker is not None
             worker.pending[message.metadata.message_id] = message
         self.stats.encode_seconds += time.perf_counter() - started
+        largest = max((len(buffer) for _, buffer in encoded.values()), default=0)
+        self._reply_allowance = REPLY_SIZE_FACTOR * largest + REPLY_OVERHEAD_BYTES
 
         replies: list[Message] = []
         for index, (contents, jobs) in batches.items():
@@ -300,8 +310,11 @@ class WorkerPool:
                 break
             for worker in busy:
                 if worker.connection in ready:
-                    if not self._receive(worker, deliver):
-                        self._fail_worker(worker, None, deliver, kill=False)
+                    failure = self._receive(worker, deliver)
+                    if failure is not None:
+                        # A refused batch: the worker is alive and is killed; a broken pipe:
+                        # it is dying, and _fail_worker learns how.
+                        self._fail_worker(worker, failure or None, deliver, kill=bool(failure))
                 elif worker.process.sentinel in ready:
                     self._drain(worker, deliver)
                     if worker.pending:
@@ -335,18 +348,29 @@ class WorkerPool:
         logger.debug("worker %d started (pid %d)", index, process.pid)
         return _Worker(index, process, parent_end, ready=self.start_method != "lean")
 
-    def _receive(self, worker: _Worker, deliver: OnReply) -> bool:
-        """Read one reply batch; False when the pipe broke (the worker is gone)."""
+    def _receive(self, worker: _Worker, deliver: OnReply) -> str | None:
+        """Read one reply batch; None when read, else why not ("" when the pipe broke)."""
+        # A batch holds at most the worker's pending replies; one far larger than they can be
+        # is refused by its length prefix, before any of it is read into this process.
+        limit = len(worker.pending) * self._reply_allowance + REPLY_BATCH_SLACK_BYTES
         try:
-            buffer = worker.connection.recv_bytes()
-        except (EOFError, OSError):
-            return False
+            buffer = worker.connection.recv_bytes(limit)
+        except OSError as error:
+            if "bad message length" in str(error):
+                return (
+                    f"worker pid {worker.pid} sent a reply batch over {limit} bytes, more than "
+                    f"its {len(worker.pending)} pending jobs' replies may hold: killed and "
+                    "replaced"
+                )
+            return ""
+        except EOFError:
+            return ""
         started = time.perf_counter()
         try:
             batch = transfer.unpack_replies(buffer)
         except transfer.TransferError as error:
             logger.error("worker pid %d sent a bad reply batch: %s", worker.pid, error)
-            return False
+            return f"worker pid {worker.pid} sent a reply batch that cannot be read ({error})"
         self.stats.decode_seconds += time.perf_counter() - started
         self.stats.bytes_received += len(buffer)
         self.stats.batches_received += 1
@@ -366,12 +390,12 @@ class WorkerPool:
                 )
                 reply = Message(Error(transfer.REPLY_UNREADABLE, reason), reply_to=instruction)
             deliver(reply)
-        return True
+        return None
 
     def _drain(self, worker: _Worker, deliver: OnReply) -> None:
         # A worker that died may have written replies before it went: keep them.
         while worker.pending and worker.connection.poll(0):
-            if not self._receive(worker, deliver):
+            if self._receive(worker, deliver) is not None:
                 return
 
     def _fail_worker(

@@ -61,6 +61,8 @@ def train(message: Message, context: Context) -> Message:
             "frozen-objects": gc.get_freeze_count(),
         }
     )
+    if behaviour == "huge-reply":  # far more than a reply to this instruction may hold
+        delta["huge"] = np.zeros(int(argument), np.float32)
     if behaviour == "numpy-metric":  # a float subclass Flower's records admit
         metrics["numpy-value"] = np.float64(partition) / 4
     content = RecordDict(

@@ -363,3 +363,21 @@ def test_a_reply_that_cannot_cross_or_an_exit_fails_only_its_job_and_keeps_the_w
     assert len(others) == NUM_CLIENTS - 3 and not any(r.has_error() for r in others)
     assert pool.stats.workers_replaced == 0
     assert {_metrics(r)["pid"] for r in others} == pids  # the same worker ran them all
+
+
+def test_a_reply_batch_larger_than_its_replies_may_be_is_refused_unread(behaviours):
+    # 3 floats of model: a reply may take 4x its instruction's content + 8 MiB (pool.py);
+    # 48 MiB of delta is refused by its length prefix, its worker killed and replaced.
+    from simulations.engine import pool as pool_module
+
+    behaviours[1] = ("huge-reply", 12 << 20)  # float32s: 48 MiB
+    with WorkerPool(1, apps.probe_app, {}, NUM_CLIENTS) as pool:
+        grid = LocalGrid(pool, NUM_CLIENTS)
+        replies = grid.send_and_receive(_messages(grid, [1]), timeout=60)
+        assert pool.stats.workers_replaced == 1
+        assert pool._reply_allowance < (12 << 20) * 4 - pool_module.REPLY_BATCH_SLACK_BYTES
+        after = grid.send_and_receive(_messages(grid, [0, 2]), timeout=60)
+    (refused,) = replies
+    assert refused.has_error() and "sent a reply batch over" in refused.error.reason
+    assert "killed and replaced" in refused.error.reason
+    assert not any(reply.has_error() for reply in after)  # the fresh worker goes on
