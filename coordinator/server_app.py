@@ -39,6 +39,7 @@ from protos.report_pb2 import RoundReport, RunReport, Versions
 
 from . import strategy_state
 from .aggregation import model_sha256
+from .background_call import BackgroundCall
 from .checkpoint import Checkpoint, write_checkpoint
 from .config import FederationConfig
 from .file_writes import BackgroundWrites
@@ -321,7 +322,13 @@ def _run_round(
     central_evaluate: CentralEvaluate | None,
     timeout: float,
 ) -> dict[str, np.ndarray]:
-    """One round: train, federated evaluation, central evaluation. Returns the new weights."""
+    """One round: train, federated evaluation, central evaluation. Returns the new weights.
+
+    The central evaluation of the new model needs no client reply: it runs on its own thread
+    while the grid runs the federated evaluation batch (:func:`_evaluate`), and its outcome
+    (its values, or its exception) is taken once that batch is aggregated, as it was when it
+    ran after it.
+    """
     client_config = ConfigRecord({**config.client_config(server_round)})
     messages = strategy.configure_train(server_round, _arrays(global_weights), client_config, grid)
     replies = grid.send_and_receive(messages, timeout=timeout)
@@ -330,18 +337,30 @@ def _run_round(
     new_weights = {name: np.asarray(array.numpy()) for name, array in new_arrays.items()}
     round_report = strategy.round_report(server_round)
 
-    if config.fraction_evaluate > 0.0:
-        messages = strategy.configure_evaluate(server_round, new_arrays, client_config, grid)
-        replies = grid.send_and_receive(messages, timeout=timeout)
-        strategy.aggregate_evaluate(server_round, replies)
-    else:
-        round_report.federated_eval_loss = math.nan
-        round_report.federated_eval_accuracy = math.nan
-
+    central: BackgroundCall[tuple[float, float]] | None = None
     if central_evaluate is not None:
-        loss, accuracy = central_evaluate(
-            {name: array.copy() for name, array in new_weights.items()}
+        # A copy: the evaluation must not see (or make) changes to the returned weights.
+        copies = {name: array.copy() for name, array in new_weights.items()}
+        central = BackgroundCall(
+            functools.partial(central_evaluate, copies), name="sandflower-central-evaluation"
         )
+    try:
+        if config.fraction_evaluate > 0.0:
+            messages = strategy.configure_evaluate(server_round, new_arrays, client_config, grid)
+            replies = grid.send_and_receive(messages, timeout=timeout)
+            strategy.aggregate_evaluate(server_round, replies)
+        else:
+            round_report.federated_eval_loss = math.nan
+            round_report.federated_eval_accuracy = math.nan
+    except Exception:
+        # The federated evaluation's error wins (the central one was never reached before);
+        # the evaluation thread is let finish so that nothing runs on past the round.
+        if central is not None:
+            central.wait()
+        raise
+
+    if central is not None:
+        loss, accuracy = central.result()
         round_report.central_loss = float(loss)
         round_report.central_accuracy = float(accuracy)
     else:

@@ -9,6 +9,9 @@ import csv
 import functools
 import json
 import math
+import threading
+import time
+import traceback
 
 import numpy as np
 import pytest
@@ -531,3 +534,102 @@ def test_the_run_folder_leaves_unmeasured_figures_empty_and_keeps_integers(tmp_p
     assert not failed_client.HasField("train_loss")
     assert run_config_of(loaded)["num-rounds"] == 1
     assert type(run_config_of(loaded)["local-epochs"]) is int
+
+
+# -- central evaluation overlapped with the federated evaluation batch ------------------------
+class EvaluateWaitsGrid(InProcessGrid):
+    """Its evaluate batches wait (up to ``patience`` s) for ``event`` before they reply."""
+
+    def __init__(self, event: threading.Event, patience: float = 10.0):
+        super().__init__(3)
+        self.event = event
+        self.patience = patience
+        self.event_seen: list[bool] = []
+
+    def send_and_receive(self, messages, *, timeout=None):
+        messages = list(messages)
+        if messages and messages[0].metadata.message_type == "evaluate":
+            self.event_seen.append(self.event.wait(self.patience))
+        return super().send_and_receive(messages, timeout=timeout)
+
+
+def test_central_evaluation_runs_while_the_clients_evaluate(tmp_path):
+    started = threading.Event()
+
+    def signalling_central_evaluate(arrays):
+        started.set()
+        return central_evaluate(arrays)
+
+    grid = EvaluateWaitsGrid(started)
+    config = FederationConfig.from_run_config(run_config(tmp_path, num_rounds=2))
+    report = run_rounds_on_grid(
+        grid, config, central_evaluate=signalling_central_evaluate, write_report=write_json_only
+    )
+    # Each evaluate batch saw the central evaluation already started (in line, after the
+    # batch, it would not have been: the wait would time out).
+    assert grid.event_seen == [True, True]
+    reference = run_rounds_on_grid(
+        InProcessGrid(3),
+        FederationConfig.from_run_config(run_config(tmp_path / "in-line", num_rounds=2)),
+        central_evaluate=central_evaluate,
+        write_report=write_json_only,
+    )
+    assert [(r.central_loss, r.central_accuracy) for r in report.rounds] == [
+        (r.central_loss, r.central_accuracy) for r in reference.rounds
+    ]
+    assert report.final_model_sha256 == reference.final_model_sha256
+
+
+class CentralEvaluationBroke(ValueError):
+    pass
+
+
+def failing_central_evaluate(arrays):
+    raise CentralEvaluationBroke("test set unreadable")
+
+
+def test_a_central_evaluation_error_fails_the_run_with_that_error(tmp_path):
+    config = FederationConfig.from_run_config(run_config(tmp_path, num_rounds=2))
+    with pytest.raises(CentralEvaluationBroke, match="test set unreadable") as raised:
+        run_rounds_on_grid(
+            InProcessGrid(3),
+            config,
+            central_evaluate=failing_central_evaluate,
+            write_report=write_json_only,
+        )
+    # The evaluation's own exception, with the traceback of where it was raised.
+    assert traceback.extract_tb(raised.value.__traceback__)[-1].name == "failing_central_evaluate"
+    report = load_report(tmp_path / "run")
+    assert report.status == "failed"
+    assert report.error == "CentralEvaluationBroke: test set unreadable"
+    assert len(report.rounds) == 0
+
+
+class EvaluateBrokeGrid(InProcessGrid):
+    def send_and_receive(self, messages, *, timeout=None):
+        messages = list(messages)
+        if messages and messages[0].metadata.message_type == "evaluate":
+            raise ConnectionError("grid lost")
+        return super().send_and_receive(messages, timeout=timeout)
+
+
+def test_a_federated_evaluation_error_wins_and_the_central_one_is_waited_for(tmp_path):
+    finished = threading.Event()
+
+    def slow_failing_central_evaluate(arrays):
+        time.sleep(0.2)
+        finished.set()
+        raise CentralEvaluationBroke("never reported")
+
+    config = FederationConfig.from_run_config(run_config(tmp_path, num_rounds=2))
+    with pytest.raises(ConnectionError, match="grid lost"):
+        run_rounds_on_grid(
+            EvaluateBrokeGrid(3),
+            config,
+            central_evaluate=slow_failing_central_evaluate,
+            write_report=write_json_only,
+        )
+    # Nothing of the round runs on after the run returned.
+    assert finished.is_set()
+    report = load_report(tmp_path / "run")
+    assert report.status == "failed" and report.error == "ConnectionError: grid lost"
