@@ -26,12 +26,12 @@ import math
 import platform
 import time
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message
 from flwr.serverapp import Grid, ServerApp
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -58,6 +58,20 @@ REPLY_TIMEOUT_SECONDS = 3600.0
 CentralEvaluate = Callable[[dict[str, np.ndarray]], tuple[float, float]]
 OnRound = Callable[[RoundReport], None]
 WriteReport = Callable[[Path, RunReport], None]
+
+
+class StreamingGrid(Protocol):
+    """A grid whose ``streams_replies`` is true: it calls ``on_reply`` as each reply arrives."""
+
+    def send_and_receive(
+        self,
+        messages: Iterable[Message],
+        *,
+        timeout: float | None = None,
+        on_reply: Callable[[Message], None] | None = None,
+    ) -> Iterable[Message]:
+        """Send ``messages``; return their replies, calling ``on_reply`` on each as it comes."""
+        ...
 
 
 class FederationFailedError(RuntimeError):
@@ -331,7 +345,15 @@ def _run_round(
     """
     client_config = ConfigRecord({**config.client_config(server_round)})
     messages = strategy.configure_train(server_round, _arrays(global_weights), client_config, grid)
-    replies = grid.send_and_receive(messages, timeout=timeout)
+    if getattr(grid, "streams_replies", False):
+        # Each reply is validated as it arrives, while the other clients still train.
+        replies = cast(StreamingGrid, grid).send_and_receive(
+            messages,
+            timeout=timeout,
+            on_reply=functools.partial(strategy.receive_train_reply, server_round),
+        )
+    else:
+        replies = grid.send_and_receive(messages, timeout=timeout)
     new_arrays, _ = strategy.aggregate_train(server_round, replies)
     assert new_arrays is not None  # aggregate_train raises instead of returning None
     new_weights = {name: np.asarray(array.numpy()) for name, array in new_arrays.items()}

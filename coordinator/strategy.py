@@ -124,6 +124,11 @@ class _RoundState:
         default_factory=dict
     )
     payload_bytes: int = 0
+    # Train replies validated as they arrived (:meth:`DeltaStrategy.receive_train_reply`):
+    # id(message) -> (the message, its validation, its work metrics).
+    received: dict[int, tuple[Message, TrainReply, tuple[int, int] | None]] = field(
+        default_factory=dict
+    )
 
 
 class DeltaStrategy(Strategy):
@@ -250,19 +255,16 @@ class DeltaStrategy(Strategy):
             When ``server_round`` was not configured by :meth:`configure_train`.
         """
         state = self._state(server_round)
-        shapes = {name: array.shape for name, array in state.global_weights.items()}
         replies = list(replies)
+        # Each reply's validation and work metrics: those :meth:`receive_train_reply` made as
+        # it arrived, else made now (the same calls on the same message: the same results).
+        received = [self._received_or_check(state, message, server_round) for message in replies]
+        state.received.clear()
         work: dict[int, tuple[int, int] | None] = {}
-        for message in replies:
+        for message, (_, done) in zip(replies, received, strict=True):
             # The first reply of a node counts (as in _admit): a duplicate cannot overwrite it.
-            work.setdefault(int(message.metadata.src_node_id), work_done(message))
-        checked = _admit(
-            [
-                check_train_reply(reply, shapes, self.max_delta_norm, server_round=server_round)
-                for reply in replies
-            ],
-            state.train_nodes,
-        )
+            work.setdefault(int(message.metadata.src_node_id), done)
+        checked = _admit([reply for reply, _ in received], state.train_nodes)
         checked += [
             TrainReply(node_id, FAILED, "no reply before the timeout")
             for node_id in sorted(set(state.train_nodes) - {reply.node_id for reply in checked})
@@ -348,6 +350,43 @@ class DeltaStrategy(Strategy):
             else MetricRecord()
         )
         return arrays, metrics
+
+    def receive_train_reply(self, server_round: int, message: Message) -> None:
+        """Validate one train reply of ``server_round`` as it arrives; keep the result.
+
+        A grid that streams its replies (the local engine's ``on_reply``) calls this while the
+        other clients still train, so that :meth:`aggregate_train` finds the validation done
+        instead of doing it after the last reply, when the workers wait for the next batch.
+        Only the per-reply work moves: which replies are admitted, in which order, and
+        everything that depends on the whole round stays in :meth:`aggregate_train`, which
+        uses a kept result only for the very message object it was made from.
+        """
+        state = self._rounds.get(server_round)
+        if state is None:
+            return  # not a round this adapter configured: aggregate_train will say so
+        try:
+            checked, done = self._check_train(state, message, server_round)
+        except Exception:
+            # Never into the grid's receive loop (the other replies are still coming): not
+            # kept, so aggregate_train checks this message again and fails as it always did.
+            return
+        state.received[id(message)] = (message, checked, done)
+
+    def _received_or_check(
+        self, state: _RoundState, message: Message, server_round: int
+    ) -> tuple[TrainReply, tuple[int, int] | None]:
+        kept = state.received.get(id(message))
+        if kept is not None and kept[0] is message:
+            return kept[1], kept[2]
+        return self._check_train(state, message, server_round)
+
+    def _check_train(
+        self, state: _RoundState, message: Message, server_round: int
+    ) -> tuple[TrainReply, tuple[int, int] | None]:
+        """One train reply's validation and its (steps done, steps planned) metrics."""
+        shapes = {name: array.shape for name, array in state.global_weights.items()}
+        checked = check_train_reply(message, shapes, self.max_delta_norm, server_round=server_round)
+        return checked, work_done(message)
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid

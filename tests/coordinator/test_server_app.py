@@ -633,3 +633,47 @@ def test_a_federated_evaluation_error_wins_and_the_central_one_is_waited_for(tmp
     assert finished.is_set()
     report = load_report(tmp_path / "run")
     assert report.status == "failed" and report.error == "ConnectionError: grid lost"
+
+
+class StreamingGrid(InProcessGrid):
+    """Calls ``on_reply`` with each reply, last first (a grid that streams its replies)."""
+
+    streams_replies = True
+
+    def __init__(self, node_id_seed, behaviours=None):
+        super().__init__(node_id_seed, behaviours)
+        self.streamed: list[str] = []
+
+    def send_and_receive(self, messages, *, timeout=None, on_reply=None):
+        replies = list(super().send_and_receive(messages, timeout=timeout))
+        if on_reply is not None:
+            for reply in reversed(replies):
+                self.streamed.append(reply.metadata.message_type)
+                on_reply(reply)
+        return replies
+
+
+def test_a_streaming_grid_gets_the_train_replies_validated_on_arrival_same_report(tmp_path):
+    behaviours = {0: "error", 3: "nan"}
+    streaming = StreamingGrid(4, behaviours)
+    reports = [
+        run_rounds_on_grid(
+            grid,
+            FederationConfig.from_run_config(run_config(tmp_path / name, num_rounds=2)),
+            central_evaluate=central_evaluate,
+            write_report=write_json_only,
+        )
+        for name, grid in (("streamed", streaming), ("batch", InProcessGrid(4, behaviours)))
+    ]
+    # Train replies only (the evaluation replies are read after their batch).
+    assert streaming.streamed == ["train"] * 2 * NUM_CLIENTS
+    for report in reports:
+        for round_report in report.rounds:
+            round_report.wall_seconds = 0.0
+    streamed, batch = reports
+    assert [r.SerializeToString(deterministic=True) for r in streamed.rounds] == [
+        r.SerializeToString(deterministic=True) for r in batch.rounds
+    ]
+    assert streamed.final_model_sha256 == batch.final_model_sha256
+    assert [r.clients_rejected for r in streamed.rounds] == [1, 1]
+    assert [r.clients_failed for r in streamed.rounds] == [1, 1]
