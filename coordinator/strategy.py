@@ -129,6 +129,11 @@ class _RoundState:
     received: dict[int, tuple[Message, TrainReply, tuple[int, int] | None]] = field(
         default_factory=dict
     )
+    # The rule's content of each OK reply, built on arrival: id(delta) -> (the delta, the
+    # num-examples it was built with, the content); reused only for that delta and count.
+    contents: dict[int, tuple[Mapping[str, np.ndarray], int, RecordDict]] = field(
+        default_factory=dict
+    )
 
 
 class DeltaStrategy(Strategy):
@@ -185,6 +190,7 @@ class DeltaStrategy(Strategy):
         self._bulyan_selection = rules.BulyanSelection()
         if isinstance(flower_strategy, Bulyan):
             self._bulyan_selection.install(flower_strategy)
+        rules.skip_train_metrics(flower_strategy)
 
     # -- Strategy interface -------------------------------------------------------------------
     def summary(self) -> None:
@@ -371,6 +377,11 @@ class DeltaStrategy(Strategy):
             # kept, so aggregate_train checks this message again and fails as it always did.
             return
         state.received[id(message)] = (message, checked, done)
+        if checked.ok and checked.delta is not None:
+            # The copy Flower's rule will read: made now, unless the aggregation clips this
+            # delta or its weight (then it is made again from what the rule must see).
+            content = delta_content(checked)
+            state.contents[id(checked.delta)] = (checked.delta, checked.num_examples, content)
 
     def _received_or_check(
         self, state: _RoundState, message: Message, server_round: int
@@ -703,7 +714,8 @@ class DeltaStrategy(Strategy):
     ) -> tuple[dict[str, np.ndarray], list[attribution.Attribution]]:
         """Run the Flower rule on the usable deltas; return its output and the attributions."""
         inner = self.flower_strategy
-        contents = [delta_content(reply) for reply in usable]
+        contents = [_content_of(state, reply) for reply in usable]
+        state.contents.clear()
         # Flower's median and trimmed mean pop arrays out of the replies they are given, so
         # the attribution below needs its own references to the deltas.
         deltas = [reply.delta for reply in usable]
@@ -740,6 +752,18 @@ class DeltaStrategy(Strategy):
             bulyan_picked=self._bulyan_selection.picked,
         )
         return update, notes
+
+
+def _content_of(state: _RoundState, reply: TrainReply) -> RecordDict:
+    """Return the rule's content of ``reply``.
+
+    The one built on arrival when it holds this very delta and weight, else a new one (a
+    clipped delta or weight is a new value).
+    """
+    kept = state.contents.get(id(reply.delta))
+    if kept is not None and kept[0] is reply.delta and kept[1] == reply.num_examples:
+        return kept[2]
+    return delta_content(reply)
 
 
 def _admit(replies: list[Reply], expected_nodes: Sequence[int]) -> list[Reply]:

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.app.error import Error
+from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
+from coordinator import rules
 from coordinator import strategy as strategy_module
+from coordinator.round_messages import delta_content
+from coordinator.validation import TrainReply, WeightPolicy
 from protos.contract import ClientErrorCode
-from protos.report_pb2 import REJECTED
+from protos.report_pb2 import OK, REJECTED
 from tests.coordinator.test_strategy import (
     NODES,
     SHAPES,
@@ -142,3 +146,79 @@ def test_replies_of_an_unconfigured_round_are_ignored_on_arrival():
     strategy.receive_train_reply(2, replies[0])  # round 2 was never configured
     with pytest.raises(strategy_module.StrategyStateError):
         strategy.aggregate_train(2, replies)
+
+
+RULES = [
+    ("fedavg", {}),
+    ("fedadam", {"beta_1": 0.9, "beta_2": 0.99, "tau": 1e-3}),
+    ("fedmedian", {}),
+    ("krum", {"num_malicious_nodes": 1}),
+    ("bulyan", {"num_malicious_nodes": 0}),
+]
+
+
+def clipping_round(strategy, seed=5):
+    """Round 1 on all NODES: a delta above the clip norm, an inflated claim, an inf delta."""
+    rng = np.random.default_rng(seed)
+    strategy.clip_delta_norm = 1.0
+    strategy.weight_policy = WeightPolicy(max_examples_ratio=2.0)
+    global_weights = random_arrays(rng)
+    messages = list(
+        strategy.configure_train(1, arrays_of(global_weights), ConfigRecord({}), ListGrid(NODES))
+    )
+    deltas = [random_arrays(rng, 0.05) for _ in messages]
+    deltas[1] = random_arrays(rng, 30.0)  # clipped to norm 1
+    deltas[3]["layer0.weight"][0, 0] = np.inf
+    counts = [10, 20, 10, 10, 10**12]  # the last claim is clipped to 2x the median
+    return [reply(m, d, c) for m, d, c in zip(messages, deltas, counts, strict=True)]
+
+
+@pytest.mark.parametrize("name, params", RULES)
+def test_streamed_contents_are_rebuilt_where_the_aggregation_clips(name, params):
+    batch = make(name, params)
+    batch_arrays, _ = batch.aggregate_train(1, clipping_round(batch))
+    streamed = make(name, params)
+    replies = clipping_round(streamed)
+    for message in replies[::-1]:
+        streamed.receive_train_reply(1, message)
+    streamed_arrays, _ = streamed.aggregate_train(1, replies)
+    assert report_bytes(streamed) == report_bytes(batch)
+    for array_name in SHAPES:
+        streamed_bytes = numpy_of(streamed_arrays)[array_name].tobytes()
+        assert streamed_bytes == numpy_of(batch_arrays)[array_name].tobytes()
+    report = streamed.round_report(1)
+    assert report.clients_clipped == 1 and report.clients_weight_clipped == 1
+    assert report.clients_rejected == 1
+
+
+def test_a_content_built_on_arrival_is_used_only_for_its_own_delta_and_weight(monkeypatch):
+    strategy = make("fedavg")
+    replies = clipping_round(strategy)
+    for message in replies:
+        strategy.receive_train_reply(1, message)
+    built = []
+    monkeypatch.setattr(
+        strategy_module, "delta_content", lambda reply: built.append(reply) or delta_content(reply)
+    )
+    strategy.aggregate_train(1, replies)
+    # Rebuilt: the clipped delta (node 1) and the clipped weight (node 4), nothing else.
+    clipped = sorted(replies[index].metadata.src_node_id for index in (1, 4))
+    assert sorted(reply.node_id for reply in built) == clipped
+
+
+def test_the_train_metrics_aggregation_is_skipped_only_where_it_returned_nothing():
+    contents = [
+        delta_content(TrainReply(node, OK, "", delta={"w": np.ones(3, np.float32)}, num_examples=n))
+        for node, n in ((1, 3), (2, 2**62))
+    ]
+    # Flower's default on the adapter's contents: an empty record, whatever the weights.
+    assert aggregate_metricrecords(contents, "num-examples") == MetricRecord()
+    assert rules.no_train_metrics(contents, "num-examples") == MetricRecord()
+    for name, params in RULES:
+        strategy = make(name, params)
+        assert strategy.flower_strategy.train_metrics_aggr_fn is rules.no_train_metrics, name
+    own = make("fedavg").flower_strategy
+    custom = lambda contents, key: MetricRecord({"x": 1.0})  # noqa: E731
+    own.train_metrics_aggr_fn = custom
+    rules.skip_train_metrics(own)
+    assert own.train_metrics_aggr_fn is custom  # a caller's own aggregation is kept
