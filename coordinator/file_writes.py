@@ -31,12 +31,17 @@ class BackgroundWrites:
         self._pending: collections.deque[Future] = collections.deque()
         self._max_pending = max_pending
 
-    def submit(self, write: Callable[[], object]) -> None:
-        """Queue ``write``; raise the error of an earlier write that failed, if any."""
+    def submit(self, write: Callable[[], object]) -> Future:
+        """Queue ``write``; raise the error of an earlier write that failed, if any.
+
+        Returns the write's Future (to wait for it; its error is raised here later anyway).
+        """
         self._collect(wait_for=len(self._pending) - self._max_pending + 1)
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="sandflower-writes")
-        self._pending.append(self._executor.submit(write))
+        future = self._executor.submit(write)
+        self._pending.append(future)
+        return future
 
     def flush(self) -> None:
         """Wait for every queued write; raise the first error among them."""
