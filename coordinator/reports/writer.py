@@ -3,7 +3,9 @@
 The coordinator calls :func:`write_run` after every round, so a run that crashes after round k
 leaves a valid report of k rounds. Every file is replaced atomically (a temporary file in the
 same folder, then ``os.replace``), and all four are rendered in memory before the first one is
-replaced: a failure while rendering leaves the previous files as they were.
+replaced: a failure while rendering leaves the previous files as they were. Given the run's
+:class:`coordinator.file_writes.BackgroundWrites`, the rendering too happens on its thread, from
+a snapshot of the report taken when :func:`write_run` is called.
 """
 
 from __future__ import annotations
