@@ -53,7 +53,7 @@ from protos import contract
 from protos.report_pb2 import FAILED, OK, REJECTED, ClientResult, RoundReport
 
 from . import attribution, clock, rules
-from .aggregation import apply_server_step, cosine_similarity, l2_norm, weighted_mean
+from .aggregation import CosineTo, apply_server_step, l2_norm, weighted_mean
 from .round_messages import (
     ARRAYS_KEY,
     CONFIG_KEY,
@@ -131,9 +131,7 @@ class _RoundState:
     )
     # The rule's content of each OK reply, built on arrival: id(delta) -> (the delta, the
     # num-examples it was built with, the content); reused only for that delta and count.
-    contents: dict[int, tuple[Mapping[str, np.ndarray], int, RecordDict]] = field(
-        default_factory=dict
-    )
+    contents: dict[int, tuple[Mapping[str, np.ndarray], int, Message]] = field(default_factory=dict)
 
 
 class DeltaStrategy(Strategy):
@@ -340,10 +338,11 @@ class DeltaStrategy(Strategy):
         new_weights = apply_server_step(state.global_weights, update, scale)
         applied = {name: scale * np.asarray(update[name], np.float64) for name in update}
         report.update_norm = l2_norm(applied)
+        cosine_to_update = CosineTo(applied)
         for reply in checked:
             delta = reply.delta if reply.delta is not None else reply.rejected_delta
             if delta is not None:
-                clients[reply.node_id].cosine_to_update = cosine_similarity(delta, applied)
+                clients[reply.node_id].cosine_to_update = cosine_to_update(delta)
         for reply, note in zip(usable, notes, strict=True):
             result = clients[reply.node_id]
             result.aggregation_weight = note.weight
@@ -380,8 +379,11 @@ class DeltaStrategy(Strategy):
         if checked.ok and checked.delta is not None:
             # The copy Flower's rule will read: made now, unless the aggregation clips this
             # delta or its weight (then it is made again from what the rule must see).
-            content = delta_content(checked)
-            state.contents[id(checked.delta)] = (checked.delta, checked.num_examples, content)
+            state.contents[id(checked.delta)] = (
+                checked.delta,
+                checked.num_examples,
+                _rule_message(checked, server_round),
+            )
 
     def _received_or_check(
         self, state: _RoundState, message: Message, server_round: int
@@ -714,8 +716,9 @@ class DeltaStrategy(Strategy):
     ) -> tuple[dict[str, np.ndarray], list[attribution.Attribution]]:
         """Run the Flower rule on the usable deltas; return its output and the attributions."""
         inner = self.flower_strategy
-        contents = [_content_of(state, reply) for reply in usable]
+        messages = [_rule_message_of(state, reply, server_round) for reply in usable]
         state.contents.clear()
+        contents = [message.content for message in messages]
         # Flower's median and trimmed mean pop arrays out of the replies they are given, so
         # the attribution below needs its own references to the deltas.
         deltas = [reply.delta for reply in usable]
@@ -723,11 +726,6 @@ class DeltaStrategy(Strategy):
         ranks = rules.krum_ranks(inner, contents)
         rules.prime_reference(inner, state.global_weights)
         self._bulyan_selection.picked = None
-        messages = [
-            # Flower's typed overloads leave out `metadata`, which Message.__init__ takes.
-            Message(content=content, metadata=reply_metadata(reply.node_id, server_round))  # type: ignore[call-overload]
-            for content, reply in zip(contents, usable, strict=True)
-        ]
         try:
             aggregated, _ = inner.aggregate_train(server_round, messages)
         except (AggregationError, InconsistentMessageReplies, ValueError) as error:
@@ -754,8 +752,8 @@ class DeltaStrategy(Strategy):
         return update, notes
 
 
-def _content_of(state: _RoundState, reply: TrainReply) -> RecordDict:
-    """Return the rule's content of ``reply``.
+def _rule_message_of(state: _RoundState, reply: TrainReply, server_round: int) -> Message:
+    """Return the reply Flower's rule gets for ``reply``.
 
     The one built on arrival when it holds this very delta and weight, else a new one (a
     clipped delta or weight is a new value).
@@ -763,7 +761,14 @@ def _content_of(state: _RoundState, reply: TrainReply) -> RecordDict:
     kept = state.contents.get(id(reply.delta))
     if kept is not None and kept[0] is reply.delta and kept[1] == reply.num_examples:
         return kept[2]
-    return delta_content(reply)
+    return _rule_message(reply, server_round)
+
+
+def _rule_message(reply: TrainReply, server_round: int) -> Message:
+    """Build a fresh reply for Flower's rule: the delta and weight only (``delta_content``)."""
+    metadata = reply_metadata(reply.node_id, server_round)
+    # Flower's typed overloads leave out `metadata`, which Message.__init__ takes.
+    return Message(content=delta_content(reply), metadata=metadata)  # type: ignore[call-overload]
 
 
 def _admit(replies: list[Reply], expected_nodes: Sequence[int]) -> list[Reply]:
