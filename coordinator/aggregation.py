@@ -123,6 +123,36 @@ def cosine_similarity(first: Arrays, second: Arrays) -> float:
     return max(-1.0, min(1.0, dot / norms))
 
 
+class CosineTo:
+    """:func:`cosine_similarity` of many updates against one ``reference``, with the same bits.
+
+    The reference's float64 values and norm are computed once instead of once per update (a
+    1000-client round compares every reply's delta with the applied update); each update's
+    dot product and norm are summed in the same order as :func:`cosine_similarity` sums them.
+    """
+
+    def __init__(self, reference: Arrays) -> None:
+        self._reference = reference
+        self._values = {
+            name: np.asarray(array, np.float64).ravel() for name, array in reference.items()
+        }
+        self._norm = l2_norm(reference)
+
+    def __call__(self, update: Arrays) -> float:
+        """Return ``cosine_similarity(update, reference)``."""
+        _check_same_layout(update, self._reference, "first", "second")
+        dot = 0.0
+        total = 0.0
+        for name in update:
+            values = np.asarray(update[name], np.float64).ravel()
+            dot += float(np.dot(values, self._values[name]))
+            total += float(np.dot(values, values))
+        norms = math.sqrt(total) * self._norm
+        if not (math.isfinite(dot) and math.isfinite(norms)) or norms == 0.0:
+            return math.nan
+        return max(-1.0, min(1.0, dot / norms))
+
+
 def model_sha256(arrays: Arrays) -> str:
     """sha256 of a model: for each array in sorted name order, its name, shape and bytes.
 

@@ -3,9 +3,10 @@
 Replacing a file that exists (``os.replace`` over it, as every atomic rewrite does) makes ext4
 (``auto_da_alloc``, the default) push the new file's data out before the rename completes:
 measured 2-4 ms of wall time per file against 0.3 ms of CPU, so the report files and the
-checkpoint cost a default-scenario round ~10-15 ms of waiting. The coordinator renders every
-file in memory itself (the report changes as the next round runs) and hands the writes to
-:class:`BackgroundWrites`, whose single thread performs them in submission order: a checkpoint
+checkpoint cost a default-scenario round ~10-15 ms of waiting. The coordinator hands
+:class:`BackgroundWrites` writes whose contents cannot change any more (a checkpoint's rendered
+bytes; the report files' job renders them from a snapshot, ``reports.writer.write_run``),
+and its single thread performs them in submission order: a checkpoint
 submitted before a report still lands before it, and each file is still replaced atomically.
 A process that dies loses only the writes still queued, so the folder shows an earlier round,
 never a partial one. :meth:`BackgroundWrites.flush` waits for every write (the run's end, an
@@ -31,12 +32,17 @@ class BackgroundWrites:
         self._pending: collections.deque[Future] = collections.deque()
         self._max_pending = max_pending
 
-    def submit(self, write: Callable[[], object]) -> None:
-        """Queue ``write``; raise the error of an earlier write that failed, if any."""
+    def submit(self, write: Callable[[], object]) -> Future:
+        """Queue ``write``; raise the error of an earlier write that failed, if any.
+
+        Returns the write's Future (to wait for it; its error is raised here later anyway).
+        """
         self._collect(wait_for=len(self._pending) - self._max_pending + 1)
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="sandflower-writes")
-        self._pending.append(self._executor.submit(write))
+        future = self._executor.submit(write)
+        self._pending.append(future)
+        return future
 
     def flush(self) -> None:
         """Wait for every queued write; raise the first error among them."""

@@ -7,7 +7,8 @@
   aggregated delta (FedOpt's ``current_arrays``, FedAvgM's);
 - how to learn what a selecting rule picked (MultiKrum's ranking, Bulyan's selection rule) and
   turn it into the report's per-client attribution (median, trimmed mean, weighted means);
-- how many replies a rule needs, for the hint when it refuses to aggregate (Bulyan).
+- how many replies a rule needs, for the hint when it refuses to aggregate (Bulyan);
+- that the rule's train-metrics aggregation has nothing to do on the adapter's contents.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, RecordDict
+from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
 from flwr.serverapp.strategy import Bulyan, FedAvgM, FedMedian, FedTrimmedAvg, MultiKrum, Strategy
 from flwr.serverapp.strategy.fedopt import FedOpt
 from flwr.serverapp.strategy.multikrum import select_multikrum
+from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from . import attribution
 from .aggregation import zeros_like
@@ -44,6 +46,23 @@ def prime_reference(strategy: Strategy, global_weights: Mapping[str, np.ndarray]
         strategy.current_arrays = zeros
     elif isinstance(strategy, FedAvgM):
         strategy.current_arrays = ArrayRecord({name: Array(array) for name, array in zeros.items()})
+
+
+def skip_train_metrics(strategy: Strategy) -> None:
+    """Make the rule's train-metrics aggregation return an empty MetricRecord without work.
+
+    The adapter hands a rule contents whose only metric is the weighting key
+    (``round_messages.delta_content``), which Flower's default ``aggregate_metricrecords``
+    leaves out of its result: it always returned an empty record (its weights are >= 1, so
+    it never raised), and the adapter never reads it. Only Flower's default is replaced.
+    """
+    if getattr(strategy, "train_metrics_aggr_fn", None) is aggregate_metricrecords:
+        strategy.train_metrics_aggr_fn = no_train_metrics  # type: ignore[attr-defined]
+
+
+def no_train_metrics(contents: Sequence[RecordDict], weighting_metric_name: str) -> MetricRecord:
+    """Return what ``aggregate_metricrecords`` returns when the only metric is the weight."""
+    return MetricRecord()
 
 
 class BulyanSelection:

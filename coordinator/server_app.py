@@ -26,12 +26,12 @@ import math
 import platform
 import time
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message
 from flwr.serverapp import Grid, ServerApp
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -39,6 +39,7 @@ from protos.report_pb2 import RoundReport, RunReport, Versions
 
 from . import strategy_state
 from .aggregation import model_sha256
+from .background_call import BackgroundCall
 from .checkpoint import Checkpoint, write_checkpoint
 from .config import FederationConfig
 from .file_writes import BackgroundWrites
@@ -58,6 +59,20 @@ REPLY_TIMEOUT_SECONDS = 3600.0
 CentralEvaluate = Callable[[dict[str, np.ndarray]], tuple[float, float]]
 OnRound = Callable[[RoundReport], None]
 WriteReport = Callable[[Path, RunReport], None]
+
+
+class StreamingGrid(Protocol):
+    """A grid whose ``streams_replies`` is true: it calls ``on_reply`` as each reply arrives."""
+
+    def send_and_receive(
+        self,
+        messages: Iterable[Message],
+        *,
+        timeout: float | None = None,
+        on_reply: Callable[[Message], None] | None = None,
+    ) -> Iterable[Message]:
+        """Send ``messages``; return their replies, calling ``on_reply`` on each as it comes."""
+        ...
 
 
 class FederationFailedError(RuntimeError):
@@ -325,27 +340,53 @@ def _run_round(
     central_evaluate: CentralEvaluate | None,
     timeout: float,
 ) -> dict[str, np.ndarray]:
-    """One round: train, federated evaluation, central evaluation. Returns the new weights."""
+    """One round: train, federated evaluation, central evaluation. Returns the new weights.
+
+    The central evaluation of the new model needs no client reply: it runs on its own thread
+    while the grid runs the federated evaluation batch (:func:`_evaluate`), and its outcome
+    (its values, or its exception) is taken once that batch is aggregated, as it was when it
+    ran after it.
+    """
     client_config = ConfigRecord({**config.client_config(server_round)})
     messages = strategy.configure_train(server_round, _arrays(global_weights), client_config, grid)
-    replies = grid.send_and_receive(messages, timeout=timeout)
+    if getattr(grid, "streams_replies", False):
+        # Each reply is validated as it arrives, while the other clients still train.
+        replies = cast(StreamingGrid, grid).send_and_receive(
+            messages,
+            timeout=timeout,
+            on_reply=functools.partial(strategy.receive_train_reply, server_round),
+        )
+    else:
+        replies = grid.send_and_receive(messages, timeout=timeout)
     new_arrays, _ = strategy.aggregate_train(server_round, replies)
     assert new_arrays is not None  # aggregate_train raises instead of returning None
     new_weights = {name: np.asarray(array.numpy()) for name, array in new_arrays.items()}
     round_report = strategy.round_report(server_round)
 
-    if config.fraction_evaluate > 0.0:
-        messages = strategy.configure_evaluate(server_round, new_arrays, client_config, grid)
-        replies = grid.send_and_receive(messages, timeout=timeout)
-        strategy.aggregate_evaluate(server_round, replies)
-    else:
-        round_report.federated_eval_loss = math.nan
-        round_report.federated_eval_accuracy = math.nan
-
+    central: BackgroundCall[tuple[float, float]] | None = None
     if central_evaluate is not None:
-        loss, accuracy = central_evaluate(
-            {name: array.copy() for name, array in new_weights.items()}
+        # A copy: the evaluation must not see (or make) changes to the returned weights.
+        copies = {name: array.copy() for name, array in new_weights.items()}
+        central = BackgroundCall(
+            functools.partial(central_evaluate, copies), name="sandflower-central-evaluation"
         )
+    try:
+        if config.fraction_evaluate > 0.0:
+            messages = strategy.configure_evaluate(server_round, new_arrays, client_config, grid)
+            replies = grid.send_and_receive(messages, timeout=timeout)
+            strategy.aggregate_evaluate(server_round, replies)
+        else:
+            round_report.federated_eval_loss = math.nan
+            round_report.federated_eval_accuracy = math.nan
+    except Exception:
+        # The federated evaluation's error wins (the central one was never reached before);
+        # the evaluation thread is let finish so that nothing runs on past the round.
+        if central is not None:
+            central.wait()
+        raise
+
+    if central is not None:
+        loss, accuracy = central.result()
         round_report.central_loss = float(loss)
         round_report.central_accuracy = float(accuracy)
     else:

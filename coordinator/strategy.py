@@ -53,7 +53,7 @@ from protos import contract
 from protos.report_pb2 import FAILED, OK, REJECTED, ClientResult, RoundReport
 
 from . import attribution, clock, rules
-from .aggregation import apply_server_step, cosine_similarity, l2_norm, weighted_mean
+from .aggregation import CosineTo, apply_server_step, l2_norm, weighted_mean
 from .round_messages import (
     ARRAYS_KEY,
     CONFIG_KEY,
@@ -124,6 +124,14 @@ class _RoundState:
         default_factory=dict
     )
     payload_bytes: int = 0
+    # Train replies validated as they arrived (:meth:`DeltaStrategy.receive_train_reply`):
+    # id(message) -> (the message, its validation, its work metrics).
+    received: dict[int, tuple[Message, TrainReply, tuple[int, int] | None]] = field(
+        default_factory=dict
+    )
+    # The rule's content of each OK reply, built on arrival: id(delta) -> (the delta, the
+    # num-examples it was built with, the content); reused only for that delta and count.
+    contents: dict[int, tuple[Mapping[str, np.ndarray], int, Message]] = field(default_factory=dict)
 
 
 class DeltaStrategy(Strategy):
@@ -180,6 +188,7 @@ class DeltaStrategy(Strategy):
         self._bulyan_selection = rules.BulyanSelection()
         if isinstance(flower_strategy, Bulyan):
             self._bulyan_selection.install(flower_strategy)
+        rules.skip_train_metrics(flower_strategy)
 
     # -- Strategy interface -------------------------------------------------------------------
     def summary(self) -> None:
@@ -250,19 +259,16 @@ class DeltaStrategy(Strategy):
             When ``server_round`` was not configured by :meth:`configure_train`.
         """
         state = self._state(server_round)
-        shapes = {name: array.shape for name, array in state.global_weights.items()}
         replies = list(replies)
+        # Each reply's validation and work metrics: those :meth:`receive_train_reply` made as
+        # it arrived, else made now (the same calls on the same message: the same results).
+        received = [self._received_or_check(state, message, server_round) for message in replies]
+        state.received.clear()
         work: dict[int, tuple[int, int] | None] = {}
-        for message in replies:
+        for message, (_, done) in zip(replies, received, strict=True):
             # The first reply of a node counts (as in _admit): a duplicate cannot overwrite it.
-            work.setdefault(int(message.metadata.src_node_id), work_done(message))
-        checked = _admit(
-            [
-                check_train_reply(reply, shapes, self.max_delta_norm, server_round=server_round)
-                for reply in replies
-            ],
-            state.train_nodes,
-        )
+            work.setdefault(int(message.metadata.src_node_id), done)
+        checked = _admit([reply for reply, _ in received], state.train_nodes)
         checked += [
             TrainReply(node_id, FAILED, "no reply before the timeout")
             for node_id in sorted(set(state.train_nodes) - {reply.node_id for reply in checked})
@@ -332,10 +338,11 @@ class DeltaStrategy(Strategy):
         new_weights = apply_server_step(state.global_weights, update, scale)
         applied = {name: scale * np.asarray(update[name], np.float64) for name in update}
         report.update_norm = l2_norm(applied)
+        cosine_to_update = CosineTo(applied)
         for reply in checked:
             delta = reply.delta if reply.delta is not None else reply.rejected_delta
             if delta is not None:
-                clients[reply.node_id].cosine_to_update = cosine_similarity(delta, applied)
+                clients[reply.node_id].cosine_to_update = cosine_to_update(delta)
         for reply, note in zip(usable, notes, strict=True):
             result = clients[reply.node_id]
             result.aggregation_weight = note.weight
@@ -348,6 +355,51 @@ class DeltaStrategy(Strategy):
             else MetricRecord()
         )
         return arrays, metrics
+
+    def receive_train_reply(self, server_round: int, message: Message) -> None:
+        """Validate one train reply of ``server_round`` as it arrives; keep the result.
+
+        A grid that streams its replies (the local engine's ``on_reply``) calls this while the
+        other clients still train, so that :meth:`aggregate_train` finds the validation done
+        instead of doing it after the last reply, when the workers wait for the next batch.
+        Only the per-reply work moves: which replies are admitted, in which order, and
+        everything that depends on the whole round stays in :meth:`aggregate_train`, which
+        uses a kept result only for the very message object it was made from.
+        """
+        state = self._rounds.get(server_round)
+        if state is None:
+            return  # not a round this adapter configured: aggregate_train will say so
+        try:
+            checked, done = self._check_train(state, message, server_round)
+        except Exception:
+            # Never into the grid's receive loop (the other replies are still coming): not
+            # kept, so aggregate_train checks this message again and fails as it always did.
+            return
+        state.received[id(message)] = (message, checked, done)
+        if checked.ok and checked.delta is not None:
+            # The copy Flower's rule will read: made now, unless the aggregation clips this
+            # delta or its weight (then it is made again from what the rule must see).
+            state.contents[id(checked.delta)] = (
+                checked.delta,
+                checked.num_examples,
+                _rule_message(checked, server_round),
+            )
+
+    def _received_or_check(
+        self, state: _RoundState, message: Message, server_round: int
+    ) -> tuple[TrainReply, tuple[int, int] | None]:
+        kept = state.received.get(id(message))
+        if kept is not None and kept[0] is message:
+            return kept[1], kept[2]
+        return self._check_train(state, message, server_round)
+
+    def _check_train(
+        self, state: _RoundState, message: Message, server_round: int
+    ) -> tuple[TrainReply, tuple[int, int] | None]:
+        """One train reply's validation and its (steps done, steps planned) metrics."""
+        shapes = {name: array.shape for name, array in state.global_weights.items()}
+        checked = check_train_reply(message, shapes, self.max_delta_norm, server_round=server_round)
+        return checked, work_done(message)
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -664,7 +716,9 @@ class DeltaStrategy(Strategy):
     ) -> tuple[dict[str, np.ndarray], list[attribution.Attribution]]:
         """Run the Flower rule on the usable deltas; return its output and the attributions."""
         inner = self.flower_strategy
-        contents = [delta_content(reply) for reply in usable]
+        messages = [_rule_message_of(state, reply, server_round) for reply in usable]
+        state.contents.clear()
+        contents = [message.content for message in messages]
         # Flower's median and trimmed mean pop arrays out of the replies they are given, so
         # the attribution below needs its own references to the deltas.
         deltas = [reply.delta for reply in usable]
@@ -672,11 +726,6 @@ class DeltaStrategy(Strategy):
         ranks = rules.krum_ranks(inner, contents)
         rules.prime_reference(inner, state.global_weights)
         self._bulyan_selection.picked = None
-        messages = [
-            # Flower's typed overloads leave out `metadata`, which Message.__init__ takes.
-            Message(content=content, metadata=reply_metadata(reply.node_id, server_round))  # type: ignore[call-overload]
-            for content, reply in zip(contents, usable, strict=True)
-        ]
         try:
             aggregated, _ = inner.aggregate_train(server_round, messages)
         except (AggregationError, InconsistentMessageReplies, ValueError) as error:
@@ -701,6 +750,25 @@ class DeltaStrategy(Strategy):
             bulyan_picked=self._bulyan_selection.picked,
         )
         return update, notes
+
+
+def _rule_message_of(state: _RoundState, reply: TrainReply, server_round: int) -> Message:
+    """Return the reply Flower's rule gets for ``reply``.
+
+    The one built on arrival when it holds this very delta and weight, else a new one (a
+    clipped delta or weight is a new value).
+    """
+    kept = state.contents.get(id(reply.delta))
+    if kept is not None and kept[0] is reply.delta and kept[1] == reply.num_examples:
+        return kept[2]
+    return _rule_message(reply, server_round)
+
+
+def _rule_message(reply: TrainReply, server_round: int) -> Message:
+    """Build a fresh reply for Flower's rule: the delta and weight only (``delta_content``)."""
+    metadata = reply_metadata(reply.node_id, server_round)
+    # Flower's typed overloads leave out `metadata`, which Message.__init__ takes.
+    return Message(content=delta_content(reply), metadata=metadata)  # type: ignore[call-overload]
 
 
 def _admit(replies: list[Reply], expected_nodes: Sequence[int]) -> list[Reply]:

@@ -101,8 +101,8 @@ def measure(
 
         send_and_receive = LocalGrid.send_and_receive
 
-        def recording(self, messages, *, timeout=None):
-            replies = list(send_and_receive(self, messages, timeout=timeout))
+        def recording(self, messages, *, timeout=None, on_reply=None):
+            replies = list(send_and_receive(self, messages, timeout=timeout, on_reply=on_reply))
             for reply in replies:
                 metadata = reply.metadata
                 key = (str(metadata.message_type), str(metadata.group_id), metadata.src_node_id)

@@ -21,7 +21,7 @@ from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
 from .memory import release_free_memory
-from .pool import WorkerPool
+from .pool import OnReply, WorkerPool
 
 # Flower reserves small node ids (the SuperLink is node 1); these are plainly not random.
 NODE_ID_OFFSET = 1_000_000
@@ -49,6 +49,8 @@ class LocalGrid(Grid):
     """
 
     engine_name = "local"
+    # send_and_receive takes ``on_reply``: the round loop validates train replies as they come.
+    streams_replies = True
 
     def __init__(
         self, pool: WorkerPool, num_partitions: int, *, on_progress: OnProgress | None = None
@@ -114,15 +116,24 @@ class LocalGrid(Grid):
         return [self._replies.pop(i) for i in wanted if i in self._replies]
 
     def send_and_receive(
-        self, messages: Iterable[Message], *, timeout: float | None = None
+        self,
+        messages: Iterable[Message],
+        *,
+        timeout: float | None = None,
+        on_reply: OnReply | None = None,
     ) -> Iterable[Message]:
-        """Run every message on its node's worker; return the replies (one per message)."""
+        """Run every message on its node's worker; return the replies (one per message).
+
+        ``on_reply`` (this grid's addition to Flower's signature, see ``streams_replies``) is
+        called with each reply as it arrives, in arrival order, before the call returns them
+        all in instruction order.
+        """
         messages = list(messages)
         for message in messages:
             self._stamp(message)
         if len(messages) >= TRIM_MIN_MESSAGES:
             release_free_memory()
-        return self._run_messages(messages, timeout=timeout)
+        return self._run_messages(messages, timeout=timeout, on_reply=on_reply)
 
     # -- internals ---------------------------------------------------------------------------
     def _stamp(self, message: Message) -> None:
@@ -139,18 +150,23 @@ class LocalGrid(Grid):
         metadata["_src_node_id"] = SUPERLINK_NODE_ID
         metadata["_created_at"] = time.time()
 
-    def _run_messages(self, messages: list[Message], *, timeout: float | None) -> list[Message]:
+    def _run_messages(
+        self, messages: list[Message], *, timeout: float | None, on_reply: OnReply | None = None
+    ) -> list[Message]:
         sent = len(messages)
         received = 0
         progress = self.on_progress
+        caller = on_reply
 
-        def on_reply(_: Message) -> None:
+        def count_reply(reply: Message) -> None:
             nonlocal received
             received += 1
+            if caller is not None:
+                caller(reply)
             if progress is not None:
                 progress(received, sent)
 
         if progress is not None:
             progress(0, sent)
         jobs = [(m, m.metadata.dst_node_id - NODE_ID_OFFSET) for m in messages]
-        return self.pool.run(jobs, timeout=timeout, on_reply=on_reply)
+        return self.pool.run(jobs, timeout=timeout, on_reply=count_reply)

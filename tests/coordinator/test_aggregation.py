@@ -8,6 +8,7 @@ import pytest
 from coordinator.aggregation import (
     AggregationInputError,
     ArrayLayoutError,
+    CosineTo,
     apply_server_step,
     cosine_similarity,
     delta,
@@ -195,3 +196,34 @@ def test_model_sha256_fixed_value():
 def test_weighted_mean_of_scalars():
     assert weighted_mean([1.0, 3.0], [1, 3]) == pytest.approx(2.5)
     assert math.isnan(weighted_mean([], []))
+
+
+def test_cosine_to_a_reference_has_the_bits_of_cosine_similarity(rng):
+    shapes = {"b": (7,), "a": (3, 5), "scalar": ()}
+    reference = {
+        name: rng.standard_normal(shape).astype(np.float32) for name, shape in shapes.items()
+    }
+    updates = [
+        {
+            name: (scale * rng.standard_normal(shape)).astype(np.float32)
+            for name, shape in shapes.items()
+        }
+        for scale in (1e-6, 0.1, 1.0, 1e30)
+    ]
+    updates.append({name: -reference[name] for name in shapes})  # exactly opposite
+    updates.append({name: np.zeros(shape, np.float32) for name, shape in shapes.items()})
+    poisoned = {name: array.copy() for name, array in updates[1].items()}
+    poisoned["a"][1, 2] = np.nan
+    updates.append(poisoned)
+    infinite = {name: array.copy() for name, array in updates[1].items()}
+    infinite["b"][0] = np.inf
+    updates.append(infinite)
+    reordered = {name: updates[2][name] for name in ("scalar", "a", "b")}  # another name order
+    updates.append(reordered)
+    cosine_to = CosineTo(reference)
+    for update in updates:
+        expected, given = cosine_similarity(update, reference), cosine_to(update)
+        assert (math.isnan(expected) and math.isnan(given)) or given == expected
+    with pytest.raises(AggregationInputError):
+        cosine_to({"a": np.zeros((5, 3), np.float32), "b": np.zeros(7), "scalar": np.zeros(())})
+    assert math.isnan(CosineTo({name: np.zeros(s) for name, s in shapes.items()})(updates[2]))

@@ -9,6 +9,9 @@ import csv
 import functools
 import json
 import math
+import threading
+import time
+import traceback
 
 import numpy as np
 import pytest
@@ -531,3 +534,146 @@ def test_the_run_folder_leaves_unmeasured_figures_empty_and_keeps_integers(tmp_p
     assert not failed_client.HasField("train_loss")
     assert run_config_of(loaded)["num-rounds"] == 1
     assert type(run_config_of(loaded)["local-epochs"]) is int
+
+
+# -- central evaluation overlapped with the federated evaluation batch ------------------------
+class EvaluateWaitsGrid(InProcessGrid):
+    """Its evaluate batches wait (up to ``patience`` s) for ``event`` before they reply."""
+
+    def __init__(self, event: threading.Event, patience: float = 10.0):
+        super().__init__(3)
+        self.event = event
+        self.patience = patience
+        self.event_seen: list[bool] = []
+
+    def send_and_receive(self, messages, *, timeout=None):
+        messages = list(messages)
+        if messages and messages[0].metadata.message_type == "evaluate":
+            self.event_seen.append(self.event.wait(self.patience))
+        return super().send_and_receive(messages, timeout=timeout)
+
+
+def test_central_evaluation_runs_while_the_clients_evaluate(tmp_path):
+    started = threading.Event()
+
+    def signalling_central_evaluate(arrays):
+        started.set()
+        return central_evaluate(arrays)
+
+    grid = EvaluateWaitsGrid(started)
+    config = FederationConfig.from_run_config(run_config(tmp_path, num_rounds=2))
+    report = run_rounds_on_grid(
+        grid, config, central_evaluate=signalling_central_evaluate, write_report=write_json_only
+    )
+    # Each evaluate batch saw the central evaluation already started (in line, after the
+    # batch, it would not have been: the wait would time out).
+    assert grid.event_seen == [True, True]
+    reference = run_rounds_on_grid(
+        InProcessGrid(3),
+        FederationConfig.from_run_config(run_config(tmp_path / "in-line", num_rounds=2)),
+        central_evaluate=central_evaluate,
+        write_report=write_json_only,
+    )
+    assert [(r.central_loss, r.central_accuracy) for r in report.rounds] == [
+        (r.central_loss, r.central_accuracy) for r in reference.rounds
+    ]
+    assert report.final_model_sha256 == reference.final_model_sha256
+
+
+class CentralEvaluationBroke(ValueError):
+    pass
+
+
+def failing_central_evaluate(arrays):
+    raise CentralEvaluationBroke("test set unreadable")
+
+
+def test_a_central_evaluation_error_fails_the_run_with_that_error(tmp_path):
+    config = FederationConfig.from_run_config(run_config(tmp_path, num_rounds=2))
+    with pytest.raises(CentralEvaluationBroke, match="test set unreadable") as raised:
+        run_rounds_on_grid(
+            InProcessGrid(3),
+            config,
+            central_evaluate=failing_central_evaluate,
+            write_report=write_json_only,
+        )
+    # The evaluation's own exception, with the traceback of where it was raised.
+    assert traceback.extract_tb(raised.value.__traceback__)[-1].name == "failing_central_evaluate"
+    report = load_report(tmp_path / "run")
+    assert report.status == "failed"
+    assert report.error == "CentralEvaluationBroke: test set unreadable"
+    assert len(report.rounds) == 0
+
+
+class EvaluateBrokeGrid(InProcessGrid):
+    def send_and_receive(self, messages, *, timeout=None):
+        messages = list(messages)
+        if messages and messages[0].metadata.message_type == "evaluate":
+            raise ConnectionError("grid lost")
+        return super().send_and_receive(messages, timeout=timeout)
+
+
+def test_a_federated_evaluation_error_wins_and_the_central_one_is_waited_for(tmp_path):
+    finished = threading.Event()
+
+    def slow_failing_central_evaluate(arrays):
+        time.sleep(0.2)
+        finished.set()
+        raise CentralEvaluationBroke("never reported")
+
+    config = FederationConfig.from_run_config(run_config(tmp_path, num_rounds=2))
+    with pytest.raises(ConnectionError, match="grid lost"):
+        run_rounds_on_grid(
+            EvaluateBrokeGrid(3),
+            config,
+            central_evaluate=slow_failing_central_evaluate,
+            write_report=write_json_only,
+        )
+    # Nothing of the round runs on after the run returned.
+    assert finished.is_set()
+    report = load_report(tmp_path / "run")
+    assert report.status == "failed" and report.error == "ConnectionError: grid lost"
+
+
+class StreamingGrid(InProcessGrid):
+    """Calls ``on_reply`` with each reply, last first (a grid that streams its replies)."""
+
+    streams_replies = True
+
+    def __init__(self, node_id_seed, behaviours=None):
+        super().__init__(node_id_seed, behaviours)
+        self.streamed: list[str] = []
+
+    def send_and_receive(self, messages, *, timeout=None, on_reply=None):
+        replies = list(super().send_and_receive(messages, timeout=timeout))
+        if on_reply is not None:
+            for reply in reversed(replies):
+                self.streamed.append(reply.metadata.message_type)
+                on_reply(reply)
+        return replies
+
+
+def test_a_streaming_grid_gets_the_train_replies_validated_on_arrival_same_report(tmp_path):
+    behaviours = {0: "error", 3: "nan"}
+    streaming = StreamingGrid(4, behaviours)
+    reports = [
+        run_rounds_on_grid(
+            grid,
+            FederationConfig.from_run_config(run_config(tmp_path / name, num_rounds=2)),
+            central_evaluate=central_evaluate,
+            write_report=write_json_only,
+        )
+        for name, grid in (("streamed", streaming), ("batch", InProcessGrid(4, behaviours)))
+    ]
+    # Train replies only (the evaluation replies are read after their batch).
+    assert streaming.streamed == ["train"] * 2 * NUM_CLIENTS
+    for report in reports:
+        for round_report in report.rounds:
+            round_report.wall_seconds = 0.0
+    streamed, batch = reports
+    assert [r.SerializeToString(deterministic=True) for r in streamed.rounds] == [
+        r.SerializeToString(deterministic=True) for r in batch.rounds
+    ]
+    assert streamed.final_model_sha256 == batch.final_model_sha256
+    assert [r.clients_rejected for r in streamed.rounds] == [1, 1]
+    assert [r.clients_failed for r in streamed.rounds] == [1, 1]

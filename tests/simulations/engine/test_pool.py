@@ -381,3 +381,33 @@ def test_a_reply_batch_larger_than_its_replies_may_be_is_refused_unread(behaviou
     assert refused.has_error() and "sent a reply batch over" in refused.error.reason
     assert "killed and replaced" in refused.error.reason
     assert not any(reply.has_error() for reply in after)  # the fresh worker goes on
+
+
+def test_on_reply_sees_each_reply_as_it_arrives_with_the_progress(behaviours):
+    seen: list[Message] = []
+    progress: list[tuple[int, int]] = []
+
+    def on_reply(reply: Message) -> None:
+        seen.append(reply)
+        progress.append((-1, -1))  # where on_reply falls among the progress calls
+
+    with WorkerPool(2, apps.probe_app, {}, NUM_CLIENTS) as pool:
+        grid = LocalGrid(pool, NUM_CLIENTS, on_progress=lambda *sr: progress.append(sr))
+        assert grid.streams_replies
+        partitions = [apps.RAISES, 2, 3, 6]
+        replies = list(
+            grid.send_and_receive(_messages(grid, partitions), timeout=30, on_reply=on_reply)
+        )
+        unobserved = list(grid.send_and_receive(_messages(grid, [1]), timeout=30))
+    # The very reply objects returned, each once (the error reply of the raising client too);
+    # the returned order is the instructions', whatever the arrival order was.
+    assert sorted(map(id, seen)) == sorted(map(id, replies))
+    assert [r.metadata.src_node_id for r in replies] == [node_id_of(p) for p in partitions]
+    # Each reply is handed over before the progress counts it.
+    assert progress[:9] == [(0, 4)] + [(-1, -1), (1, 4), (-1, -1), (2, 4)] + [
+        (-1, -1),
+        (3, 4),
+        (-1, -1),
+        (4, 4),
+    ]
+    assert len(unobserved) == 1 and len(seen) == 4  # without on_reply: nothing is called
