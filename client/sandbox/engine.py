@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -43,17 +44,29 @@ class _EpochTicker:
         self._lock = threading.Lock()
         self._users = 0
         self._running = False
+        self._generation = 0  # bumped in a forked child: jobs the parent opened are not its own
 
-    def acquire(self) -> None:
+    def acquire(self) -> int:
+        """Count an open deadline job; return the generation to release it with."""
         with self._lock:
             self._users += 1
             if not self._running:
                 self._running = True
                 threading.Thread(target=self._run, name="sandflower-epoch", daemon=True).start()
+            return self._generation
 
-    def release(self) -> None:
+    def release(self, generation: int) -> None:
+        """Count a deadline job closed (one opened before a fork does not count in the child)."""
         with self._lock:
-            self._users -= 1
+            if generation == self._generation:
+                self._users -= 1
+
+    def _after_fork(self) -> None:
+        """Start over in a forked child: a fresh lock, no ticker thread, no open job."""
+        self._lock = threading.Lock()
+        self._users = 0
+        self._running = False
+        self._generation += 1
 
     def _run(self) -> None:
         idle_ticks = 0
@@ -79,6 +92,18 @@ class _Engine:
 # combination, created on first use and kept for the life of the process.
 _engines: dict[_EngineFlags, _Engine] = {}
 _engines_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    # A process forked while another thread held one of these locks (an epoch ticker ticks
+    # every 10 ms; the coordinator runs kernels on more than one thread) inherits it held,
+    # with no thread left to release it: its first job would wait for ever. The child has
+    # only the forking thread, so no ticker runs and no job is open in it.
+    global _engines_lock
+    _engines_lock = threading.Lock()
+    for found in _engines.values():
+        if found.ticker is not None:
+            found.ticker._after_fork()
 
 
 def _engine(flags: _EngineFlags) -> _Engine:
@@ -135,3 +160,6 @@ def _validates_without(wasm: bytes, feature: str) -> bool:
     except wasmtime.WasmtimeError:
         return False
     return True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

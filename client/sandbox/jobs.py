@@ -65,9 +65,9 @@ class Job:
         self._release_ticker = None
         if engine.ticker is not None:
             assert limits.deadline_seconds is not None
-            engine.ticker.acquire()
+            generation = engine.ticker.acquire()
             # weakref.finalize: the ticker is released even if the job is never closed.
-            self._release_ticker = weakref.finalize(self, engine.ticker.release)
+            self._release_ticker = weakref.finalize(self, engine.ticker.release, generation)
             # +1: the tick in progress when the job opens may be almost over.
             ticks = math.ceil(limits.deadline_seconds / EPOCH_TICK_SECONDS) + 1
             self._store.set_epoch_deadline(ticks)

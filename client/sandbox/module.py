@@ -218,7 +218,7 @@ class KernelModule:
         _set_store_limits(store, PROBE_MEMORY_BYTES, self.bounds)
         store.set_fuel(PROBE_FUEL)
         assert engine.ticker is not None
-        engine.ticker.acquire()
+        generation = engine.ticker.acquire()
         store.set_epoch_deadline(math.ceil(PROBE_DEADLINE_SECONDS / EPOCH_TICK_SECONDS) + 1)
         try:
             instance = wasmtime.Instance(store, module, [])
@@ -236,7 +236,7 @@ class KernelModule:
                 f"{_one_line(error)}"
             ) from error
         finally:
-            engine.ticker.release()
+            engine.ticker.release(generation)
         if given != expected:
             raise ModuleRefused(
                 f"module {self.name}: sf_abi_version() returned {given}, expected {expected}"

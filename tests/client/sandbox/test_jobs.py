@@ -322,3 +322,43 @@ def test_put_all_past_the_cap_is_memory_limit_reached(good):
             job.put_all([np.zeros(2**18, np.float32), np.zeros(2**17, np.float32)])
         assert job.put_all([np.ones(4, np.float32)])[0] > 0
     check_healthy(good)
+
+
+def test_a_process_forked_while_the_epoch_ticker_is_locked_still_runs_deadline_jobs(good):
+    # A fork copies a lock held by another thread (the ticker ticks every 10 ms; the
+    # coordinator runs kernels on more than one thread), and no thread of the child would
+    # ever release it: client/sandbox/engine.py starts the child's tickers over.
+    import multiprocessing
+
+    from client.sandbox.engine import _engine, _EngineFlags
+
+    with good.job("warm", Limits(deadline_seconds=5.0)) as job:
+        assert job.call("divide", 6, 3) == 2
+    ticker = _engine(_EngineFlags(fuel=False, epoch=True)).ticker
+    assert ticker is not None
+    parent_job = good.job("open across the fork", Limits(deadline_seconds=5.0))
+    context = multiprocessing.get_context("fork")
+    result = context.Queue()
+
+    def child() -> None:
+        with good.job("in the child", Limits(deadline_seconds=0.3)) as job:
+            try:
+                job.call("spin")
+            except DeadlineExceeded:
+                result.put("stopped by its deadline")
+        del parent_job_copy[:]  # the parent's job, released in the child: must not count
+        result.put(ticker._users)
+
+    parent_job_copy = [parent_job]
+    with ticker._lock:  # held by this thread while the child forks
+        process = context.Process(target=child)
+        process.start()
+    try:
+        assert result.get(timeout=30) == "stopped by its deadline"
+        assert result.get(timeout=30) == 0
+    finally:
+        process.join(10)
+        if process.is_alive():
+            process.kill()
+        parent_job.close()
+    assert process.exitcode == 0
