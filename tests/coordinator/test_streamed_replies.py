@@ -90,11 +90,8 @@ def test_streamed_validation_gives_the_batch_paths_report_and_bits(arrival):
     assert [c.status for c in report.clients].count(REJECTED) == 4
 
 
-def test_aggregate_uses_the_validation_made_on_arrival(monkeypatch):
-    strategy = make("fedavg", max_delta_norm=5.0, fraction_train=0.8)
-    _, replies = hostile_round(strategy)
-    for message in replies:
-        strategy.receive_train_reply(1, message)
+def _count_checks(monkeypatch) -> list:
+    """The messages aggregate_train validates itself (not on arrival), in order."""
     checks = []
     real_check = strategy_module.check_train_reply
 
@@ -103,6 +100,15 @@ def test_aggregate_uses_the_validation_made_on_arrival(monkeypatch):
         return real_check(message, *args, **kwargs)
 
     monkeypatch.setattr(strategy_module, "check_train_reply", counting_check)
+    return checks
+
+
+def test_aggregate_uses_the_validation_made_on_arrival(monkeypatch):
+    strategy = make("fedavg", max_delta_norm=5.0, fraction_train=0.8)
+    _, replies = hostile_round(strategy)
+    for message in replies:
+        strategy.receive_train_reply(1, message)
+    checks = _count_checks(monkeypatch)
     strategy.aggregate_train(1, replies)
     assert checks == []  # every reply was validated on arrival
 
@@ -112,14 +118,7 @@ def test_a_reply_not_seen_on_arrival_is_validated_at_aggregation(monkeypatch):
     _, replies = hostile_round(strategy)
     for message in replies[1:]:
         strategy.receive_train_reply(1, message)
-    checks = []
-    real_check = strategy_module.check_train_reply
-
-    def counting_check(message, *args, **kwargs):
-        checks.append(message)
-        return real_check(message, *args, **kwargs)
-
-    monkeypatch.setattr(strategy_module, "check_train_reply", counting_check)
+    checks = _count_checks(monkeypatch)
     strategy.aggregate_train(1, replies)
     assert checks == [replies[0]]
 
