@@ -8,9 +8,10 @@ buffer, so a ClientApp that changes its message cannot change another client's.
 
 Commands (over a ``multiprocessing`` Connection): ``("jobs", contents, jobs)`` with
 ``contents`` = {key: encoded content} and ``jobs`` = [(content key, Metadata, partition
-id)]; ``("stop",)``. Replies go back as :func:`.transfer.pack_replies` buffers (each reply
-on its own: one that cannot cross fails its own job only), flushed every ``FLUSH_SECONDS``
-so that the coordinator can show progress within a round.
+id)]; ``("stop",)``. Replies go back as :func:`.transfer.pack_replies` buffers (checked
+with the coordinator's own gate first; a batch it would refuse goes reply by reply, so one
+reply that cannot cross fails its own job only), flushed every ``FLUSH_SECONDS`` so that the
+coordinator can show progress within a round.
 """
 
 from __future__ import annotations
