@@ -162,4 +162,5 @@ def _validates_without(wasm: bytes, feature: str) -> bool:
     return True
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+if hasattr(os, "register_at_fork"):  # POSIX; elsewhere processes do not fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
