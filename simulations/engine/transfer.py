@@ -14,9 +14,9 @@ running their constructors, which is also what Flower's Ray engine does between 
 processes. The arrays' bytes travel inside the buffer as they are.
 
 The workers run the user's ClientApp, so a reply is data from code we did not write: the
-unpickler admits only the classes and functions Flower's record modules define (by top-level
-name: never what they import) and plain builtins (:class:`_RecordUnpickler`), so a reply cannot
-make the coordinator import or call anything else.
+unpickler admits only the exact (module, name) pairs of Flower's record classes and their
+key/value checkers (:class:`_RecordUnpickler`), so a reply cannot make the coordinator import
+or call anything else.
 """
 
 from __future__ import annotations
@@ -111,24 +111,26 @@ def instruction(metadata: Metadata, content: RecordDict) -> Message:
 WHOLE, EACH = "whole", "each"
 
 
-def pack_replies(answered: Iterable[tuple[Message, Message]]) -> bytes:
+def pack_replies(answered: Iterable[tuple[Message, object]]) -> bytes:
     """``(instruction, reply)`` pairs as one buffer; one reply that cannot cross fails alone.
 
-    The batch is pickled whole and read back through the coordinator's own gate here in the
-    worker (~20 us a reply): the coordinator then never refuses a batch that this function
-    wrote. When pickling or the gate refuses it, each reply is packed on its own with the id
-    of the instruction it answers (:func:`unpack_replies` then fails that reply's job alone),
-    and a reply that pickle refuses becomes an error reply that says why.
+    A reply that is not a Message Flower builds (:func:`envelope_problem`) or that answers
+    another instruction becomes an error reply that says so. The batch is pickled whole and
+    read back through the coordinator's own gate here in the worker (~20 us a reply): the
+    coordinator then never refuses a batch that this function wrote. When pickling or the gate
+    refuses it, each reply is packed on its own with the id of the instruction it answers
+    (:func:`unpack_replies` then fails that reply's job alone), and a reply that pickle refuses
+    becomes an error reply that says why.
     """
-    answered = [(instruction, _answering(instruction, reply)) for instruction, reply in answered]
+    checked = [(instruction, _answering(instruction, reply)) for instruction, reply in answered]
     try:
-        buffer = pickle.dumps((WHOLE, [reply for _, reply in answered]), protocol=PROTOCOL)
+        buffer = pickle.dumps((WHOLE, [reply for _, reply in checked]), protocol=PROTOCOL)
         unpack_replies(buffer)  # exactly the coordinator's checks
         return buffer
     except Exception:  # whatever the ClientApps put in their replies: reply by reply below
         pass
     items = []
-    for instruction, reply in answered:
+    for instruction, reply in checked:
         try:
             data = pickle.dumps(reply, protocol=PROTOCOL)
         except Exception as error:  # whatever the ClientApp put in its reply
@@ -138,8 +140,15 @@ def pack_replies(answered: Iterable[tuple[Message, Message]]) -> bytes:
     return pickle.dumps((EACH, items), protocol=PROTOCOL)
 
 
-def _answering(instruction: Message, reply: Message) -> Message:
-    """Return ``reply`` with plain record values, or an error reply if it answers another job."""
+def _answering(instruction: Message, reply: object) -> Message:
+    """Return ``reply`` with plain record values, or an error reply that says what is wrong."""
+    if not isinstance(reply, Message):
+        reason = f"the ClientApp returned {type(reply).__name__}, expected a Message"
+        return Message(Error(REPLY_UNREADABLE, reason), reply_to=instruction)
+    problem = envelope_problem(reply)  # what the checks below read must be sound
+    if problem:
+        reason = f"the ClientApp's reply is not a Message Flower builds: {problem}"
+        return Message(Error(REPLY_UNREADABLE, reason), reply_to=instruction)
     if reply.metadata.reply_to_message_id != instruction.metadata.message_id:
         reason = "the ClientApp's reply does not answer the message it was given"
         return Message(Error(REPLY_UNREADABLE, reason), reply_to=instruction)

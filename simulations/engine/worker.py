@@ -152,7 +152,7 @@ def run_worker(
         batches_run += 1
         if batches_run % 2 == 0:
             jobs = jobs[::-1]
-        pending: list[tuple[Message, Message]] = []  # (instruction, reply)
+        pending: list[tuple[Message, object]] = []  # (instruction, what its job returned)
         last_flush = time.monotonic()
         for content_key, metadata, partition_id in jobs:
             message = transfer.instruction(metadata, transfer.decode_content(contents[content_key]))
@@ -176,27 +176,17 @@ def run_worker(
             freeze_survivors()
 
 
-def run_job(app: ClientApp, message: Message, context: Context) -> Message:
-    """Run one client job and return its reply.
+def run_job(app: ClientApp, message: Message, context: Context) -> object:
+    """Run one client job and return what the ClientApp returned, or an error reply.
 
-    Whatever the ClientApp raises or returns wrongly becomes an error reply that says so (as
-    Flower's engine does: the run goes on).
+    Whatever the ClientApp raises becomes an error reply that says so (as Flower's engine
+    does: the run goes on); what it returns is checked where it is packed
+    (:func:`.transfer.pack_replies`: a Message Flower builds, answering this job).
     """
     try:
-        reply = app(message, context)
+        return app(message, context)
     # The ClientApp's own failure: reported, never fatal. SystemExit too (sys.exit() in a
     # ClientApp would otherwise end the worker and fail every job it still holds).
     except (Exception, SystemExit) as error:
         reason = f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=5)}"
         return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason), reply_to=message)
-    if not isinstance(reply, Message):
-        reason = f"the ClientApp returned {type(reply).__name__}, expected a Message"
-        return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason), reply_to=message)
-    problem = transfer.envelope_problem(reply)  # what the checks below read must be sound
-    if problem:
-        reason = f"the ClientApp's reply is not a Message Flower builds: {problem}"
-        return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason), reply_to=message)
-    if reply.metadata.reply_to_message_id != message.metadata.message_id:
-        reason = "the ClientApp's reply does not answer the message it was given"
-        return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason), reply_to=message)
-    return reply

@@ -177,28 +177,40 @@ class _Unpicklable:
         raise TypeError("cannot pickle this")
 
 
+def _reply_holding(instruction: Message, value: object) -> Message:
+    # A sound envelope whose content holds ``value`` where Flower keeps an Array's dtype.
+    record = ArrayRecord({"w": Array(np.zeros(2, np.float32))})
+    record["w"].__dict__["dtype"] = value
+    return Message(RecordDict({"arrays": record}), reply_to=instruction)
+
+
 def test_a_reply_that_cannot_cross_fails_its_own_job_only():
-    good, bad_value, bad_pickle, wrong_id = (_instruction(f"m{i}") for i in range(4))
-    sneaky_reply = Message(RecordDict(), reply_to=bad_value)
-    sneaky_reply.metadata.__dict__["_group_id"] = Sneaky()  # refused by the coordinator's gate
-    unpicklable = Message(RecordDict(), reply_to=bad_pickle)
-    unpicklable.metadata.__dict__["_group_id"] = _Unpicklable()  # refused by pickle itself
-    answers_other = Message(RecordDict(), reply_to=good)  # says it answers m0
+    good, bad_value, bad_pickle, wrong_id, lying, not_message = (
+        _instruction(f"m{i}") for i in range(6)
+    )
+    lie = Message(RecordDict(), reply_to=lying)
+    lie.metadata.__dict__["_group_id"] = 7  # an envelope Flower never builds
     batch = transfer.pack_replies(
         [
             (good, Message(RecordDict({"m": MetricRecord({"x": 1.0})}), reply_to=good)),
-            (bad_value, sneaky_reply),
-            (bad_pickle, unpicklable),
-            (wrong_id, answers_other),
+            (bad_value, _reply_holding(bad_value, Sneaky())),  # refused by the gate
+            (bad_pickle, _reply_holding(bad_pickle, _Unpicklable())),  # refused by pickle
+            (wrong_id, Message(RecordDict(), reply_to=good)),  # says it answers m0
+            (lying, lie),
+            (not_message, 42),
         ]
     )
     results = dict(transfer.unpack_replies(batch))
     assert isinstance(results["m0"], Message) and results["m0"].content["m"]["x"] == 1.0
     assert isinstance(results["m1"], transfer.TransferError)
     assert "Flower records only, given posix.system" in str(results["m1"])
-    # Refused by pickle in the worker, or answering another job: an error reply that says why.
-    for message_id, why in (("m2", "cannot be sent: TypeError: cannot pickle this"),
-                            ("m3", "does not answer the message it was given")):  # fmt: skip
+    # Refused in the worker: an error reply that says why, for that job alone.
+    for message_id, why in (
+        ("m2", "cannot be sent: TypeError: cannot pickle this"),
+        ("m3", "does not answer the message it was given"),
+        ("m4", "not a Message Flower builds: metadata group_id is a int"),
+        ("m5", "the ClientApp returned int, expected a Message"),
+    ):
         assert isinstance(results[message_id], Message) and results[message_id].has_error()
         assert results[message_id].error.code == transfer.REPLY_UNREADABLE
         assert why in results[message_id].error.reason
@@ -209,7 +221,7 @@ def test_a_batch_the_gate_admits_crosses_as_one_pickle_and_only_then():
     replies = [Message(RecordDict(), reply_to=instruction) for instruction in instructions]
     whole = pickle.loads(transfer.pack_replies(zip(instructions, replies, strict=True)))
     assert whole[0] == transfer.WHOLE and len(whole[1]) == 3
-    replies[1].metadata.__dict__["_group_id"] = Sneaky()  # picklable, refused by the gate
+    replies[1] = _reply_holding(instructions[1], Sneaky())  # picklable, refused by the gate
     each = pickle.loads(transfer.pack_replies(zip(instructions, replies, strict=True)))
     assert each[0] == transfer.EACH and [item[0] for item in each[1]] == ["m0", "m1", "m2"]
 
