@@ -108,27 +108,14 @@ def cosine_similarity(first: Arrays, second: Arrays) -> float:
 
     Returns NaN when either has zero norm or holds a non-finite value (the angle is undefined).
     """
-    _check_same_layout(first, second, "first", "second")
-    dot = 0.0
-    for name in first:
-        dot += float(
-            np.dot(
-                np.asarray(first[name], np.float64).ravel(),
-                np.asarray(second[name], np.float64).ravel(),
-            )
-        )
-    norms = l2_norm(first) * l2_norm(second)
-    if not (math.isfinite(dot) and math.isfinite(norms)) or norms == 0.0:
-        return math.nan
-    return max(-1.0, min(1.0, dot / norms))
+    return CosineTo(second)(first)
 
 
 class CosineTo:
-    """:func:`cosine_similarity` of many updates against one ``reference``, with the same bits.
+    """:func:`cosine_similarity` of many updates against one ``reference``.
 
     The reference's float64 values and norm are computed once instead of once per update (a
-    1000-client round compares every reply's delta with the applied update); each update's
-    dot product and norm are summed in the same order as :func:`cosine_similarity` sums them.
+    1000-client round compares every reply's delta with the applied update).
     """
 
     def __init__(self, reference: Arrays) -> None:
