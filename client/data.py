@@ -13,7 +13,6 @@ import csv
 import io
 import math
 import os
-import stat
 import warnings
 import zipfile
 import zlib
@@ -22,6 +21,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+
+from protos.untrusted_file import UntrustedFileError, open_regular_file
 
 LABEL_COLUMNS = ("label", "y")
 SUFFIXES = (".npz", ".csv")
@@ -142,40 +143,29 @@ def load_data_file(
     return check_arrays(x, y, file_path)
 
 
-_FILE_KINDS = {
-    stat.S_IFDIR: "a directory",
-    stat.S_IFIFO: "a fifo",
-    stat.S_IFCHR: "a character device",
-    stat.S_IFBLK: "a block device",
-    stat.S_IFSOCK: "a socket",
-}
-
-
 def _open_regular_file(path: Path, max_bytes: int) -> BinaryIO:
-    # Open first, then fstat the open file: what is checked is what is read (no race with a
-    # swapped path). O_NONBLOCK: opening a fifo must not wait for a writer.
+    # protos.untrusted_file opens first and checks the OPEN file (a regular file; a fifo does
+    # not make the open wait); the data file's own refusals (empty, over its cap) follow.
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        handle = open_regular_file(path)
     except FileNotFoundError:
         raise DataFileError(path, "no such file") from None
+    except UntrustedFileError as error:
+        raise DataFileError(path, str(error.strerror)) from None
     except OSError as error:
         raise DataFileError(path, f"cannot open the data file: {error.strerror}") from None
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            kind = _FILE_KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
-            raise DataFileError(path, f"not a regular file ({kind})")
-        if info.st_size == 0:
+        size = os.fstat(handle.fileno()).st_size
+        if size == 0:
             raise DataFileError(path, "empty file")
-        if info.st_size > max_bytes:
+        if size > max_bytes:
             raise DataFileError(
-                path, f"the file has {info.st_size} bytes, at most {max_bytes} allowed{_CAP_HINT}"
+                path, f"the file has {size} bytes, at most {max_bytes} allowed{_CAP_HINT}"
             )
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
     except BaseException:
-        os.close(fd)
+        handle.close()
         raise
+    return handle
 
 
 def check_arrays(
