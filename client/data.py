@@ -22,6 +22,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from protos.npy import NPY_VERSIONS, NpyVersionError, read_npy_header
 from protos.untrusted_file import UntrustedFileError, open_regular_file
 
 LABEL_COLUMNS = ("label", "y")
@@ -300,14 +301,14 @@ def _read_member(
             f"{budget} bytes left of the cap{_CAP_HINT}",
         )
     with archive.open(info) as stream:
-        version = np.lib.format.read_magic(stream)
-        if version == (1, 0):
-            header = np.lib.format.read_array_header_1_0(stream, max_header_size=_MAX_NPY_HEADER)
-        elif version in ((2, 0), (3, 0)):
-            header = np.lib.format.read_array_header_2_0(stream, max_header_size=_MAX_NPY_HEADER)
-        else:
-            raise DataFileError(path, f"{where}: .npy format version {version} is not supported")
-        shape, fortran_order, dtype = header
+        try:
+            shape, fortran_order, dtype = read_npy_header(
+                stream, (*NPY_VERSIONS, (3, 0)), max_header_size=_MAX_NPY_HEADER
+            )
+        except NpyVersionError as error:
+            raise DataFileError(
+                path, f"{where}: .npy format version {error.version} is not supported"
+            ) from None
         if dtype.hasobject:
             raise DataFileError(
                 path,

@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 from google.protobuf.message import DecodeError
 
+from protos.npy import NpyVersionError, read_npy_header
 from protos.report_pb2 import RunReport
 from protos.untrusted_file import open_regular_file, read_regular_file
 
@@ -580,15 +581,10 @@ def _check_npy_header(member: io.BytesIO, name: str, shape: tuple[int, ...], whe
     claiming 2**40 values raised MemoryError (no CheckpointError: the resume crashed instead
     of falling back to an older checkpoint). Leaves ``member`` at its start.
     """
-    version = np.lib.format.read_magic(member)
-    if version not in ((1, 0), (2, 0)):
-        raise CheckpointError(f"{where}: array {name!r}: npy format version {version}")
-    read_header = (
-        np.lib.format.read_array_header_1_0
-        if version == (1, 0)
-        else np.lib.format.read_array_header_2_0
-    )
-    header_shape, _, dtype = read_header(member)
+    try:
+        header_shape, _, dtype = read_npy_header(member)
+    except NpyVersionError as error:
+        raise CheckpointError(f"{where}: array {name!r}: {error}") from error
     if dtype not in (np.float32, np.float64):
         raise CheckpointError(f"{where}: array {name!r} has dtype {dtype}, expected float")
     if tuple(header_shape) != shape:

@@ -32,7 +32,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 
 from protos import contract
 from protos.contract import NO_PARTITION
-from protos.npy import decode_float32
+from protos.npy import NpyVersionError, decode_float32, read_npy_header
 from protos.report_pb2 import FAILED, OK, REJECTED, ClientStatus
 
 from .aggregation import l2_norm
@@ -193,13 +193,9 @@ def _npy_length_problem(data: bytes) -> str:
     """
     buffer = io.BytesIO(data)
     try:
-        version = np.lib.format.read_magic(buffer)
-        if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(buffer)
-        elif version == (2, 0):
-            shape, _, dtype = np.lib.format.read_array_header_2_0(buffer)
-        else:
-            return f"npy format version {version} (expected 1.0 or 2.0)"
+        shape, _, dtype = read_npy_header(buffer)
+    except NpyVersionError as error:
+        return f"npy format version {error.version} (expected 1.0 or 2.0)"
     except ValueError as error:
         return f"cannot be read ({error})"
     expected = buffer.tell() + math.prod(shape) * dtype.itemsize

@@ -19,6 +19,7 @@ import functools
 import io
 import math
 from collections.abc import Sequence
+from typing import IO
 
 import numpy as np
 
@@ -56,10 +57,53 @@ def decode_float32(data: object, shape: Sequence[int]) -> np.ndarray | None:
     return np.frombuffer(data, dtype=FLOAT32_LE, count=count, offset=len(header)).reshape(shape)
 
 
+class NpyVersionError(ValueError):
+    """npy bytes of a format version the reader does not accept."""
+
+    def __init__(self, version: tuple[int, int]) -> None:
+        super().__init__(f"npy format version {version}")
+        self.version = version
+
+
+NPY_VERSIONS = ((1, 0), (2, 0))
+
+
+def read_npy_header(
+    stream: IO[bytes],
+    versions: Sequence[tuple[int, int]] = NPY_VERSIONS,
+    max_header_size: int = 10_000,
+) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """Read the magic and header of the npy array at ``stream``'s position.
+
+    Returns ``(shape, fortran_order, dtype)`` and leaves ``stream`` where the data begins;
+    nothing of the data is read or allocated (``np.lib.format.read_array`` allocates what
+    the header claims first). Raises :class:`NpyVersionError` for a version outside
+    ``versions``, and ``ValueError`` as numpy does for a header it cannot read.
+    """
+    version = np.lib.format.read_magic(stream)
+    if version not in versions:
+        raise NpyVersionError(version)
+    # Version 2.0's header reader reads 3.0 too (its header is utf-8 rather than latin-1).
+    read = (
+        np.lib.format.read_array_header_1_0
+        if version == (1, 0)
+        else np.lib.format.read_array_header_2_0
+    )
+    return read(stream, max_header_size=max_header_size)
+
+
 def encode_float32(values: np.ndarray) -> bytes:
     """Return the npy bytes ``np.save`` would write for a C-ordered float32 ``values``."""
     values = np.ascontiguousarray(values, dtype=FLOAT32_LE)
     return npy_header(tuple(values.shape)) + values.tobytes()
 
 
-__all__ = ["FLOAT32_LE", "decode_float32", "encode_float32", "npy_header"]
+__all__ = [
+    "FLOAT32_LE",
+    "NPY_VERSIONS",
+    "NpyVersionError",
+    "decode_float32",
+    "encode_float32",
+    "npy_header",
+    "read_npy_header",
+]

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 from flwr.app import Array
 
-from protos.npy import decode_float32, encode_float32
+from protos.npy import (
+    NPY_VERSIONS,
+    NpyVersionError,
+    decode_float32,
+    encode_float32,
+    read_npy_header,
+)
 
 
 def _npy(array: np.ndarray) -> bytes:
@@ -58,3 +64,39 @@ def test_a_claimed_shape_the_bytes_cannot_hold_is_refused_before_any_allocation(
     # of that shape (4 TB for the first), so it is refused on the byte count alone.
     data = _npy(np.zeros(6, np.float32))
     assert decode_float32(data, shape) is None
+
+
+@pytest.mark.parametrize("version", [(1, 0), (2, 0), (3, 0)])
+def test_read_npy_header_reads_the_header_and_stops_where_the_data_begins(version):
+    values = np.arange(6, dtype=np.float32).reshape(2, 3)
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, values, version=version, allow_pickle=False)
+    data = buffer.getvalue()
+    stream = io.BytesIO(data)
+    if version not in NPY_VERSIONS:
+        with pytest.raises(NpyVersionError) as refused:
+            read_npy_header(stream)
+        assert refused.value.version == version and "npy format version (3, 0)" in str(
+            refused.value
+        )
+        stream = io.BytesIO(data)
+    shape, fortran_order, dtype = read_npy_header(stream, (*NPY_VERSIONS, (3, 0)))
+    assert (shape, fortran_order, dtype) == ((2, 3), False, np.dtype("<f4"))
+    assert stream.read() == values.tobytes()
+
+
+def test_read_npy_header_allocates_nothing_for_what_a_header_claims():
+    import tracemalloc
+
+    claim = io.BytesIO()  # 4 TiB of float32 claimed, no data behind it
+    np.lib.format.write_array_header_1_0(
+        claim, {"descr": "<f4", "fortran_order": False, "shape": (2**40,)}
+    )
+    header = claim.getvalue()
+    tracemalloc.start()
+    try:
+        shape, _, _ = read_npy_header(io.BytesIO(header))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert shape == (2**40,) and peak < 1 << 20
