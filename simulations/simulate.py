@@ -170,8 +170,9 @@ def _run_local(config, workers, client_app, on_round, on_progress) -> None:
 def _freeze_after_first_round(on_round: Callable) -> Callable:
     """Wrap ``on_round`` so that what is alive after this process's first round is frozen.
 
-    By then the coordinator holds what it keeps for the run (libraries imported, the central
-    test set, matplotlib after the first report.html); later full collections skip it
+    By then the coordinator holds most of what it keeps for the run (libraries imported, the
+    central test set; matplotlib only once the writes thread has rendered a report.html with
+    plots, which may be later); later full collections skip it
     (simulations/engine/collector.py: 0.10-0.18 s of a 1000-client round's aggregation gap,
     ~0.02 s frozen). ``_run_local`` thaws when the run ends.
     """
