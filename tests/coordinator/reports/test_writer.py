@@ -249,3 +249,24 @@ def test_a_slow_html_render_is_repeated_only_after_a_proportionally_longer_wait(
     clock[0] += 0.5
     write_run(tmp_path, make_report(num_rounds=3, num_clients=1, status="running"))
     assert (tmp_path / REPORT_HTML).read_bytes() != first_page
+
+
+def test_the_first_page_with_plots_waits_as_long_as_its_cost_allows(tmp_path, monkeypatch):
+    # The page before round 1 has placeholders only and renders in milliseconds; the first page
+    # with plots costs ~1.5 s (matplotlib's import and six figures), so it is kept to the same
+    # time share as every later one instead of landing in round 2's time.
+    clock = [1000.0]
+    monkeypatch.setattr(report_writer.time, "monotonic", lambda: clock[0])
+    write_run(tmp_path, make_report(num_rounds=0, num_clients=1, status="running"))
+    placeholders = (tmp_path / REPORT_HTML).read_bytes()
+    wait = report_writer.HTML_FIRST_PLOTS_SECONDS / report_writer.HTML_MAX_TIME_SHARE
+    assert wait > report_writer.HTML_MIN_SECONDS
+    clock[0] += wait - 0.5
+    write_run(tmp_path, make_report(num_rounds=1, num_clients=1, status="running"))
+    assert (tmp_path / REPORT_HTML).read_bytes() == placeholders  # too soon for plots
+    assert len(load_report(tmp_path).rounds) == 1  # the data files are written every round
+    clock[0] += 0.5
+    write_run(tmp_path, make_report(num_rounds=2, num_clients=1, status="running"))
+    assert (tmp_path / REPORT_HTML).read_bytes() != placeholders
+    assert b"No finished rounds yet." in placeholders
+    assert b"No finished rounds yet." not in (tmp_path / REPORT_HTML).read_bytes()
