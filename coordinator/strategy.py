@@ -33,7 +33,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import numpy as np
 from flwr.app import (
@@ -43,7 +43,6 @@ from flwr.app import (
     Message,
     MessageType,
     MetricRecord,
-    RecordDict,
 )
 from flwr.serverapp import Grid
 from flwr.serverapp.exception import AggregationError, InconsistentMessageReplies
@@ -54,9 +53,8 @@ from protos.report_pb2 import FAILED, OK, REJECTED, ClientResult, RoundReport
 
 from . import attribution, clock, rules
 from .aggregation import CosineTo, apply_server_step, l2_norm, weighted_mean
+from .device_rounds import DevicePlan, charge_replies, device_instructions
 from .round_messages import (
-    ARRAYS_KEY,
-    CONFIG_KEY,
     delta_content,
     instructions,
     message_record,
@@ -119,11 +117,8 @@ class _RoundState:
     report: RoundReport = field(default_factory=RoundReport)
     evaluate_nodes: list[int] = field(default_factory=list)
     bytes_per_evaluate_message: int = 0
-    # Device simulation: node -> (profile, speed this round, fuel budget); the model payload.
-    device_plan: dict[int, tuple[clock.DeviceProfile | None, float, int]] = field(
-        default_factory=dict
-    )
-    payload_bytes: int = 0
+    # Device simulation: what the round sent each device (coordinator/device_rounds.py).
+    device_plan: DevicePlan = field(default_factory=DevicePlan)
     # Train replies validated as they arrived (:meth:`DeltaStrategy.receive_train_reply`):
     # id(message) -> (the message, its validation, its work metrics).
     received: dict[int, tuple[Message, TrainReply, tuple[int, int] | None]] = field(
@@ -243,7 +238,17 @@ class DeltaStrategy(Strategy):
             "round %d: training on %d of %d nodes", server_round, len(sampled), len(node_ids)
         )
         if self.devices is not None:
-            return self._device_messages(state, record, server_round)
+            devices = self.devices
+            messages, state.device_plan = device_instructions(
+                devices,
+                record,
+                state.global_weights,
+                sampled,
+                server_round,
+                profile_of=lambda node_id: devices.profile(self.partition_of(node_id)),
+                speed_of=lambda node_id: self._device_round(server_round, node_id)[1],
+            )
+            return messages
         return instructions(record, sampled, MessageType.TRAIN, server_round)
 
     def aggregate_train(
@@ -282,7 +287,11 @@ class DeltaStrategy(Strategy):
         device_results: dict[int, dict] = {}
         if self.devices is not None:
             # The clock first: a straggler it drops is FAILED before weights are bounded.
-            checked, device_results = self._apply_clock(state, checked, work)
+            checked, device_results = charge_replies(
+                self.devices, state.device_plan, checked, work, state.report
+            )
+            self.sim_elapsed_seconds += state.report.sim_round_seconds
+            state.report.sim_elapsed_seconds = self.sim_elapsed_seconds
         checked, weight_notes = self._bound_weights(checked, "train")
         checked, clip_factors = self._clip_deltas(checked)
         usable = [reply for reply in checked if reply.ok]
@@ -529,110 +538,10 @@ class DeltaStrategy(Strategy):
         self._remember_partitions(checked)
         return sum(reply.partition_id != NO_PARTITION for reply in checked)
 
-    # -- the simulated device clock (coordinator/clock.py) -------------------------------------
+    # -- the simulated device clock (coordinator/clock.py, coordinator/device_rounds.py) ------
     def _device_round(self, server_round: int, node_id: int) -> tuple[bool, float]:
         assert self.devices is not None
         return self.devices.round_state(self.seed, server_round, self.partition_of(node_id))
-
-    def _device_messages(
-        self, state: _RoundState, record: RecordDict, server_round: int
-    ) -> list[Message]:
-        """One message per node: the shared record plus its fuel budget and memory cap."""
-        assert self.devices is not None
-        state.payload_bytes = clock.payload_bytes(state.global_weights)
-        messages = []
-        for node_id in state.train_nodes:
-            profile = self.devices.profile(self.partition_of(node_id))
-            _, speed = self._device_round(server_round, node_id)
-            budget = (
-                self.devices.fuel_budget(profile, speed, state.payload_bytes)
-                if profile is not None
-                else -1
-            )
-            state.device_plan[node_id] = (profile, speed, budget)
-            config = ConfigRecord(dict(cast(ConfigRecord, record[CONFIG_KEY])))
-            config[contract.CONFIG_METER_FUEL] = True
-            config[contract.CONFIG_FUEL_BUDGET] = int(budget)
-            if profile is not None:
-                config[contract.CONFIG_DEVICE_MEMORY_MB] = int(profile.memory_mb)
-            node_record = RecordDict({ARRAYS_KEY: record[ARRAYS_KEY], CONFIG_KEY: config})
-            messages += instructions(node_record, [node_id], MessageType.TRAIN, server_round)
-        return messages
-
-    def _apply_clock(
-        self,
-        state: _RoundState,
-        checked: list[TrainReply],
-        work: Mapping[int, tuple[int, int] | None],
-    ) -> tuple[list[TrainReply], dict[int, dict]]:
-        """Charge each reply its simulated time; drop the stragglers the policy drops.
-
-        Returns the replies (dropped ones turned FAILED with the reason) and, per node, the
-        ClientResult fields of the clock.
-        """
-        devices = self.devices
-        assert devices is not None
-        deadline = devices.deadline_seconds
-        report = state.report
-        # Measured for every round of a device simulation, zeros included.
-        report.stragglers = report.clients_dropped = report.clients_partial = 0
-        results: dict[int, dict] = {}
-        kept_times: list[float] = []
-        out: list[TrainReply] = []
-        for reply in checked:
-            profile, speed, budget = state.device_plan.get(reply.node_id, (None, math.inf, -1))
-            done, planned = work.get(reply.node_id) or (0, 0)
-            if not reply.ok:
-                out.append(reply)
-                results[reply.node_id] = {"fuel_budget": budget}
-                continue
-            if work.get(reply.node_id) is None:
-                out.append(
-                    dataclasses.replace(
-                        reply,
-                        status=FAILED,
-                        reason="device simulation: the reply lacks valid steps-done and "
-                        "steps-planned metrics",
-                        delta=None,
-                    )
-                )
-                continue
-            times = devices.client_time(profile, speed, state.payload_bytes, reply.fuel_used)
-            fields: dict[str, Any] = {
-                "sim_seconds": times.total,
-                "sim_download_seconds": times.download,
-                "sim_compute_seconds": times.compute,
-                "sim_upload_seconds": times.upload,
-                "fuel_budget": budget,
-                "steps_done": done,
-                "steps_planned": planned,
-            }
-            late = times.total > deadline
-            partial = done < planned
-            if late or partial:
-                report.stragglers += 1
-            if late or (partial and done == 0):
-                why = (
-                    f"straggler: {times.total:.4g} simulated s > deadline {deadline:.4g} s"
-                    if late
-                    else "straggler: not one minibatch step fits before the deadline"
-                )
-                report.clients_dropped += 1
-                fields["device_status"] = clock.DEVICE_DROPPED
-                reply = dataclasses.replace(reply, status=FAILED, reason=why, delta=None)
-            else:
-                kept_times.append(times.total)
-                if partial:
-                    report.clients_partial += 1
-                fields["device_status"] = clock.DEVICE_PARTIAL if partial else clock.DEVICE_ON_TIME
-            results[reply.node_id] = fields
-            out.append(reply)
-        report.sim_round_seconds = clock.round_seconds(
-            kept_times, report.clients_dropped > 0, deadline
-        )
-        self.sim_elapsed_seconds += report.sim_round_seconds
-        report.sim_elapsed_seconds = self.sim_elapsed_seconds
-        return out, results
 
     # -- internals ----------------------------------------------------------------------------
     def _state(self, server_round: int) -> _RoundState:
