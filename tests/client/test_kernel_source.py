@@ -140,9 +140,13 @@ def test_features_come_from_the_bytes():
     assert "relaxed-simd" in sandbox.features_needed(relaxed.sha256, relaxed.wasm)
     assert "simd" in sandbox.features_needed(relaxed.sha256, relaxed.wasm)
     assert "relaxed-simd" not in sandbox.features_needed(simd128.sha256, simd128.wasm)
-    assert set(sandbox.features_needed(simd128.sha256, simd128.wasm)) <= set(
-        build.FEATURES["sandflower-simd128.wasm"]
-    )
+    # What each build declares it needs (kernels/build.py FEATURES, written into its shipped
+    # file) is exactly what its bytes need, and the runtime knows how to switch each one.
+    for name in build.BUILDS:
+        shipped = kernel_source.read_shipped(build.shipped_path(name))
+        needed = set(sandbox.features_needed(shipped.sha256, shipped.wasm))
+        assert needed == set(build.FEATURES[name]), name
+        assert needed <= set(sandbox.KERNEL_FEATURES), name
 
 
 def test_a_runtime_without_relaxed_simd_refuses_the_relaxed_build_and_names_it():
