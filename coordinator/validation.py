@@ -4,11 +4,11 @@ A train reply is OK only when it answers this round's train message, carries exa
 ArrayRecord whose arrays have the global model's names, shapes and dtype (float32), every value
 finite, a delta whose L2 norm is within ``max-delta-norm``, and exactly one MetricRecord whose
 metrics are plausible: ``num-examples`` an integer in [1, 2**63 - 1],
-``train-loss`` present, finite and >= 0 (cross-entropy), and where present ``kernel-seconds``
-finite and >= 0, ``fuel-used`` and ``reply-bytes`` integers in [0, 2**63 - 1], ``partition-id``
-an integer in [-1, 2**31 - 1]; other records and unknown metric keys are ignored (their bytes
-are counted). An evaluate reply: exactly one MetricRecord,
-``num-examples`` as above, ``eval-loss`` finite and >= 0, ``eval-accuracy`` in [0, 1].
+``train-loss`` present and in [0, FLOAT32_MAX] (cross-entropy), and where present
+``kernel-seconds`` in [0, FLOAT32_MAX], ``fuel-used`` and ``reply-bytes`` integers in
+[0, 2**63 - 1], ``partition-id`` an integer in [-1, 2**31 - 1]; other records and unknown
+metric keys are ignored (their bytes are counted). An evaluate reply: exactly one MetricRecord,
+``num-examples`` as above, ``eval-loss`` in [0, FLOAT32_MAX], ``eval-accuracy`` in [0, 1].
 Anything else is REJECTED with a reason and never aggregated. An error reply (the client
 could not train) is FAILED: counted, reported, not fatal.
 
@@ -41,6 +41,10 @@ EXPECTED_DTYPE = "float32"
 UNKNOWN_NODE = -1
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
+# The largest loss or duration a reply may state: a float32 kernel computes no larger loss,
+# and below it a weighted mean cannot overflow (FLOAT32_MAX * INT64_MAX is ~3e57). Above
+# it, a single finite claim such as train-loss 1e308 made the round's mean inf.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 # A client's error reason is kept up to this many characters (the rest is counted, not stored).
 MAX_REASON_CHARS = 500
 MAX_SHOWN_CHARS = 80
@@ -278,7 +282,7 @@ def _check_evaluate_reply(message: Message, server_round: int | None) -> Evaluat
     partition_id, partition_problem = _partition(metrics)
     claimed, examples_problem = _num_examples(metrics)
     loss, loss_problem = _float_value(
-        metrics, contract.METRIC_EVAL_LOSS, low=0.0, high=math.inf, required=True
+        metrics, contract.METRIC_EVAL_LOSS, low=0.0, high=FLOAT32_MAX, required=True
     )
     if loss_problem and contract.METRIC_EVAL_LOSS not in metrics:
         loss_problem = "eval-loss is nan (the MetricRecord lacks 'eval-loss')"
@@ -463,10 +467,10 @@ def _train_metrics(metrics: Mapping[str, Any]) -> tuple[dict[str, object], str]:
         metrics, contract.METRIC_FUEL_USED, low=0, high=INT64_MAX, required=False
     )
     loss, loss_problem = _float_value(
-        metrics, contract.METRIC_TRAIN_LOSS, low=0.0, high=math.inf, required=True
+        metrics, contract.METRIC_TRAIN_LOSS, low=0.0, high=FLOAT32_MAX, required=True
     )
     seconds, seconds_problem = _float_value(
-        metrics, contract.METRIC_KERNEL_SECONDS, low=0.0, high=math.inf, required=False
+        metrics, contract.METRIC_KERNEL_SECONDS, low=0.0, high=FLOAT32_MAX, required=False
     )
     facts: dict[str, object] = {
         "partition_id": partition_id,
