@@ -32,7 +32,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 
 from protos import contract
 from protos.contract import NO_PARTITION
-from protos.npy import NpyVersionError, decode_float32, read_npy_header
+from protos.npy import NpyVersionError, decode_float32, npy_shortfall, read_npy_header
 from protos.report_pb2 import FAILED, OK, REJECTED, ClientStatus
 
 from .aggregation import l2_norm
@@ -597,6 +597,12 @@ def _delta_arrays(
         # numpy's exact bytes for this layout decode as a view; anything else takes np.load.
         values = decode_float32(array.data, expected_shape)
         if values is None:
+            # Bytes that hold less than their header claims are refused before np.load, which
+            # allocates what the header claims before it reads: 16 bytes under a header of
+            # shape (2**28,) cost a 1 GiB allocation each.
+            short = npy_shortfall(array.data)
+            if short:
+                return None, f"array {name!r}: cannot be read ({short})"
             try:
                 values = array.numpy()
             except Exception as error:  # malformed bytes: whatever numpy raises, rejects it
