@@ -20,6 +20,7 @@ and no reply can make validation raise. :class:`WeightPolicy` bounds how much a
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import re
@@ -179,13 +180,31 @@ def check_train_reply(
         OK with the delta, or FAILED/REJECTED with the reason.
     """
     try:
-        return _check_train_reply(message, expected_shapes, max_delta_norm, server_round)
+        return _printable(
+            _check_train_reply(message, expected_shapes, max_delta_norm, server_round)
+        )
     except Exception as error:  # a backstop: no reply may raise out of validation
         return TrainReply(
             _node_id(message),
             REJECTED,
             _clean(f"unreadable reply ({type(error).__name__}: {error})"),
         )
+
+
+ReplyT = TypeVar("ReplyT", TrainReply, EvaluateReply)
+
+
+def _printable(reply: ReplyT) -> ReplyT:
+    """Return ``reply`` with its reason made safe for the report where it quotes the reply.
+
+    A reason may quote text of the reply's envelope (its message type, its round): a lone
+    surrogate there (a Message unpickled by the local engine is not type-checked) raised
+    UnicodeEncodeError when the report's protobuf took the reason, out of the round, and
+    aborted the run. Every reason passes here; only one that is not printable is rewritten.
+    """
+    if reply.reason.isprintable():
+        return reply
+    return dataclasses.replace(reply, reason=_clean(reply.reason))
 
 
 def _npy_length_problem(data: bytes) -> str:
@@ -260,7 +279,7 @@ def check_evaluate_reply(message: Message, *, server_round: int | None = None) -
     ``num-examples`` > 0, loss finite and >= 0, accuracy in [0, 1], partition id in range.
     """
     try:
-        return _check_evaluate_reply(message, server_round)
+        return _printable(_check_evaluate_reply(message, server_round))
     except Exception as error:  # a backstop: no reply may raise out of validation
         return EvaluateReply(
             _node_id(message),
@@ -401,9 +420,10 @@ def _envelope_problem(message: Message, message_type: str, server_round: int | N
     metadata = message.metadata
     kind = str(metadata.message_type).split(".", 1)[0]
     if kind != message_type:
-        return f"a {_show_text(kind)} reply, expected a {message_type} reply"
+        return f"a {_show_text(kind, MAX_SHOWN_CHARS)} reply, expected a {message_type} reply"
     if server_round is not None and str(metadata.group_id) != str(server_round):
-        return f"a reply to round {_show_text(metadata.group_id)}, expected round {server_round}"
+        shown = _show_text(metadata.group_id, MAX_SHOWN_CHARS)
+        return f"a reply to round {shown}, expected round {server_round}"
     # Records the contract has no place for (a ConfigRecord; arrays in an evaluate reply) are
     # ignored: nothing reads them, and their bytes are counted in bytes_uploaded.
     return ""
@@ -555,8 +575,8 @@ def _show(value: object) -> str:
     return _truncate(text, MAX_SHOWN_CHARS)
 
 
-def _show_text(value: object) -> str:
-    return _truncate(value if isinstance(value, str) else _show(value), MAX_REASON_CHARS)
+def _show_text(value: object, limit: int = MAX_REASON_CHARS) -> str:
+    return _truncate(value if isinstance(value, str) else _show(value), limit)
 
 
 def _truncate(text: str, limit: int) -> str:
