@@ -62,7 +62,7 @@ from client.sandbox import KERNEL_FEATURES, Limits, SandboxError
 from kernels.spec import ModelSpec, ModelSpecError
 from protos import contract
 from protos.contract import NO_PARTITION, ClientErrorCode, ClientJobError
-from protos.npy import decode_float32, encode_float32
+from protos.npy import decode_float32, encode_float32, npy_shortfall
 
 DEFAULT_MEMORY_MB = 512
 # Default job budgets, derived from the job's size so that a kernel that loops or stalls ends
@@ -281,6 +281,10 @@ def _read_array(array: Array) -> np.ndarray:
         values = decode_float32(array.data, array.shape)
         if values is not None:
             return values
+    # np.load allocates what a header claims before reading: a short array is refused first.
+    short = npy_shortfall(array.data)
+    if short:
+        raise ClientJobError(ClientErrorCode.BAD_CONFIG, f"global model array: {short}")
     return array.numpy()
 
 

@@ -278,6 +278,7 @@ class DeltaStrategy(Strategy):
             TrainReply(node_id, FAILED, "no reply before the timeout")
             for node_id in sorted(set(state.train_nodes) - {reply.node_id for reply in checked})
         ]
+        checked = self._check_partition_claims(checked)
         self._remember_partitions(checked)
         checked.sort(key=lambda reply: self.node_order_key(reply.node_id))
         claimed = {reply.node_id: reply.num_examples for reply in checked}
@@ -443,6 +444,7 @@ class DeltaStrategy(Strategy):
             EvaluateReply(node_id, FAILED, "no reply before the timeout")
             for node_id in sorted(set(state.evaluate_nodes) - {reply.node_id for reply in checked})
         ]
+        checked = self._check_partition_claims(checked)
         self._remember_partitions(checked)
         claimed = {reply.node_id: reply.num_examples for reply in checked}
         checked, weight_notes = self._bound_weights(checked, "evaluate")
@@ -571,6 +573,28 @@ class DeltaStrategy(Strategy):
         """Return the node's partition id as last reported, or -1 when none is known."""
         return self.node_partitions.get(node_id, NO_PARTITION)
 
+    def _check_partition_claims(self, replies: list[Reply]) -> list[Reply]:
+        """Reject a reply that names another partition than the one its node is known to be.
+
+        A node's partition is what the grid said or what the node first reported; a reply
+        cannot change it mid-run. Trusting each reply's ``partition-id`` let a node take
+        another partition's size as the bound of its ``num-examples`` claim (exempt from the
+        median ratio), and that partition's row, sampling place, device and fault labels.
+        """
+        checked: list[Reply] = []
+        for reply in replies:
+            known = self.node_partitions.get(reply.node_id, NO_PARTITION)
+            if NO_PARTITION not in (known, reply.partition_id) and reply.partition_id != known:
+                reason = (
+                    f"the reply claims partition {reply.partition_id}, but node "
+                    f"{reply.node_id} is partition {known}"
+                )
+                reply = dataclasses.replace(
+                    reply, status=REJECTED, reason=reason, partition_id=known, **_no_delta(reply)
+                )
+            checked.append(reply)
+        return checked
+
     def _remember_partitions(self, replies: Sequence[TrainReply | EvaluateReply]) -> None:
         for reply in replies:
             if reply.partition_id != NO_PARTITION:
@@ -582,11 +606,14 @@ class DeltaStrategy(Strategy):
         Returns the replies with the weights to use, and a note per clipped node.
         """
         usable = [reply for reply in checked if reply.ok]
+        # The node's known partition, not the reply's word: a reply that omits its
+        # partition-id is bounded by its partition's size all the same.
+        partitions = [self.partition_of(reply.node_id) for reply in usable]
         expected = [
-            self.expected_num_examples(reply.partition_id, purpose)
-            if self.expected_num_examples is not None and reply.partition_id != NO_PARTITION
+            self.expected_num_examples(partition, purpose)
+            if self.expected_num_examples is not None and partition != NO_PARTITION
             else None
-            for reply in usable
+            for partition in partitions
         ]
         bounded = self.weight_policy.clip([reply.num_examples for reply in usable], expected)
         replaced: dict[int, Reply] = {}

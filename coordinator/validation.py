@@ -4,11 +4,11 @@ A train reply is OK only when it answers this round's train message, carries exa
 ArrayRecord whose arrays have the global model's names, shapes and dtype (float32), every value
 finite, a delta whose L2 norm is within ``max-delta-norm``, and exactly one MetricRecord whose
 metrics are plausible: ``num-examples`` an integer in [1, 2**63 - 1],
-``train-loss`` present, finite and >= 0 (cross-entropy), and where present ``kernel-seconds``
-finite and >= 0, ``fuel-used`` and ``reply-bytes`` integers in [0, 2**63 - 1], ``partition-id``
-an integer in [-1, 2**31 - 1]; other records and unknown metric keys are ignored (their bytes
-are counted). An evaluate reply: exactly one MetricRecord,
-``num-examples`` as above, ``eval-loss`` finite and >= 0, ``eval-accuracy`` in [0, 1].
+``train-loss`` present and in [0, FLOAT32_MAX] (cross-entropy), and where present
+``kernel-seconds`` in [0, FLOAT32_MAX], ``fuel-used`` and ``reply-bytes`` integers in
+[0, 2**63 - 1], ``partition-id`` an integer in [-1, 2**31 - 1]; other records and unknown
+metric keys are ignored (their bytes are counted). An evaluate reply: exactly one MetricRecord,
+``num-examples`` as above, ``eval-loss`` in [0, FLOAT32_MAX], ``eval-accuracy`` in [0, 1].
 Anything else is REJECTED with a reason and never aggregated. An error reply (the client
 could not train) is FAILED: counted, reported, not fatal.
 
@@ -20,6 +20,7 @@ and no reply can make validation raise. :class:`WeightPolicy` bounds how much a
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import re
@@ -32,7 +33,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 
 from protos import contract
 from protos.contract import NO_PARTITION
-from protos.npy import NpyVersionError, decode_float32, read_npy_header
+from protos.npy import NpyVersionError, decode_float32, npy_shortfall, read_npy_header
 from protos.report_pb2 import FAILED, OK, REJECTED, ClientStatus
 
 from .aggregation import l2_norm
@@ -41,6 +42,10 @@ EXPECTED_DTYPE = "float32"
 UNKNOWN_NODE = -1
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
+# The largest loss or duration a reply may state: a float32 kernel computes no larger loss,
+# and below it a weighted mean cannot overflow (FLOAT32_MAX * INT64_MAX is ~3e57). Above
+# it, a single finite claim such as train-loss 1e308 made the round's mean inf.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 # A client's error reason is kept up to this many characters (the rest is counted, not stored).
 MAX_REASON_CHARS = 500
 MAX_SHOWN_CHARS = 80
@@ -175,13 +180,31 @@ def check_train_reply(
         OK with the delta, or FAILED/REJECTED with the reason.
     """
     try:
-        return _check_train_reply(message, expected_shapes, max_delta_norm, server_round)
+        return _printable(
+            _check_train_reply(message, expected_shapes, max_delta_norm, server_round)
+        )
     except Exception as error:  # a backstop: no reply may raise out of validation
         return TrainReply(
             _node_id(message),
             REJECTED,
             _clean(f"unreadable reply ({type(error).__name__}: {error})"),
         )
+
+
+ReplyT = TypeVar("ReplyT", TrainReply, EvaluateReply)
+
+
+def _printable(reply: ReplyT) -> ReplyT:
+    """Return ``reply`` with its reason made safe for the report where it quotes the reply.
+
+    A reason may quote text of the reply's envelope (its message type, its round): a lone
+    surrogate there (a Message unpickled by the local engine is not type-checked) raised
+    UnicodeEncodeError when the report's protobuf took the reason, out of the round, and
+    aborted the run. Every reason passes here; only one that is not printable is rewritten.
+    """
+    if reply.reason.isprintable():
+        return reply
+    return dataclasses.replace(reply, reason=_clean(reply.reason))
 
 
 def _npy_length_problem(data: bytes) -> str:
@@ -256,7 +279,7 @@ def check_evaluate_reply(message: Message, *, server_round: int | None = None) -
     ``num-examples`` > 0, loss finite and >= 0, accuracy in [0, 1], partition id in range.
     """
     try:
-        return _check_evaluate_reply(message, server_round)
+        return _printable(_check_evaluate_reply(message, server_round))
     except Exception as error:  # a backstop: no reply may raise out of validation
         return EvaluateReply(
             _node_id(message),
@@ -278,7 +301,7 @@ def _check_evaluate_reply(message: Message, server_round: int | None) -> Evaluat
     partition_id, partition_problem = _partition(metrics)
     claimed, examples_problem = _num_examples(metrics)
     loss, loss_problem = _float_value(
-        metrics, contract.METRIC_EVAL_LOSS, low=0.0, high=math.inf, required=True
+        metrics, contract.METRIC_EVAL_LOSS, low=0.0, high=FLOAT32_MAX, required=True
     )
     if loss_problem and contract.METRIC_EVAL_LOSS not in metrics:
         loss_problem = "eval-loss is nan (the MetricRecord lacks 'eval-loss')"
@@ -397,9 +420,10 @@ def _envelope_problem(message: Message, message_type: str, server_round: int | N
     metadata = message.metadata
     kind = str(metadata.message_type).split(".", 1)[0]
     if kind != message_type:
-        return f"a {_show_text(kind)} reply, expected a {message_type} reply"
+        return f"a {_show_text(kind, MAX_SHOWN_CHARS)} reply, expected a {message_type} reply"
     if server_round is not None and str(metadata.group_id) != str(server_round):
-        return f"a reply to round {_show_text(metadata.group_id)}, expected round {server_round}"
+        shown = _show_text(metadata.group_id, MAX_SHOWN_CHARS)
+        return f"a reply to round {shown}, expected round {server_round}"
     # Records the contract has no place for (a ConfigRecord; arrays in an evaluate reply) are
     # ignored: nothing reads them, and their bytes are counted in bytes_uploaded.
     return ""
@@ -463,10 +487,10 @@ def _train_metrics(metrics: Mapping[str, Any]) -> tuple[dict[str, object], str]:
         metrics, contract.METRIC_FUEL_USED, low=0, high=INT64_MAX, required=False
     )
     loss, loss_problem = _float_value(
-        metrics, contract.METRIC_TRAIN_LOSS, low=0.0, high=math.inf, required=True
+        metrics, contract.METRIC_TRAIN_LOSS, low=0.0, high=FLOAT32_MAX, required=True
     )
     seconds, seconds_problem = _float_value(
-        metrics, contract.METRIC_KERNEL_SECONDS, low=0.0, high=math.inf, required=False
+        metrics, contract.METRIC_KERNEL_SECONDS, low=0.0, high=FLOAT32_MAX, required=False
     )
     facts: dict[str, object] = {
         "partition_id": partition_id,
@@ -551,8 +575,8 @@ def _show(value: object) -> str:
     return _truncate(text, MAX_SHOWN_CHARS)
 
 
-def _show_text(value: object) -> str:
-    return _truncate(value if isinstance(value, str) else _show(value), MAX_REASON_CHARS)
+def _show_text(value: object, limit: int = MAX_REASON_CHARS) -> str:
+    return _truncate(value if isinstance(value, str) else _show(value), limit)
 
 
 def _truncate(text: str, limit: int) -> str:
@@ -593,6 +617,12 @@ def _delta_arrays(
         # numpy's exact bytes for this layout decode as a view; anything else takes np.load.
         values = decode_float32(array.data, expected_shape)
         if values is None:
+            # Bytes that hold less than their header claims are refused before np.load, which
+            # allocates what the header claims before it reads: 16 bytes under a header of
+            # shape (2**28,) cost a 1 GiB allocation each.
+            short = npy_shortfall(array.data)
+            if short:
+                return None, f"array {name!r}: cannot be read ({short})"
             try:
                 values = array.numpy()
             except Exception as error:  # malformed bytes: whatever numpy raises, rejects it

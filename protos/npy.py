@@ -92,6 +92,27 @@ def read_npy_header(
     return read(stream, max_header_size=max_header_size)
 
 
+def npy_shortfall(data: object) -> str:
+    """Why npy ``data`` holds fewer bytes than its header describes ("" otherwise).
+
+    ``np.load`` (``Array.numpy()``) allocates the array its header claims before reading
+    the data: 16 bytes under a header of shape (2**28,) float32 cost a 1 GiB allocation.
+    Call this first on bytes from elsewhere; it reads the header only. "" as well when
+    there is no header to read (``np.load`` then refuses the bytes with its own reason).
+    """
+    if not isinstance(data, bytes):
+        return ""
+    buffer = io.BytesIO(data)
+    try:
+        shape, _, dtype = read_npy_header(buffer)
+        described = buffer.tell() + math.prod(shape) * dtype.itemsize
+    except Exception:  # no readable header: np.load says why
+        return ""
+    if len(data) >= described:
+        return ""
+    return f"EOF: its npy header describes {described} bytes, given {len(data)}"
+
+
 def encode_float32(values: np.ndarray) -> bytes:
     """Return the npy bytes ``np.save`` would write for a C-ordered float32 ``values``."""
     values = np.ascontiguousarray(values, dtype=FLOAT32_LE)
@@ -105,5 +126,6 @@ __all__ = [
     "decode_float32",
     "encode_float32",
     "npy_header",
+    "npy_shortfall",
     "read_npy_header",
 ]

@@ -149,6 +149,13 @@ def local(
             help="Run the SuperNodes from this environment instead of a device runtime venv.",
         ),
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Write into the folder given by --out even if it holds a run or other files.",
+        ),
+    ] = False,
 ) -> None:
     """Run a scenario through a real SuperLink and SuperNodes on this machine (TLS, auth).
 
@@ -166,6 +173,7 @@ def local(
     from simulations.deploy.layout import DeploymentError
     from simulations.deploy.local import LocalDeploymentError, Timeouts, run_local_deployment
     from simulations.deploy.processes import ProcessError
+    from simulations.run_folder import RunFolderError, check_run_folder
     from simulations.scenario import (
         ScenarioError,
         default_scenario_path,
@@ -200,6 +208,12 @@ def local(
     out_dir = out or Path("runs") / f"{name}-deploy-{time.strftime('%Y%m%d-%H%M%S')}"
     if resume is not None:
         out_dir = Path(str(run_config["out-dir"]))
+    resuming_in_place = resume is not None and Path(out_dir).resolve() == resume.resolve()
+    try:  # before any process starts: a run must not overwrite another run or the user's files
+        check_run_folder(Path(out_dir), force=force, resuming=resuming_in_place)
+    except RunFolderError as error:
+        fail(error)
+    if resume is not None:
         console.print(f"resuming [bold]{literal(resume)}[/] from its latest checkpoint")
     console.print(
         f"[bold]{literal(name)}[/]: {nodes} SuperNodes on loopback (TLS, node authentication), "

@@ -48,7 +48,9 @@ def simulate(
         "--rounds N extends it.",
     ),
     force: bool = typer.Option(
-        False, "--force", help="Overwrite the run folder given by --out if it holds a run."
+        False,
+        "--force",
+        help="Write into the folder given by --out even if it holds a run or other files.",
     ),
 ) -> None:
     """Train a scenario across simulated clients, each in its own Wasm sandbox."""
@@ -67,6 +69,7 @@ def simulate(
     except RoleNotInstalled as error:
         fail(error)
     from simulations.engine.stopping import EXIT_INTERRUPTED, stop_on_signals
+    from simulations.run_folder import RunFolderError, check_run_folder
     from simulations.scenario import ScenarioError, default_scenario_path, find_scenario
     from simulations.simulate import ENGINES, SimulationError, simulate_on_engine
     from simulations.summary import print_summary
@@ -99,11 +102,10 @@ def simulate(
     if resume is not None:
         out_dir = Path(str(run_config["out-dir"]))
     resuming_in_place = resume is not None and out_dir.resolve() == resume.resolve()
-    if not force and _holds_a_run(out_dir) and not resuming_in_place:
-        fail(
-            f"{out_dir} already holds a run; continue it with --resume {out_dir}, "
-            "or overwrite it with --force"
-        )
+    try:
+        check_run_folder(out_dir, force=force, resuming=resuming_in_place)
+    except RunFolderError as error:
+        fail(error)
     num_rounds = int(run_config["num-rounds"])
     if resume is not None:
         console.print(f"resuming [bold]{literal(resume)}[/] from its latest checkpoint")
@@ -180,12 +182,6 @@ def simulate(
         sys.stderr.flush()
         os._exit(EXIT_INTERRUPTED)
     print_summary(report, console, out_dir)
-
-
-def _holds_a_run(path: Path) -> bool:
-    from simulations.resume import is_run_folder
-
-    return is_run_folder(path)
 
 
 def _load(path: Path):

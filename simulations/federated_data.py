@@ -473,6 +473,8 @@ def _partition_pool(
         key = {"dirichlet": "dirichlet-alpha", "shards": "shards-per-client"}.get(
             config.partitioning, "num-partitions"
         )
+        if isinstance(error, splitting.PartitionCountError):
+            key = "num-partitions"  # too many clients for the pool, whatever the partitioning
         raise DataConfigError(key, str(error)) from error
     smallest = min(len(part) for part in parts)
     if smallest < MIN_CLIENT_SAMPLES:

@@ -79,7 +79,13 @@ from kernels.spec import ModelSpec, ModelSpecError
 from protos.untrusted_file import read_regular_file
 from simulations import datasets
 from simulations.faults import FaultConfig, FaultConfigError
-from simulations.federated_data import DataConfig, DataConfigError, data_shape
+from simulations.federated_data import (
+    DataConfig,
+    DataConfigError,
+    build_federated_data,
+    data_shape,
+    is_lazy,
+)
 from simulations.scenario_sections import (
     DEVICE_POLICIES,
     MODEL_KINDS,
@@ -387,6 +393,7 @@ class Scenario:
         # the model spec needs the data set's shape, which for a folder reads its files.
         data_config = self.data_config()
         self.model_spec()
+        self._check_partitions(data_config)
         if data_config.dataset == "folder" and data_config.partitioning == "natural":
             num_files = len(datasets.folder_files(data_config.dataset_path))
             if num_files != data_config.num_partitions:
@@ -396,6 +403,25 @@ class Scenario:
                     f"natural partitioning gives one client per file: {data_config.dataset_path} "
                     f"has {num_files} files, given {data_config.num_partitions} clients",
                 )
+
+    def _check_partitions(self, data_config: DataConfig) -> None:
+        """Partition the pooled data once, so that a split that cannot be made is refused here.
+
+        Too many clients for the pool, or a Dirichlet alpha no draw satisfies, was found only
+        when the run loaded its data, after its engine started: a DataConfigError traceback
+        instead of an error naming the key. The partitions are cached per process
+        (``build_federated_data``), so the run that follows does not partition again. Lazy
+        data (synthetic, natural) has one device per client by construction; a folder's
+        natural split is checked above.
+        """
+        if is_lazy(data_config) or (
+            data_config.dataset == "folder" and data_config.partitioning == "natural"
+        ):
+            return
+        try:
+            build_federated_data(data_config)
+        except DataConfigError as error:
+            raise self._data_error(error) from error
 
     def _data_error(self, error: DataConfigError) -> ScenarioError:
         return ScenarioError(

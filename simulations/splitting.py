@@ -46,6 +46,10 @@ class PartitionError(ValueError):
     """A split that cannot be made with the given sizes and parameters."""
 
 
+class PartitionCountError(PartitionError):
+    """A split that cannot be made because of the number of partitions (too many clients)."""
+
+
 def iid(labels: np.ndarray, num_partitions: int, seed: int) -> list[np.ndarray]:
     """Uniformly random, near-equal partitions (sizes differ by at most one).
 
@@ -237,7 +241,7 @@ def _check_sizes(labels: np.ndarray, num_partitions: int) -> None:
     if labels.ndim != 1:
         raise PartitionError(f"labels: expected 1 dimension, given shape {labels.shape}")
     if not 1 <= num_partitions <= len(labels):
-        raise PartitionError(
+        raise PartitionCountError(
             f"num partitions: expected an int in 1..{len(labels)} (the pool's size), "
             f"given {num_partitions}"
         )

@@ -28,6 +28,7 @@ from coordinator import validation
 from coordinator.array_codec import DecodedArray
 from coordinator.round_messages import delta_content, reply_metadata, work_done
 from coordinator.validation import (
+    FLOAT32_MAX,
     INT64_MAX,
     TrainReply,
     _float_value,
@@ -105,9 +106,11 @@ def reference_train_problem(metrics: Mapping[str, Any]) -> str:
     """The problem as the two-pass code found it (the first failing check, in this order)."""
     checks = (
         _num_examples(metrics)[1],
-        _float_value(metrics, contract.METRIC_TRAIN_LOSS, low=0.0, high=math.inf, required=True)[1],
+        _float_value(metrics, contract.METRIC_TRAIN_LOSS, low=0.0, high=FLOAT32_MAX, required=True)[
+            1
+        ],
         _float_value(
-            metrics, contract.METRIC_KERNEL_SECONDS, low=0.0, high=math.inf, required=False
+            metrics, contract.METRIC_KERNEL_SECONDS, low=0.0, high=FLOAT32_MAX, required=False
         )[1],
         _int_value(metrics, contract.METRIC_FUEL_USED, low=0, high=INT64_MAX, required=False)[1],
         _int_value(metrics, contract.METRIC_REPLY_BYTES, low=0, high=INT64_MAX, required=False)[1],
