@@ -186,6 +186,10 @@ def run_rounds_on_grid(
             or fault_labels is not None
             or config.devices is not None
             or check_partitions is not None
+            # A grid that knows every node's partition tells them for free, and its word is
+            # the one a reply cannot forge: learned from round 1's replies instead, a node
+            # that lies from its first reply would be believed (the weight bound included).
+            or callable(getattr(grid, "node_partitions", None))
         )
         if needs_partitions and _partitions_needed(grid, strategy, start.resumed):
             # Partial sampling draws from nodes in partition order, which needs the partitions

@@ -121,3 +121,25 @@ def test_an_evaluate_reply_claiming_another_partition_is_rejected(tmp_path):
 def test_an_honest_run_that_knows_its_partitions_keeps_its_bits(tmp_path, honest_sha):
     report, row = _run(tmp_path, KnowingGrid(lambda m, r: [r]))
     assert row.status == OK and report.final_model_sha256 == honest_sha
+
+
+def test_a_grid_that_knows_the_partitions_is_asked_even_with_full_participation(tmp_path):
+    # Full participation needs no partition before round 1 (round 1's replies tell them), but
+    # a reply's word is what a liar forges: a grid that knows them is asked before round 1,
+    # so a node lying from its very first reply is caught there too.
+    claim = {
+        contract.METRIC_PARTITION_ID: BIGGEST,
+        contract.METRIC_NUM_EXAMPLES: num_examples(BIGGEST),
+    }
+    grid = KnowingGrid(with_metrics(**claim))
+    config = FederationConfig.from_run_config(run_config(tmp_path, num_rounds=1))
+    assert config.fraction_train == 1.0
+    report = run_rounds_on_grid(
+        grid,
+        config,
+        write_report=write_json_only,
+        expected_num_examples=lambda partition, purpose: num_examples(partition),
+    )
+    rows = [c for c in report.rounds[0].clients if int(c.node_id) == grid.hostile_node]
+    assert [row.status for row in rows] == [REJECTED]
+    assert f"claims partition {BIGGEST}, but node {grid.hostile_node}" in rows[0].reason
