@@ -270,8 +270,21 @@ def _commit(root: Path, final: Path, files: Mapping[str, bytes]) -> None:
 
 
 def clear_checkpoints(run_dir: Path | str) -> None:
-    """Remove a run folder's checkpoints (a fresh run in a folder that held another run)."""
-    shutil.rmtree(checkpoint_root(run_dir), ignore_errors=True)
+    """Remove a run folder's checkpoints (a fresh run in a folder that held another run).
+
+    A ``checkpoints`` that is a symlink or a file is removed itself, never what a link points
+    to: ``rmtree`` refuses a symlink, and the run then wrote its checkpoints through it. An
+    error other than "not there" is raised: another run's checkpoints left behind would be
+    taken for this run's.
+    """
+    root = checkpoint_root(run_dir)
+    if root.is_symlink() or (root.exists() and not root.is_dir()):
+        root.unlink()
+        return
+    try:
+        shutil.rmtree(root)
+    except FileNotFoundError:
+        pass
 
 
 def _prune(root: Path, *, keep: int) -> None:

@@ -575,3 +575,23 @@ def test_a_hostile_checkpoint_file_is_refused_and_the_previous_checkpoint_is_use
     assert loaded.checkpoint.path == previous
     assert len(loaded.refused) == 1 and re.search(refusal, loaded.refused[0]), loaded.refused
     assert str(latest) in loaded.refused[0]
+
+
+def test_clearing_removes_a_checkpoints_symlink_or_file_itself_never_its_target(tmp_path):
+    # A fresh run (--force) in a folder whose checkpoints/ is a link must not write through it.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("not the run's")
+    run = tmp_path / "run"
+    run.mkdir()
+    ckpt.checkpoint_root(run).symlink_to(elsewhere, target_is_directory=True)
+    ckpt.clear_checkpoints(run)
+    assert not ckpt.checkpoint_root(run).exists() and not ckpt.checkpoint_root(run).is_symlink()
+    assert (elsewhere / "keep.txt").read_text() == "not the run's"
+    ckpt.checkpoint_root(run).write_text("a file")
+    ckpt.clear_checkpoints(run)
+    assert not ckpt.checkpoint_root(run).exists()
+    ckpt.clear_checkpoints(run)  # nothing there: nothing to do
+    (ckpt.checkpoint_root(run) / "round-0001").mkdir(parents=True)
+    ckpt.clear_checkpoints(run)
+    assert not ckpt.checkpoint_root(run).exists()
