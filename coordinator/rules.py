@@ -152,9 +152,15 @@ def attribute(
     return attribution.num_examples_shares(list(num_examples), rule_name)
 
 
+def min_replies(strategy: Strategy) -> int:
+    """Return the fewest usable replies ``strategy`` aggregates (1: no minimum of its own)."""
+    if isinstance(strategy, Bulyan):
+        return 4 * strategy.num_malicious_nodes + 3
+    return 1
+
+
 def refusal_hint(strategy: Strategy, num_usable: int) -> str:
     """Why ``strategy`` may have refused ``num_usable`` replies ("" when there is no rule)."""
     if isinstance(strategy, Bulyan):
-        needed = 4 * strategy.num_malicious_nodes + 3
-        return f" (Bulyan needs at least 4 * num_malicious_nodes + 3 = {needed})"
+        return f" (Bulyan needs at least 4 * num_malicious_nodes + 3 = {min_replies(strategy)})"
     return ""

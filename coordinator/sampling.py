@@ -29,10 +29,17 @@ def sample_nodes(
     the grid listed them in. Returns the sample in that canonical order.
     """
     ordered = sorted(set(node_ids), key=order_key)
-    if fraction <= 0.0 or not ordered:
+    count = sample_count(len(ordered), fraction=fraction, min_nodes=min_nodes)
+    if count == 0:
         return []
-    # The epsilon keeps 0.29 * 100 from rounding down to 28.
-    count = min(len(ordered), max(min_nodes, int(len(ordered) * fraction + 1e-9)))
     rng = np.random.default_rng([seed, server_round, purpose])
     picked = rng.choice(len(ordered), size=count, replace=False)
     return [ordered[index] for index in sorted(picked.tolist())]
+
+
+def sample_count(num_nodes: int, *, fraction: float, min_nodes: int) -> int:
+    """Return how many of ``num_nodes`` nodes :func:`sample_nodes` draws at ``fraction``."""
+    if fraction <= 0.0 or num_nodes == 0:
+        return 0
+    # The epsilon keeps 0.29 * 100 from rounding down to 28.
+    return min(num_nodes, max(min_nodes, int(num_nodes * fraction + 1e-9)))

@@ -102,6 +102,14 @@ class RoundFailedError(RuntimeError):
         self.round_report = round_report
 
 
+class _NoAggregate(Exception):
+    """The rule made no aggregate of a round's usable replies (``reason`` says why)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class StrategyStateError(RuntimeError):
     """The adapter was asked to aggregate a round it did not configure."""
 
@@ -332,10 +340,7 @@ class DeltaStrategy(Strategy):
         ):
             # Every client was offline or too slow: the round ends at its deadline with the
             # model unchanged (FedAvg's fate at a high straggler share), not as a failure.
-            logger.info("round %d: no client made the deadline; model unchanged", server_round)
-            report.update_norm = 0.0
-            unchanged = {name: array.copy() for name, array in state.global_weights.items()}
-            return ArrayRecord({name: Array(array) for name, array in unchanged.items()}), None
+            return self._model_unchanged(state, "no client made the device deadline"), None
         if not usable:
             reasons = (
                 "; ".join(f"{self._client_name(r.node_id)}: {r.reason}" for r in checked)
@@ -343,7 +348,18 @@ class DeltaStrategy(Strategy):
             )
             raise RoundFailedError(server_round, f"no usable reply ({reasons})", report)
 
-        update, notes = self._aggregate(server_round, state, usable)
+        try:
+            update, notes = self._aggregate(server_round, state, usable)
+        except _NoAggregate as refused:
+            # A rule that needs more replies than are usable (Bulyan: 4f + 3) makes no
+            # aggregate. The round keeps the model, as Flower's own Strategy.start does, rather
+            # than ending the run: otherwise one failed or rejected client, hostile or not,
+            # ended every run that sampled exactly the rule's minimum.
+            for reply in usable:
+                clients[
+                    reply.node_id
+                ].aggregation_note = "not aggregated: the rule made no aggregate this round"
+            return self._model_unchanged(state, refused.reason), None
         scale = 1.0 if rules.applies_server_lr_itself(self.flower_strategy) else self.server_lr
         new_weights = apply_server_step(state.global_weights, update, scale)
         applied = {name: scale * np.asarray(update[name], np.float64) for name in update}
@@ -639,6 +655,15 @@ class DeltaStrategy(Strategy):
             out.append(reply)
         return out, factors
 
+    def _model_unchanged(self, state: _RoundState, reason: str) -> ArrayRecord:
+        """End the round with the global model as it was (a copy), and say why in its report."""
+        logger.warning("round %d: %s; the model is unchanged", state.report.round, reason)
+        state.report.update_norm = 0.0
+        state.report.model_unchanged_reason = reason
+        return ArrayRecord(
+            {name: Array(array.copy()) for name, array in state.global_weights.items()}
+        )
+
     def _label(self, client: ClientResult, node_id: int, server_round: int) -> None:
         """Mark the faults a simulation injected into this client (ground truth, not a guess)."""
         if self.fault_labels is None:
@@ -669,11 +694,9 @@ class DeltaStrategy(Strategy):
                 server_round, f"{type(inner).__name__} could not aggregate: {error}", state.report
             ) from error
         if aggregated is None:
-            raise RoundFailedError(
-                server_round,
+            raise _NoAggregate(
                 f"{type(inner).__name__} returned no aggregate for {len(usable)} usable replies"
-                + rules.refusal_hint(inner, len(usable)),
-                state.report,
+                + rules.refusal_hint(inner, len(usable))
             )
         update = {name: np.asarray(array.numpy()) for name, array in aggregated.items()}
         notes = rules.attribute(

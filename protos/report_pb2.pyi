@@ -95,7 +95,7 @@ class ClientResult(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., partition_id: _Optional[int] = ..., status: _Optional[_Union[ClientStatus, str]] = ..., reason: _Optional[str] = ..., num_examples: _Optional[int] = ..., train_loss: _Optional[float] = ..., kernel_seconds: _Optional[float] = ..., fuel_used: _Optional[int] = ..., bytes_uploaded: _Optional[int] = ..., bytes_downloaded: _Optional[int] = ..., delta_norm: _Optional[float] = ..., cosine_to_update: _Optional[float] = ..., aggregation_weight: _Optional[float] = ..., selected: _Optional[bool] = ..., aggregation_note: _Optional[str] = ..., eval_loss: _Optional[float] = ..., eval_accuracy: _Optional[float] = ..., eval_num_examples: _Optional[int] = ..., eval_status: _Optional[_Union[ClientStatus, str]] = ..., claimed_num_examples: _Optional[int] = ..., num_examples_note: _Optional[str] = ..., clip_factor: _Optional[float] = ..., injected_fault: _Optional[str] = ..., attack: _Optional[str] = ..., claimed_eval_num_examples: _Optional[int] = ..., sim_seconds: _Optional[float] = ..., sim_download_seconds: _Optional[float] = ..., sim_compute_seconds: _Optional[float] = ..., sim_upload_seconds: _Optional[float] = ..., fuel_budget: _Optional[int] = ..., steps_done: _Optional[int] = ..., steps_planned: _Optional[int] = ..., device_status: _Optional[str] = ..., kernel_sha256: _Optional[str] = ...) -> None: ...
 
 class RoundReport(_message.Message):
-    __slots__ = ("round", "clients_sampled", "clients_succeeded", "clients_failed", "clients_rejected", "train_loss", "federated_eval_loss", "federated_eval_accuracy", "central_loss", "central_accuracy", "bytes_uploaded", "bytes_downloaded", "wall_seconds", "update_norm", "sampled_node_ids", "clients", "clients_clipped", "clients_weight_clipped", "sim_round_seconds", "sim_elapsed_seconds", "stragglers", "clients_dropped", "clients_partial", "clients_offline")
+    __slots__ = ("round", "clients_sampled", "clients_succeeded", "clients_failed", "clients_rejected", "train_loss", "federated_eval_loss", "federated_eval_accuracy", "central_loss", "central_accuracy", "bytes_uploaded", "bytes_downloaded", "wall_seconds", "update_norm", "sampled_node_ids", "clients", "clients_clipped", "clients_weight_clipped", "sim_round_seconds", "sim_elapsed_seconds", "stragglers", "clients_dropped", "clients_partial", "clients_offline", "model_unchanged_reason")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     CLIENTS_SAMPLED_FIELD_NUMBER: _ClassVar[int]
     CLIENTS_SUCCEEDED_FIELD_NUMBER: _ClassVar[int]
@@ -120,6 +120,7 @@ class RoundReport(_message.Message):
     CLIENTS_DROPPED_FIELD_NUMBER: _ClassVar[int]
     CLIENTS_PARTIAL_FIELD_NUMBER: _ClassVar[int]
     CLIENTS_OFFLINE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_UNCHANGED_REASON_FIELD_NUMBER: _ClassVar[int]
     round: int
     clients_sampled: int
     clients_succeeded: int
@@ -144,7 +145,8 @@ class RoundReport(_message.Message):
     clients_dropped: int
     clients_partial: int
     clients_offline: int
-    def __init__(self, round: _Optional[int] = ..., clients_sampled: _Optional[int] = ..., clients_succeeded: _Optional[int] = ..., clients_failed: _Optional[int] = ..., clients_rejected: _Optional[int] = ..., train_loss: _Optional[float] = ..., federated_eval_loss: _Optional[float] = ..., federated_eval_accuracy: _Optional[float] = ..., central_loss: _Optional[float] = ..., central_accuracy: _Optional[float] = ..., bytes_uploaded: _Optional[int] = ..., bytes_downloaded: _Optional[int] = ..., wall_seconds: _Optional[float] = ..., update_norm: _Optional[float] = ..., sampled_node_ids: _Optional[_Iterable[str]] = ..., clients: _Optional[_Iterable[_Union[ClientResult, _Mapping]]] = ..., clients_clipped: _Optional[int] = ..., clients_weight_clipped: _Optional[int] = ..., sim_round_seconds: _Optional[float] = ..., sim_elapsed_seconds: _Optional[float] = ..., stragglers: _Optional[int] = ..., clients_dropped: _Optional[int] = ..., clients_partial: _Optional[int] = ..., clients_offline: _Optional[int] = ...) -> None: ...
+    model_unchanged_reason: str
+    def __init__(self, round: _Optional[int] = ..., clients_sampled: _Optional[int] = ..., clients_succeeded: _Optional[int] = ..., clients_failed: _Optional[int] = ..., clients_rejected: _Optional[int] = ..., train_loss: _Optional[float] = ..., federated_eval_loss: _Optional[float] = ..., federated_eval_accuracy: _Optional[float] = ..., central_loss: _Optional[float] = ..., central_accuracy: _Optional[float] = ..., bytes_uploaded: _Optional[int] = ..., bytes_downloaded: _Optional[int] = ..., wall_seconds: _Optional[float] = ..., update_norm: _Optional[float] = ..., sampled_node_ids: _Optional[_Iterable[str]] = ..., clients: _Optional[_Iterable[_Union[ClientResult, _Mapping]]] = ..., clients_clipped: _Optional[int] = ..., clients_weight_clipped: _Optional[int] = ..., sim_round_seconds: _Optional[float] = ..., sim_elapsed_seconds: _Optional[float] = ..., stragglers: _Optional[int] = ..., clients_dropped: _Optional[int] = ..., clients_partial: _Optional[int] = ..., clients_offline: _Optional[int] = ..., model_unchanged_reason: _Optional[str] = ...) -> None: ...
 
 class Versions(_message.Message):
     __slots__ = ("sandflower", "flwr", "wasmtime", "python")

@@ -73,7 +73,9 @@ from typing import Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from pydantic.dataclasses import dataclass
 
-from coordinator import schema
+from coordinator import rules, schema
+from coordinator.flower_strategies import build_flower_strategy
+from coordinator.sampling import sample_count
 from coordinator.schema import ScenarioSection, TrainingSection
 from kernels.spec import ModelSpec, ModelSpecError
 from protos.untrusted_file import read_regular_file
@@ -389,6 +391,7 @@ class Scenario:
         if problem is not None:
             key = ".".join(("federation", "strategy_params", *problem.path))
             raise ScenarioError(source, key, problem.problem)
+        self._check_rule_minimum()
         # The data keys are validated together by DataConfig (errors name the TOML keys);
         # the model spec needs the data set's shape, which for a folder reads its files.
         data_config = self.data_config()
@@ -403,6 +406,38 @@ class Scenario:
                     f"natural partitioning gives one client per file: {data_config.dataset_path} "
                     f"has {num_files} files, given {data_config.num_partitions} clients",
                 )
+
+    def _check_rule_minimum(self) -> None:
+        """Refuse a rule that needs more replies a round than the scenario samples.
+
+        Such a rule would make no aggregate in any round (the run would go on from an
+        unchanged model: coordinator/strategy.py); a round with fewer usable replies than
+        sampled (failures, rejections, offline devices) still can, and keeps the model.
+        """
+        federation = self.federation
+        rule = build_flower_strategy(
+            federation.strategy,
+            self.strategy_params,
+            fraction_train=federation.fraction_train,
+            fraction_evaluate=federation.fraction_evaluate,
+            server_lr=federation.server_lr,
+            proximal_mu=self.training.proximal_mu,
+            lr=self.training.lr,
+        )
+        needed = rules.min_replies(rule)
+        sampled = sample_count(
+            federation.clients,
+            fraction=federation.fraction_train,
+            min_nodes=int(getattr(rule, "min_train_nodes", 1)),
+        )
+        if sampled < needed:
+            raise ScenarioError(
+                self.source,
+                "federation.strategy_params.num_malicious_nodes",
+                f"{federation.strategy} needs at least {needed} replies a round to make an "
+                f"aggregate, but {federation.clients} clients at fraction_train "
+                f"{federation.fraction_train} sample {sampled}",
+            )
 
     def _check_partitions(self, data_config: DataConfig) -> None:
         """Partition the pooled data once, so that a split that cannot be made is refused here.

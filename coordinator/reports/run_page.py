@@ -224,7 +224,7 @@ def _rounds_table(report: RunReport) -> str:
                 cell(format_fixed(r.federated_eval_accuracy, 4)),
                 cell(format_bytes(r.bytes_uploaded), title=f"{r.bytes_uploaded} B"),
                 cell(format_bytes(r.bytes_downloaded), title=f"{r.bytes_downloaded} B"),
-                cell(format_significant(r.update_norm)),
+                _update_norm_cell(r),
                 cell(format_seconds(r.wall_seconds)),
             ]
             + (_device_round_cells(r) if devices else [])
@@ -232,6 +232,12 @@ def _rounds_table(report: RunReport) -> str:
     if devices:
         columns += _DEVICE_ROUND_COLUMNS
     return html_table(columns, rows, table_id="rounds-table")
+
+
+def _update_norm_cell(r: RoundReport) -> str:
+    if r.model_unchanged_reason:
+        return cell("unchanged", title=r.model_unchanged_reason)
+    return cell(format_significant(r.update_norm))
 
 
 # Simulated device clock (coordinator/clock.py): shown only for runs that simulate devices.

@@ -2,7 +2,7 @@
 
 import pytest
 
-from coordinator.sampling import sample_nodes
+from coordinator.sampling import sample_count, sample_nodes
 
 
 def test_sampling_is_reproducible_and_independent_of_listing_order():
@@ -33,3 +33,5 @@ def test_sample_size(count, fraction, min_nodes, expected):
         range(count), fraction=fraction, min_nodes=min_nodes, seed=0, server_round=1, purpose=0
     )
     assert len(picked) == expected
+    # What a scenario checks before the run (simulations/scenario.py) is what is drawn.
+    assert sample_count(count, fraction=fraction, min_nodes=min_nodes) == expected

@@ -349,13 +349,31 @@ def test_median_shares_sum_to_one_and_name_the_rule():
     assert all(c.aggregation_note.startswith("median:") for c in report.clients)
 
 
-def test_bulyan_with_too_few_replies_fails_the_round_with_the_reason():
+def test_bulyan_with_too_few_replies_keeps_the_model_and_says_why():
+    # One failed or rejected client below the rule's minimum must not end the run: the round
+    # keeps the model (as Flower's Strategy.start does when a rule returns no aggregate).
     rng = np.random.default_rng(10)
     deltas = [random_arrays(rng, 0.1) for _ in NODES]
-    with pytest.raises(
-        RoundFailedError, match="Bulyan needs at least 4 \\* num_malicious_nodes \\+ 3 = 7"
-    ):
-        train_round(make("bulyan", {"num_malicious_nodes": 1}), 1, random_arrays(rng), deltas)
+    global_weights = random_arrays(rng)
+    strategy = make("bulyan", {"num_malicious_nodes": 1})
+    new_weights, report = train_round(strategy, 1, global_weights, deltas)
+    assert len(NODES) < 7
+    assert {name: v.tobytes() for name, v in new_weights.items()} == {
+        name: v.tobytes() for name, v in global_weights.items()
+    }
+    assert report.update_norm == 0.0
+    assert report.model_unchanged_reason == (
+        f"Bulyan returned no aggregate for {len(NODES)} usable replies "
+        "(Bulyan needs at least 4 * num_malicious_nodes + 3 = 7)"
+    )
+    assert report.clients_succeeded == len(NODES)
+    assert all(
+        c.aggregation_note == "not aggregated: the rule made no aggregate this round"
+        for c in report.clients
+    )
+    # A round the rule aggregates says nothing.
+    _, fedavg_report = train_round(make("fedavg"), 1, global_weights, deltas)
+    assert fedavg_report.model_unchanged_reason == "" and fedavg_report.update_norm > 0
 
 
 # -- validation inside the round ----------------------------------------------------------------

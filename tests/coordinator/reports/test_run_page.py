@@ -194,3 +194,13 @@ def test_the_latest_rounds_with_problems_open_by_default():
         if tag == "details" and attrs.get("id", "").startswith("round-") and "open" in attrs
     )
     assert opened == [4, 5, 6]  # problems in rounds 2 to 6; round 7 is clean
+
+
+def test_a_round_that_kept_the_model_says_so_with_the_reason():
+    report = make_report(num_rounds=2)
+    report.rounds[1].update_norm = 0.0
+    report.rounds[1].model_unchanged_reason = "Bulyan returned no aggregate for 6 <usable> replies"
+    page = render_report_html(report)
+    rows = table_rows(page, "rounds-table")
+    assert rows[1][12] == "unchanged" and rows[0][12] != "unchanged"
+    assert 'title="Bulyan returned no aggregate for 6 &lt;usable&gt; replies"' in page
