@@ -120,9 +120,12 @@ class KernelRunner:
         so that ``fuel_used`` is known.
         """
         flat = _flat_params(spec, params, "params")
-        global_flat = (
-            flat if global_params is None else _flat_params(spec, global_params, "global_params")
-        )
+        # The ClientApp trains from the global model itself (global_params is params): the
+        # same mapping, already flattened and checked, is not flattened and checked twice.
+        if global_params is None or global_params is params:
+            global_flat = flat
+        else:
+            global_flat = _flat_params(spec, global_params, "global_params")
         features = _features(spec, x)
         num_examples = features.shape[0]
         labels = _labels(spec, y, num_examples)

@@ -10,6 +10,7 @@ with ``sf_alloc``, against ~11 us for the C call below), and a job makes several
 from __future__ import annotations
 
 import ctypes
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,17 +49,22 @@ def _instance_export(
 ) -> wasmtime.Func | wasmtime.Memory | Any | None:
     # Instance.exports() wraps every export of the instance (its cost grows with the export
     # count, ~25 s for 40,000); this asks wasmtime for one export by name.
-    raw = name.encode("utf-8")
-    buffer = ctypes.create_string_buffer(raw, len(raw))
+    pointer, length = _export_name(name)
     item = wasmtime_ffi.wasmtime_extern_t()
     found = wasmtime_ffi.wasmtime_instance_export_get(
-        store._context(),
-        ctypes.byref(instance._instance),
-        ctypes.cast(buffer, ctypes.POINTER(ctypes.c_char)),
-        len(raw),
-        ctypes.byref(item),
+        store._context(), ctypes.byref(instance._instance), pointer, length, ctypes.byref(item)
     )
     return wrap_extern(item) if found else None
+
+
+@functools.lru_cache(maxsize=64)
+def _export_name(name: str) -> tuple[Any, int]:
+    # Every job looks the same few names up (sf_alloc, its entry, memory): the name's C buffer
+    # is made once (~5 us a lookup). wasmtime only reads it; the cast pointer keeps the buffer
+    # alive (ctypes keeps the source object in the pointer's _objects).
+    raw = name.encode("utf-8")
+    buffer = ctypes.create_string_buffer(raw, len(raw))
+    return ctypes.cast(buffer, ctypes.POINTER(ctypes.c_char)), len(raw)
 
 
 # -- calling a numeric export -----------------------------------------------------------------

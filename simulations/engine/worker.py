@@ -154,8 +154,12 @@ def run_worker(
             jobs = jobs[::-1]
         pending: list[tuple[Message, object]] = []  # (instruction, what its job returned)
         last_flush = time.monotonic()
+        copies: dict[Any, Callable[[], RecordDict]] = {}  # content key -> fresh copies of it
         for content_key, metadata, partition_id in jobs:
-            message = transfer.instruction(metadata, transfer.decode_content(contents[content_key]))
+            copy = copies.get(content_key)
+            if copy is None:
+                copy = copies[content_key] = transfer.content_copies(contents[content_key])
+            message = transfer.instruction(metadata, copy())
             context = context_of(message.metadata.dst_node_id, partition_id)
             # As Flower's run_clientapp: this process now runs a task of this node.
             TaskIdentity.task_id = 1

@@ -6,6 +6,8 @@ and the real kernel (or a hostile one given by ``kernel-path``).
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import time
 
@@ -259,3 +261,46 @@ def test_a_kernel_file_replaced_between_jobs_is_verified_again(tmp_path):
     code, reason = _error(client_app.train(pinned, _context(**node)))
     assert code == ClientErrorCode.KERNEL_MISMATCH
     assert shipped.sha256 in reason
+
+
+def test_a_shipped_kernel_file_changed_between_jobs_is_verified_again(tmp_path, monkeypatch):
+    # Shipped kernels are verified once per stat of their directory and of its *.wasm.json
+    # files: an edit in place, a rename or a new file in the directory is verified again.
+    source = client_app.kernel_source
+    shipped_dir = tmp_path / "wasm"
+    shipped_dir.mkdir()
+    for path in sorted(source.shipped_dir().glob("*.wasm.json")):
+        (shipped_dir / path.name).write_bytes(path.read_bytes())
+    monkeypatch.setattr(source, "shipped_dir", lambda: shipped_dir)
+    reads = []
+    pinned_kernel = source.pinned_kernel
+    monkeypatch.setattr(source, "pinned_kernel", lambda *a: reads.append(a) or pinned_kernel(*a))
+    pinned_path = source.shipped_path(source.DEFAULT_FLAVOUR)
+    good = pinned_path.read_bytes()
+    shipped = source.read_shipped(pinned_path)
+    node = {"data-path": str(_data_file(tmp_path))}
+    pinned = _message("train", **{"kernel-sha256": shipped.sha256})
+
+    assert not client_app.train(pinned, _context(**node)).has_error()
+    assert not client_app.train(pinned, _context(**node)).has_error()
+    assert len(reads) == 1  # the second job used the verified module
+    # Edited in place (same inode, directory unchanged): other bytes under the same sha256.
+    document = json.loads(good)
+    document["wasm_base64"] = base64.b64encode(shipped.wasm + b"\x00").decode()
+    pinned_path.write_text(json.dumps(document))
+    code, reason = _error(client_app.train(pinned, _context(**node)))
+    assert code == ClientErrorCode.KERNEL_MISMATCH, reason
+    assert len(reads) == 2
+    # Renamed (the directory changes): the pin is found under its new name, verified again.
+    pinned_path.write_bytes(good)
+    os.rename(pinned_path, shipped_dir / "renamed.wasm.json")
+    assert not client_app.train(pinned, _context(**node)).has_error()
+    assert len(reads) == 3
+    assert not client_app.train(pinned, _context(**node)).has_error()
+    assert len(reads) == 3
+    # A new file that declares the pin, sorted first: read again, and the bad one is refused.
+    (shipped_dir / "a-first.wasm.json").write_text(json.dumps(document))
+    code, reason = _error(client_app.train(pinned, _context(**node)))
+    assert code == ClientErrorCode.KERNEL_MISMATCH, reason
+    assert "a-first.wasm.json" in reason
+    assert len(reads) == 4

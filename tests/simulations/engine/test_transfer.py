@@ -40,6 +40,34 @@ def test_content_round_trips_bit_for_bit_and_every_decode_is_a_fresh_object():
     assert dict(first.config_records["config"]) == dict(content.config_records["config"])
 
 
+def test_content_copies_are_fresh_objects_with_the_same_bits():
+    content = _content(np.random.default_rng(0))
+    buffer = transfer.encode_content(content)
+    copy = transfer.content_copies(buffer)
+    first, second = copy(), copy()
+    assert first is not second
+    assert first["arrays"] is not second["arrays"]
+    assert first["arrays"]["w"] is not second["arrays"]["w"]
+    for name in ("w", "b"):
+        original = content.array_records["arrays"][name].numpy()
+        decoded = second.array_records["arrays"][name].numpy()
+        assert decoded.dtype == original.dtype and decoded.shape == original.shape
+        assert decoded.tobytes() == original.tobytes()
+    # A job that changes its content changes nobody else's.
+    first["config"]["lr"] = 99.0
+    assert copy()["config"]["lr"] == 0.1
+    assert dict(second.config_records["config"]) == dict(content.config_records["config"])
+
+
+def test_content_copies_refuse_what_decode_content_refuses():
+    with pytest.raises(transfer.TransferError, match="Flower records only"):
+        transfer.content_copies(pickle.dumps(os.system, protocol=5))
+    with pytest.raises(transfer.TransferError, match="expected a RecordDict"):
+        transfer.content_copies(pickle.dumps(ConfigRecord({"a": 1}), protocol=5))
+    with pytest.raises(transfer.TransferError, match="content of 3 bytes"):
+        transfer.content_copies(b"\x80\x05K")
+
+
 def test_an_instruction_keeps_its_metadata():
     message = Message(_content(np.random.default_rng(1)), 1000007, "train", group_id="3")
     message.metadata.__dict__["_message_id"] = "run-42"
