@@ -8,6 +8,7 @@ host side. It knows no runtime: it only builds numpy arrays.
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -167,7 +168,7 @@ class ModelSpec:
 
     def num_params(self) -> int:
         """Return the number of float32 parameters (weights and biases)."""
-        return sum(int(np.prod(shape)) for _, shape in self._shapes)
+        return sum(math.prod(shape) for _, shape in self._shapes)
 
     def encode(self) -> np.ndarray:
         """Return the int32 words the kernels read (kernels/ABI.md)."""
@@ -221,7 +222,7 @@ class ModelSpec:
         params: dict[str, np.ndarray] = {}
         offset = 0
         for name, shape in self.array_shapes().items():
-            size = int(np.prod(shape))
+            size = math.prod(shape)
             params[name] = flat[offset : offset + size].reshape(shape).copy()
             offset += size
         return params
