@@ -13,7 +13,6 @@ import shutil
 
 import numpy as np
 import pytest
-from flwr.supercore.task_identity import TaskIdentity
 
 from coordinator import checkpoint as ckpt
 from coordinator import strategy_state
@@ -50,13 +49,6 @@ STRATEGIES = {
     "multikrum": '{"num_malicious_nodes": 1, "num_nodes_to_select": 2}',
     "bulyan": "{}",
 }
-
-
-@pytest.fixture(autouse=True)
-def task_identity(monkeypatch):
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
 
 
 def _config(folder, **changes):

@@ -4,7 +4,6 @@ import math
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 
 from coordinator.clock import (
     DEVICE_DROPPED,
@@ -27,10 +26,7 @@ DEVICES = DeviceSimulation(
 WEIGHTS = {"w": np.zeros(250, np.float32)}  # 1000 bytes: 1 s down, 1 s up
 
 
-def test_each_instruction_carries_its_device_budget_and_memory_cap(monkeypatch):
-    # A Message needs Flower's process-wide task identity (a ServerApp sets it).
-    for name in ("_run_id", "_node_id", "_task_id"):
-        monkeypatch.setattr(TaskIdentity, name, 1)
+def test_each_instruction_carries_its_device_budget_and_memory_cap():
     record = RecordDict(
         {ARRAYS_KEY: ArrayRecord({"w": Array(WEIGHTS["w"])}), CONFIG_KEY: ConfigRecord({"lr": 0.1})}
     )

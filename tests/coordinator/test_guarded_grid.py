@@ -20,7 +20,6 @@ from tests.coordinator.test_server_app import (
     NUM_CLIENTS,
     InProcessGrid,
     run_config,
-    task_identity,  # noqa: F401 (an autouse fixture: instruction messages need it)
     write_json_only,
 )
 

@@ -11,18 +11,10 @@ cleaned where validation returns it.
 from __future__ import annotations
 
 import pytest
-from flwr.supercore.task_identity import TaskIdentity
 
 from coordinator.validation import MAX_REASON_CHARS
 from protos.report_pb2 import REJECTED
 from tests.coordinator.test_hostile_replies import HostileGrid, row, run
-
-
-@pytest.fixture(autouse=True)
-def task_identity(monkeypatch):
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
 
 
 def raw_metadata(**fields):

@@ -34,13 +34,6 @@ from tests.coordinator.test_server_app import (
 BIGGEST = NUM_CLIENTS - 1  # the partition with the most examples
 
 
-@pytest.fixture(autouse=True)
-def task_identity(monkeypatch):
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
-
-
 class KnowingGrid(HostileGrid):
     """A grid that knows every node's partition, as the local engine's does."""
 

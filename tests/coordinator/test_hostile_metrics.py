@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 
 import pytest
-from flwr.supercore.task_identity import TaskIdentity
 
 from coordinator.validation import FLOAT32_MAX
 from protos import contract
@@ -26,13 +25,6 @@ from tests.coordinator.test_hostile_replies import (
 )
 
 JUST_ABOVE = math.nextafter(FLOAT32_MAX, math.inf)
-
-
-@pytest.fixture(autouse=True)
-def task_identity(monkeypatch):
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
 
 
 @pytest.mark.parametrize("value", [1e308, JUST_ABOVE], ids=["1e308", "just above float32"])

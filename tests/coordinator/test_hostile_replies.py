@@ -36,13 +36,6 @@ from tests.coordinator.test_server_app import (
 HOSTILE = 2  # the partition that misbehaves
 
 
-@pytest.fixture(autouse=True)
-def task_identity(monkeypatch):
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
-
-
 class HostileGrid(InProcessGrid):
     """Partition HOSTILE's replies go through ``hostile(instruction, honest_reply) -> replies``."""
 

@@ -25,7 +25,6 @@ from flwr.app import (
 )
 from flwr.app.error import Error
 from flwr.serverapp import ServerApp
-from flwr.supercore.task_identity import TaskIdentity
 
 from coordinator import server_app
 from coordinator.aggregation import model_sha256
@@ -45,14 +44,6 @@ from protos.report_pb2 import FAILED, OK, REJECTED
 
 MODEL = "logreg:4-3"
 NUM_CLIENTS = 5
-
-
-@pytest.fixture(autouse=True)
-def task_identity(monkeypatch):
-    # Flower's engine sets the process-wide TaskIdentity that instruction messages read.
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
 
 
 def run_config(tmp_path, **changes):

@@ -19,7 +19,6 @@ from flwr.app import (
 )
 from flwr.app.error import Error
 from flwr.serverapp.strategy import Bulyan, FedAvg, FedMedian, FedTrimmedAvg, Krum, MultiKrum
-from flwr.supercore.task_identity import TaskIdentity
 
 from coordinator import attribution
 from coordinator.flower_strategies import StrategyParamsError, build_flower_strategy
@@ -36,15 +35,6 @@ from tests.coordinator.messages import reply_metadata
 
 SHAPES = {"layer0.weight": (6, 4), "layer0.bias": (4,)}
 NODES = [901, 17, 5003, 42, 77]
-
-
-@pytest.fixture(autouse=True)
-def task_identity(monkeypatch):
-    # Instruction messages take run and node ids from Flower's process-wide TaskIdentity,
-    # which the engine sets; here there is no engine.
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
 
 
 class ListGrid:

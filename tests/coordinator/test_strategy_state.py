@@ -3,7 +3,6 @@ either captured for the checkpoint or reset by the adapter each round."""
 
 import numpy as np
 import pytest
-from flwr.supercore.task_identity import TaskIdentity
 
 from coordinator import strategy_state
 from coordinator.config import FederationConfig
@@ -23,13 +22,6 @@ SHAPES = ModelSpec.parse(MODEL).array_shapes()
 # Set by the adapter before every aggregation (coordinator.rules.prime_reference), so not state.
 RESET_EACH_ROUND = {"current_arrays"}
 SLOT_ATTRIBUTES = {"m_t": "m_t", "v_t": "v_t", "momentum": "momentum_vector"}
-
-
-@pytest.fixture(autouse=True)
-def task_identity(monkeypatch):
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
 
 
 @pytest.mark.parametrize("name", sorted(STRATEGIES))

@@ -27,7 +27,6 @@ from tests.coordinator.test_strategy import (
     numpy_of,
     random_arrays,
     reply,
-    task_identity,  # noqa: F401  # the autouse fixture instruction messages need
 )
 
 

@@ -15,7 +15,6 @@ from flwr.app import (
     RecordDict,
 )
 from flwr.clientapp import ClientApp
-from flwr.supercore.task_identity import TaskIdentity
 
 from protos import contract
 from simulations import faults
@@ -34,13 +33,6 @@ from simulations.scenario import Scenario, ScenarioError
 
 NUM_PARTITIONS = 20
 SEED = 42
-
-
-@pytest.fixture(autouse=True)
-def task_identity(monkeypatch):
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
 
 
 # -- the plan ---------------------------------------------------------------------------------

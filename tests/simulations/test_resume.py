@@ -3,7 +3,6 @@
 import json
 
 import pytest
-from flwr.supercore.task_identity import TaskIdentity
 from typer.testing import CliRunner
 
 from coordinator.checkpoint import CHECKPOINT_DIR
@@ -18,13 +17,6 @@ from simulations.resume import (
     saved_run_config,
 )
 from tests.coordinator.test_server_app import InProcessGrid, run_config, write_json_only
-
-
-@pytest.fixture(autouse=True)
-def task_identity(monkeypatch):
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
 
 
 @pytest.fixture
