@@ -47,7 +47,13 @@ from .flower_strategies import build_flower_strategy
 from .guarded_grid import guard_replies
 from .reports.run_config import set_run_config
 from .resume import starting_point
-from .strategy import DeltaStrategy, ExpectedExamples, FaultLabels, RoundFailedError
+from .strategy import (
+    DeltaStrategy,
+    ExpectedExamples,
+    FaultLabels,
+    RoundFailedError,
+    grid_partitions,
+)
 from .validation import WeightPolicy
 
 logger = logging.getLogger(__name__)
@@ -186,10 +192,9 @@ def run_rounds_on_grid(
             or fault_labels is not None
             or config.devices is not None
             or check_partitions is not None
-            # A grid that knows every node's partition tells them for free, and its word is
-            # the one a reply cannot forge: learned from round 1's replies instead, a node
-            # that lies from its first reply would be believed (the weight bound included).
-            or callable(getattr(grid, "node_partitions", None))
+            # Learned from round 1's replies instead, a node that lies from its first reply
+            # would be believed (the weight bound included).
+            or grid_partitions(grid) is not None
         )
         if needs_partitions and _partitions_needed(grid, strategy, start.resumed):
             # Partial sampling draws from nodes in partition order, which needs the partitions

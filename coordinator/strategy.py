@@ -267,7 +267,8 @@ class DeltaStrategy(Strategy):
         Raises
         ------
         RoundFailedError
-            When no reply is usable or the Flower rule refuses the usable ones.
+            When no reply is usable or the Flower rule raises on the usable ones (a rule that
+            returns no aggregate keeps the model: the round's ``model_unchanged_reason``).
         StrategyStateError
             When ``server_round`` was not configured by :meth:`configure_train`.
         """
@@ -340,7 +341,12 @@ class DeltaStrategy(Strategy):
         ):
             # Every client was offline or too slow: the round ends at its deadline with the
             # model unchanged (FedAvg's fate at a high straggler share), not as a failure.
-            return self._model_unchanged(state, "no client made the device deadline"), None
+            why = (
+                "no client made the device deadline"
+                if state.train_nodes
+                else "every device was offline"
+            )
+            return self._model_unchanged(state, why), None
         if not usable:
             reasons = (
                 "; ".join(f"{self._client_name(r.node_id)}: {r.reason}" for r in checked)
@@ -542,8 +548,8 @@ class DeltaStrategy(Strategy):
         partition_id}``, e.g. the local simulation engine's) is asked instead: no message
         is sent, which matters at 100,000 nodes.
         """
-        known = getattr(grid, "node_partitions", None)
-        if callable(known):
+        known = grid_partitions(grid)
+        if known is not None:
             partitions = {int(node): int(partition) for node, partition in known().items()}
             self.node_partitions.update(partitions)
             return len(partitions)
@@ -709,6 +715,16 @@ class DeltaStrategy(Strategy):
             bulyan_picked=self._bulyan_selection.picked,
         )
         return update, notes
+
+
+def grid_partitions(grid: Grid) -> Callable[[], Mapping[int, int]] | None:
+    """Return the grid's ``node_partitions`` (node id -> partition id), if it has one.
+
+    A grid that knows every node's partition (the local simulation engine's) says it for free,
+    and its word is the one no reply can forge.
+    """
+    known = getattr(grid, "node_partitions", None)
+    return known if callable(known) else None
 
 
 def _rule_message_of(state: _RoundState, reply: TrainReply, server_round: int) -> Message:

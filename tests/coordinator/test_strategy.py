@@ -21,6 +21,7 @@ from flwr.app.error import Error
 from flwr.serverapp.strategy import Bulyan, FedAvg, FedMedian, FedTrimmedAvg, Krum, MultiKrum
 
 from coordinator import attribution
+from coordinator.clock import DeviceProfile, DeviceSimulation
 from coordinator.flower_strategies import StrategyParamsError, build_flower_strategy
 from coordinator.sampling import sample_nodes
 from coordinator.strategy import (
@@ -703,3 +704,27 @@ def test_the_weight_policy_clips_claims_before_the_mean():
     assert (liar.claimed_num_examples, liar.num_examples) == (10**15, 20)
     assert liar.aggregation_weight == pytest.approx(20 / 60)
     assert report.clients_weight_clipped == 1
+
+
+def test_a_device_round_with_every_device_offline_keeps_the_model_and_says_so():
+    rng = np.random.default_rng(12)
+    global_weights = random_arrays(rng)
+    deltas = [random_arrays(rng, 0.1) for _ in NODES]
+    strategy = make("fedavg")
+    never_online = DeviceProfile(
+        speed=1e6, memory_mb=64, uplink=1e3, downlink=1e3, availability=0.0
+    )
+    strategy.devices = DeviceSimulation(
+        profiles=(never_online,) * len(NODES),
+        deadline_seconds=10.0,
+        policy="drop",
+        speed_jitter=0.0,
+    )
+    strategy.node_partitions.update({node: index for index, node in enumerate(NODES)})
+    new_weights, report = train_round(strategy, 1, global_weights, deltas)
+    assert report.clients_sampled == 0 and report.clients_offline == len(NODES)
+    assert report.model_unchanged_reason == "every device was offline"
+    assert report.update_norm == 0.0
+    assert {name: v.tobytes() for name, v in new_weights.items()} == {
+        name: v.tobytes() for name, v in global_weights.items()
+    }
