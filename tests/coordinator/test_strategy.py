@@ -120,6 +120,15 @@ def train_round(strategy, server_round, global_weights, deltas, num_examples=Non
     return numpy_of(new_arrays), strategy.round_report(server_round)
 
 
+def sampled_round(strategy, global_weights):
+    """Configure round 1 on NODES; return its train messages and a node it did not sample."""
+    messages = list(
+        strategy.configure_train(1, arrays_of(global_weights), ConfigRecord({}), ListGrid(NODES))
+    )
+    sampled = {m.metadata.dst_node_id for m in messages}
+    return messages, next(node for node in NODES if node not in sampled)
+
+
 def weights_replies(weights_list, num_examples, nodes=NODES):
     """Replies carrying full weights, to run a Flower rule the way Flower itself would."""
     replies = []
@@ -524,12 +533,8 @@ def test_replies_from_unsampled_nodes_and_duplicates_are_not_aggregated():
     rng = np.random.default_rng(15)
     global_weights = random_arrays(rng)
     strategy = make("fedavg", fraction_train=0.4)
-    messages = list(
-        strategy.configure_train(1, arrays_of(global_weights), ConfigRecord({}), ListGrid(NODES))
-    )
+    messages, stranger = sampled_round(strategy, global_weights)
     assert len(messages) == 2
-    sampled = {m.metadata.dst_node_id for m in messages}
-    stranger = next(node for node in NODES if node not in sampled)
     stray_instruction = Message(RecordDict(), dst_node_id=stranger, message_type=MessageType.TRAIN)
     good = random_arrays(rng, 0.1)
     replies = [

@@ -27,6 +27,7 @@ from tests.coordinator.test_strategy import (
     numpy_of,
     random_arrays,
     reply,
+    sampled_round,
 )
 
 
@@ -34,12 +35,8 @@ def hostile_round(strategy, seed=21):
     """Configure round 1 on 4 of NODES; return (global weights, replies) with hostile ones."""
     rng = np.random.default_rng(seed)
     global_weights = random_arrays(rng)
-    messages = list(
-        strategy.configure_train(1, arrays_of(global_weights), ConfigRecord({}), ListGrid(NODES))
-    )
+    messages, stranger = sampled_round(strategy, global_weights)
     assert len(messages) == 4
-    sampled = {m.metadata.dst_node_id for m in messages}
-    stranger = next(node for node in NODES if node not in sampled)
     stray = Message(RecordDict(), dst_node_id=stranger, message_type=MessageType.TRAIN)
     nan_delta = random_arrays(rng, 0.1)
     nan_delta["layer0.bias"][2] = np.inf
